@@ -1,0 +1,360 @@
+"""BYOL as a `keras.Model`: online and target networks, the symmetric loss, and the target EMA."""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from byol_keras.encoders import feature_shape
+from byol_keras.heads import mlp_head
+from byol_keras.losses import byol_loss, l2_normalize
+from byol_keras.schedules import target_tau
+
+
+def _clone_structure(layer):
+    """A new layer with the same configuration (and fresh variables) as `layer`."""
+    try:
+        return keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    except Exception as error:  # Any failure here means the encoder cannot be rebuilt from its config.
+        raise ValueError(
+            "The target network is built from the encoder's configuration, so `encoder` must support "
+            "`get_config()` / `from_config()` (and be registered with "
+            "`keras.saving.register_keras_serializable` if it is a custom class). "
+            f"Received: encoder={layer.name!r} of type {type(layer).__name__}, which failed with: {error}"
+        ) from error
+
+
+def _unpack_views(data):
+    """`(view1, view2)` or `(view1, view2, labels)` → `(view1, view2, labels or None)`."""
+    if isinstance(data, (list, tuple)) and len(data) in (2, 3):
+        view1, view2 = data[0], data[1]
+        labels = data[2] if len(data) == 3 else None
+        return view1, view2, labels
+    raise ValueError(
+        "BYOL expects each batch to be `(view1, view2)` or `(view1, view2, labels)`, e.g. from "
+        "`byol_keras.data.pretrain_dataset`. "
+        f"Received: a batch of type {type(data).__name__}"
+        + (f" with {len(data)} elements" if isinstance(data, (list, tuple)) else "")
+    )
+
+
+def _input_image_shape(encoder):
+    """`(height, width, channels)` of a Functional or Sequential encoder's single input, else None."""
+    try:
+        inputs = encoder.inputs
+    except AttributeError:  # Subclassed models have no symbolic inputs.
+        return None
+    if isinstance(inputs, (list, tuple)) and len(inputs) == 1 and len(inputs[0].shape) == 4:
+        return tuple(inputs[0].shape[1:])
+    return None
+
+
+class _TotalStepsFromFit(keras.callbacks.Callback):
+    """Sets `BYOL.total_steps` to epochs × steps per epoch when `fit` starts (τ's horizon)."""
+
+    def on_train_begin(self, logs=None):
+        epochs, steps = self.params.get("epochs"), self.params.get("steps")
+        if not steps or not epochs:
+            raise ValueError(
+                "BYOL needs the total number of training steps for its τ schedule, and `fit` cannot "
+                "tell it: the dataset's length is unknown. Pass `steps_per_epoch=` to `fit`, or "
+                f"`total_steps=` to `BYOL(...)`. Received: epochs={epochs}, steps per epoch={steps}"
+            )
+        self.model._total_steps.assign(int(epochs) * int(steps))
+
+
+@keras.saving.register_keras_serializable(package="byol_keras")
+class BYOL(keras.Model):
+    """Bootstrap Your Own Latent (Grill et al., 2020) as a `keras.Model`.
+
+    "BYOL's goal is to learn a representation y_θ which can then be used for downstream tasks. ...
+    BYOL uses two neural networks to learn: the online and target networks. ... we use an exponential
+    moving average of the online parameters θ as the target parameters ξ" (section 3.1).
+
+    The online network is `encoder` → `projector` → `predictor`; the target network is
+    `target_encoder` → `target_projector`, built with the same structure and starting from a copy of
+    the online weights. `model(images)` returns the online encoder's features, so a trained model is
+    directly an embedder. Pretraining is `compile(optimizer=...)` + `fit(dataset)` where the dataset
+    yields `(view1, view2)` or `(view1, view2, labels)` batches of normalised images.
+
+    Args:
+        encoder: a `keras.Model` or layer mapping images `(batch, h, w, c)` to features `(batch, dim)`.
+        projection_dim: int, output size of projector and predictor. Defaults to 256.
+        projection_hidden_dim: int, hidden width of the projector. Defaults to 4096.
+        prediction_hidden_dim: int, hidden width of the predictor. Defaults to 4096.
+        base_tau: float in [0, 1], τ_base of the target EMA's cosine schedule. Defaults to 0.996.
+        total_steps: int or None, the K of the τ schedule. When None, every `fit` sets it to
+            epochs × steps per epoch. Defaults to None.
+        num_classes: int or None. When set, an online linear probe on the stop-gradient encoder
+            output is trained alongside from batches that carry labels (label -1 means unlabelled),
+            as the paper's monitor; logs `probe_loss` and `probe_accuracy`. Defaults to None.
+        image_shape: tuple `(height, width, channels)` or None. When None it is read from the
+            encoder's input if the encoder has one, otherwise the model is built at its first call.
+            Defaults to None.
+        synchronized_bn: bool or None, cross-replica BatchNorm in the heads. None means "when the
+            current `tf.distribute` strategy has more than one replica". Defaults to None.
+
+    Example:
+
+    >>> from byol_keras.encoders import resnet18
+    >>> model = BYOL(resnet18(width=4, input_shape=(32, 32, 3)), projection_dim=16,
+    ...              projection_hidden_dim=32, prediction_hidden_dim=32, total_steps=100)
+    >>> model.compile(optimizer="sgd")
+    >>> tuple(model(np.zeros((2, 32, 32, 3), "float32")).shape)
+    (2, 32)
+    """
+
+    def __init__(
+        self,
+        encoder,
+        projection_dim=256,
+        projection_hidden_dim=4096,
+        prediction_hidden_dim=4096,
+        base_tau=0.996,
+        total_steps=None,
+        num_classes=None,
+        image_shape=None,
+        synchronized_bn=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(encoder, keras.layers.Layer):
+            raise ValueError(
+                "`encoder` must be a keras.Model or keras.layers.Layer mapping images to feature "
+                f"vectors (batch, dim). Received: encoder={encoder!r} of type {type(encoder).__name__}"
+            )
+        for arg, value in (
+            ("projection_dim", projection_dim),
+            ("projection_hidden_dim", projection_hidden_dim),
+            ("prediction_hidden_dim", prediction_hidden_dim),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"`{arg}` must be a positive integer. Received: {arg}={value!r}")
+        if not isinstance(base_tau, (int, float)) or isinstance(base_tau, bool) or not 0.0 <= base_tau <= 1.0:
+            raise ValueError(f"`base_tau` must be in [0, 1]. Received: base_tau={base_tau!r}")
+        if total_steps is not None and (
+            not isinstance(total_steps, int) or isinstance(total_steps, bool) or total_steps <= 0
+        ):
+            raise ValueError(
+                f"`total_steps` must be a positive integer or None. Received: total_steps={total_steps!r}"
+            )
+        if num_classes is not None and (
+            not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes <= 1
+        ):
+            raise ValueError(
+                f"`num_classes` must be an integer > 1 or None. Received: num_classes={num_classes!r}"
+            )
+        if image_shape is None:
+            image_shape = _input_image_shape(encoder)
+        if image_shape is not None:
+            image_shape = tuple(image_shape)
+            if len(image_shape) != 3:
+                raise ValueError(
+                    "`image_shape` must be (height, width, channels). "
+                    f"Received: image_shape={image_shape!r}"
+                )
+
+        self.encoder = encoder
+        self.projection_dim = projection_dim
+        self.projection_hidden_dim = projection_hidden_dim
+        self.prediction_hidden_dim = prediction_hidden_dim
+        self.base_tau = float(base_tau)
+        self.total_steps = total_steps
+        self.num_classes = num_classes
+        self.image_shape = image_shape
+        self.synchronized_bn = synchronized_bn
+
+        # τ's horizon K lives in a variable so that `fit` can set it without retracing and a saved
+        # model carries it.
+        self._total_steps = self.add_weight(
+            shape=(), dtype="int64", initializer=keras.initializers.Constant(total_steps or 0),
+            trainable=False, name="total_steps",
+        )
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.std_tracker = keras.metrics.Mean(name="representation_std")
+        if num_classes is not None:
+            self.probe_loss_tracker = keras.metrics.Mean(name="probe_loss")
+            self.probe_accuracy = keras.metrics.SparseCategoricalAccuracy(name="probe_accuracy")
+        if image_shape is not None:
+            self.build((None,) + image_shape)
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        dim = feature_shape(self.encoder, input_shape)[-1]
+        synchronized = self.synchronized_bn
+        if synchronized is None:
+            synchronized = tf.distribute.get_strategy().num_replicas_in_sync > 1
+        self.projector = mlp_head(
+            dim, self.projection_hidden_dim, self.projection_dim, synchronized, name="projector"
+        )
+        self.predictor = mlp_head(
+            self.projection_dim, self.prediction_hidden_dim, self.projection_dim, synchronized,
+            name="predictor",
+        )
+        # The target has the online encoder's and projector's structure (no predictor) and starts
+        # as a copy of their weights, never an independent random initialisation.
+        self.target_encoder = _clone_structure(self.encoder)
+        self.target_encoder.build(input_shape)
+        self.target_projector = _clone_structure(self.projector)
+        self._ema_pairs = []
+        for online, target in ((self.encoder, self.target_encoder), (self.projector, self.target_projector)):
+            if len(online.weights) != len(target.weights):
+                raise ValueError(
+                    f"The target copy of {online.name!r} has {len(target.weights)} weights but the "
+                    f"online network has {len(online.weights)}; the encoder's get_config() does not "
+                    "describe its full structure."
+                )
+            for o, t in zip(online.weights, target.weights):
+                if tuple(o.shape) != tuple(t.shape):
+                    raise ValueError(
+                        f"Target weight {t.path} has shape {tuple(t.shape)}, online {o.path} has "
+                        f"{tuple(o.shape)}; the encoder's get_config() does not rebuild it faithfully."
+                    )
+                t.assign(o)
+                # The target gets no gradient: its variables are marked non-trainable so that
+                # `model.trainable_variables` (and the optimizer's slots) cover the online network
+                # only. Its *layers* stay trainable, because `trainable = False` on a Keras
+                # BatchNormalization switches it to inference mode, and the paper's target runs
+                # in training mode (batch statistics, its own moving statistics).
+                if o.trainable:
+                    # EMA over the parameters only; BN moving statistics are not averaged.
+                    self._ema_pairs.append((t, o))
+                t.trainable = False
+        if self.num_classes is not None:
+            self.probe = keras.layers.Dense(self.num_classes, name="probe")
+            self.probe.build((None, dim))
+
+    def call(self, images, training=False):
+        return self.encoder(images, training=training)
+
+    @property
+    def metrics(self):
+        metrics = [self.loss_tracker, self.std_tracker]
+        if self.num_classes is not None:
+            metrics += [self.probe_loss_tracker, self.probe_accuracy]
+        return metrics
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        callbacks = list(callbacks or [])
+        if self.total_steps is None:
+            # Before the user's callbacks, so that they (and the first step) see the horizon.
+            callbacks.insert(0, _TotalStepsFromFit())
+        elif int(keras.ops.convert_to_numpy(self._total_steps)) != self.total_steps:
+            self._total_steps.assign(self.total_steps)
+        return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    def _forward(self, view1, view2, training):
+        """Online projections and predictions, and stop-gradient target projections, of both views."""
+        # Target: same mode as the online network (training mode = batch statistics and its own
+        # moving-statistics update), and no gradient: ξ is only ever moved by the EMA.
+        target1 = self.target_projector(self.target_encoder(view1, training=training), training=training)
+        target2 = self.target_projector(self.target_encoder(view2, training=training), training=training)
+        target1, target2 = ops.stop_gradient(target1), ops.stop_gradient(target2)
+        h1 = self.encoder(view1, training=training)
+        h2 = self.encoder(view2, training=training)
+        z1 = self.projector(h1, training=training)
+        z2 = self.projector(h2, training=training)
+        p1 = self.predictor(z1, training=training)
+        p2 = self.predictor(z2, training=training)
+        # Symmetrised loss: each view's prediction regresses the *other* view's target projection,
+        # summed over the two directions and averaged over the batch (paper eq. 2 and L + L~).
+        loss = ops.mean(byol_loss(p1, target2) + byol_loss(p2, target1))
+        return h1, z1, z2, loss
+
+    def _probe_loss(self, features, labels, training):
+        """Masked cross-entropy of the linear probe on stop-gradient features (labels < 0 ignored)."""
+        # Stop-gradient: the probe monitors the representation, it must not shape it.
+        logits = ops.cast(self.probe(ops.stop_gradient(features), training=training), "float32")
+        labels = ops.cast(labels, "int32")
+        mask = ops.cast(labels >= 0, "float32")
+        safe_labels = ops.maximum(labels, 0)
+        per_example = keras.losses.sparse_categorical_crossentropy(safe_labels, logits, from_logits=True)
+        loss = ops.sum(per_example * mask) / ops.maximum(ops.sum(mask), 1.0)
+        self.probe_loss_tracker.update_state(loss, sample_weight=ops.sum(mask))
+        self.probe_accuracy.update_state(safe_labels, logits, sample_weight=mask)
+        return loss
+
+    def _update_trackers(self, loss, z1, z2, batch_size):
+        self.loss_tracker.update_state(loss, sample_weight=batch_size)
+        self.std_tracker.update_state(representation_std(ops.concatenate([z1, z2], axis=0)))
+
+    def train_step(self, data):
+        view1, view2, labels = _unpack_views(data)
+        optimizer = self.optimizer
+        # The global step before this update: τ_k and the learning rate of this step.
+        # `tf.identity` takes a snapshot: `ops.convert_to_tensor` would hand back the variable itself,
+        # and a later comparison would then read the already incremented counter.
+        step = tf.identity(optimizer.iterations.value)
+        tau = target_tau(step, self._total_steps, self.base_tau)
+        learning_rate = ops.cast(optimizer.learning_rate, "float32")
+        with tf.GradientTape() as tape:
+            h1, z1, z2, loss = self._forward(view1, view2, training=True)
+            total = loss
+            if self.num_classes is not None and labels is not None:
+                total = total + self._probe_loss(h1, labels, training=True)
+            # Keras sums gradients over replicas: differentiate loss / replicas (the logged loss
+            # stays unscaled), and let a loss-scale optimizer scale it for float16.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = optimizer.scale_loss(total / replicas)
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        optimizer.apply(gradients, variables)
+        # The EMA, after the optimizer step: ξ ← τ·ξ + (1 − τ)·θ. A step that a loss-scale optimizer
+        # skipped (non-finite gradients) leaves its step counter unchanged; then τ_eff = 1 and the
+        # target does not move either.
+        stepped = ops.greater(tf.identity(optimizer.iterations.value), step)
+        tau_eff = ops.where(stepped, tau, ops.ones_like(tau))
+        for target, online in self._ema_pairs:
+            rate = ops.cast(tau_eff, target.dtype)
+            target.assign(rate * target + (1.0 - rate) * ops.cast(online, target.dtype))
+        self._update_trackers(loss, z1, z2, ops.shape(view1)[0])
+        logs = {m.name: m.result() for m in self.metrics}
+        logs["tau"] = tau
+        logs["learning_rate"] = learning_rate
+        return logs
+
+    def test_step(self, data):
+        view1, view2, labels = _unpack_views(data)
+        h1, z1, z2, loss = self._forward(view1, view2, training=False)
+        if self.num_classes is not None and labels is not None:
+            self._probe_loss(h1, labels, training=False)
+        self._update_trackers(loss, z1, z2, ops.shape(view1)[0])
+        return {m.name: m.result() for m in self.metrics}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "encoder": keras.saving.serialize_keras_object(self.encoder),
+                "projection_dim": self.projection_dim,
+                "projection_hidden_dim": self.projection_hidden_dim,
+                "prediction_hidden_dim": self.prediction_hidden_dim,
+                "base_tau": self.base_tau,
+                "total_steps": self.total_steps,
+                "num_classes": self.num_classes,
+                "image_shape": self.image_shape,
+                "synchronized_bn": self.synchronized_bn,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        return cls(**config)
+
+
+def representation_std(z):
+    """The collapse monitor: mean over dimensions of the batch std of L2-normalised vectors.
+
+    About 1/√dim for well-spread representations, 0 when every example maps to the same direction
+    (solo-learn's `z_std`).
+
+    Args:
+        z: `(batch, dim)` projections.
+
+    Returns:
+        float32 scalar.
+    """
+    z = l2_normalize(ops.cast(z, "float32"))
+    return ops.mean(ops.std(z, axis=0))

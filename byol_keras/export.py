@@ -1,0 +1,423 @@
+"""SavedModel export for TF Serving: encoded image bytes in, embeddings out.
+
+The export carries the whole evaluation transform inside the graph, so a client sends the JPEG/PNG/BMP/GIF
+file it has and gets back the vector the encoder produces for it. Decoding, RGB conversion, the paper's
+test-time resize and centre crop ("resize to 256 pixels along the shorter side, then centre crop 224")
+and the ImageNet normalisation all run in TensorFlow ops, and the loaded SavedModel needs neither Keras
+nor `byol_keras`.
+
+Signatures written by `export_encoder`:
+
+| name              | input                                  | outputs                                          |
+|-------------------|----------------------------------------|--------------------------------------------------|
+| `serving_default` | `image_bytes`: tf.string `[None]`      | `embedding`, `embedding_normalized`: f32 `[None, D]` |
+| `embed_pixels`    | `images`: uint8 `[None, None, None, 3]` | `embedding`, `embedding_normalized`: f32 `[None, D]` |
+| `project`         | `image_bytes`: tf.string `[None]`      | `projection`, `projection_normalized`: f32 `[None, P]` |
+
+`project` exists only when a projector is exported (a BYOL model with `include_projector=True`).
+
+Example:
+
+```python
+export_encoder(byol_model, "saved_models/cifar10/1", image_size=32)
+served = tf.saved_model.load("saved_models/cifar10/1")
+out = served.signatures["serving_default"](image_bytes=tf.constant([jpeg_bytes]))
+out["embedding"]  # (1, 512) float32
+```
+"""
+
+import json
+import os
+import shutil
+import uuid
+
+import keras
+from keras import ops
+
+from byol_keras.augment import center_crop_resize
+from byol_keras.augment import normalize
+
+SERVING_DEFAULT = "serving_default"
+EMBED_PIXELS = "embed_pixels"
+PROJECT = "project"
+
+# Where the `.keras` copy and the export description go by default. `assets.extra/` is the SavedModel
+# folder reserved for files that travel with the model but are not part of the graph; TF Serving reads
+# only `tf_serving_warmup_requests` from it. Keeping the `.keras` inside the version folder (rather than
+# beside it in `saved_models/NAME/`) means every version keeps its own Keras copy and nothing is
+# overwritten when a new version is exported.
+ASSETS_EXTRA = "assets.extra"
+KERAS_FILENAME = "encoder.keras"
+DESCRIPTION_FILENAME = "export.json"
+
+
+def l2_normalize(x, epsilon=1e-12):
+    """Scale each row to unit L2 norm, as `tf.math.l2_normalize` does.
+
+    `x / sqrt(max(sum(x**2), epsilon))`: an all-zero row stays zero instead of becoming NaN.
+
+    Args:
+        x: float tensor `(batch, dim)`.
+        epsilon: float, lower bound on the squared norm. Defaults to 1e-12.
+
+    Returns:
+        Tensor `(batch, dim)` of the same dtype, each row of norm 1 (or 0).
+    """
+    squared_norm = ops.sum(ops.square(x), axis=-1, keepdims=True)
+    return x * ops.rsqrt(ops.maximum(squared_norm, epsilon))
+
+
+def decode_images(image_bytes):
+    """Decode a batch of encoded images to a ragged list of RGB uint8 images.
+
+    Helper for the reference path in tests and clients: the same `tf.io.decode_image` call the served
+    graph makes (3 channels: grayscale is replicated, alpha is dropped; a GIF gives its first frame).
+
+    Args:
+        image_bytes: tf.string tensor `(batch,)` or a list of `bytes`.
+
+    Returns:
+        list of uint8 tensors `(height_i, width_i, 3)`.
+    """
+    import tensorflow as tf
+
+    return [_decode_one(encoded) for encoded in tf.unstack(tf.convert_to_tensor(image_bytes, tf.string))]
+
+
+def _decode_one(encoded):
+    import tensorflow as tf
+
+    # `channels=3` turns grayscale into RGB and drops an alpha channel; `expand_animations=False` makes
+    # a GIF return its first frame as a 3-D image, so every format yields `(h, w, 3)`. A malformed or
+    # empty string raises InvalidArgumentError ("Unknown image file format ...", "Input is empty.").
+    return tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
+
+
+def preprocess_image_bytes(image_bytes, image_size, crop_fraction=0.875):
+    """Decode, resize, centre-crop and normalise a batch of encoded images of possibly different sizes.
+
+    Each image is decoded and cropped on its own (`tf.map_fn`), because images in one request may
+    differ in size; the result is what `byol_keras.augment.center_crop_resize` followed by `normalize`
+    gives for each decoded image.
+
+    Args:
+        image_bytes: tf.string tensor `(batch,)` of JPEG, PNG, BMP or GIF files.
+        image_size: int, side of the square crop the encoder sees.
+        crop_fraction: float in (0, 1], crop side over resized shorter side. Defaults to 0.875.
+
+    Returns:
+        float32 tensor `(batch, image_size, image_size, 3)`, ImageNet-normalised.
+    """
+    import tensorflow as tf
+
+    def one_image(encoded):
+        image = center_crop_resize(_decode_one(encoded), image_size, crop_fraction)
+        # The crop offsets are computed at run time, so the static shape is unknown; pin it (and check
+        # it) so the stacked batch has the shape the encoder was built for.
+        return tf.ensure_shape(image, (image_size, image_size, 3))
+
+    images = tf.map_fn(
+        one_image,
+        image_bytes,
+        fn_output_signature=tf.TensorSpec((image_size, image_size, 3), tf.float32),
+    )
+    return normalize(images)
+
+
+def preprocess_pixels(images, image_size, crop_fraction=0.875):
+    """Resize, centre-crop and normalise a batch of equally sized uint8 images.
+
+    Args:
+        images: uint8 tensor `(batch, height, width, 3)`, values in [0, 255].
+        image_size: int, side of the square crop the encoder sees.
+        crop_fraction: float in (0, 1]. Defaults to 0.875.
+
+    Returns:
+        float32 tensor `(batch, image_size, image_size, 3)`, ImageNet-normalised.
+    """
+    import tensorflow as tf
+
+    images = center_crop_resize(images, image_size, crop_fraction)
+    images = tf.ensure_shape(images, (None, image_size, image_size, 3))
+    return normalize(images)
+
+
+def _unpack(model_or_encoder, include_projector):
+    """Return `(encoder, projector or None)` for a BYOL model or a plain encoder."""
+    if isinstance(model_or_encoder, keras.Model) and hasattr(model_or_encoder, "encoder"):
+        encoder = model_or_encoder.encoder
+        projector = getattr(model_or_encoder, "projector", None) if include_projector else None
+    elif isinstance(model_or_encoder, keras.Model):
+        encoder, projector = model_or_encoder, None
+    else:
+        raise TypeError(
+            "`model_or_encoder` must be a BYOL model (a keras.Model with `.encoder` and `.projector`) "
+            "or a keras.Model encoder mapping normalised images (batch, size, size, 3) to "
+            f"(batch, dim). Received: model_or_encoder={model_or_encoder!r} "
+            f"of type {type(model_or_encoder).__name__}"
+        )
+    if not isinstance(encoder, keras.Model):
+        raise TypeError(
+            "`model_or_encoder.encoder` must be a keras.Model. "
+            f"Received: encoder={encoder!r} of type {type(encoder).__name__}"
+        )
+    if not encoder.built:
+        raise ValueError(
+            "The encoder must be built (called once or created with an Input) before export. "
+            f"Received: encoder={encoder.name!r} with built=False"
+        )
+    return encoder, projector
+
+
+def _check_input_size(encoder, image_size):
+    """A functional encoder with a fixed input size must be exported at that size."""
+    try:
+        input_shape = tuple(encoder.inputs[0].shape)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return  # Subclassed encoder: no recorded input, the trace will tell.
+    if len(input_shape) != 4 or input_shape[-1] not in (3, None):
+        raise ValueError(
+            "The encoder must take images (batch, height, width, 3). "
+            f"Received: encoder input shape {input_shape}"
+        )
+    for side in input_shape[1:3]:
+        if side is not None and side != image_size:
+            raise ValueError(
+                f"`image_size` must match the encoder's fixed input size {input_shape[1:3]}. "
+                f"Received: image_size={image_size}"
+            )
+
+
+def _as_float32(x, what):
+    """Cast a model output to float32 (mixed precision yields float16/bfloat16) and check its rank."""
+    import tensorflow as tf
+
+    if x.shape.rank != 2:
+        raise ValueError(
+            f"The {what} must return (batch, dim) features. Received: output shape {tuple(x.shape)}"
+        )
+    return tf.cast(x, tf.float32)
+
+
+def _write_keras_copy(encoder, keras_path):
+    os.makedirs(os.path.dirname(os.path.abspath(keras_path)), exist_ok=True)
+    encoder.save(keras_path)
+
+
+def export_encoder(
+    model_or_encoder,
+    export_dir,
+    image_size,
+    crop_fraction=0.875,
+    include_projector=True,
+    keras_path=None,
+    verbose=False,
+):
+    """Write a TF Serving SavedModel that maps encoded images to encoder embeddings.
+
+    Uses `keras.export.ExportArchive`: the encoder (and projector) weights are tracked, and each
+    signature is a `tf.function` that runs the evaluation transform (decode → RGB → resize the shorter
+    side to `image_size / crop_fraction` → centre crop `image_size` → ImageNet normalisation) and the
+    encoder in inference mode (BatchNorm uses its moving statistics). Outputs are float32 even when the
+    model computes in float16/bfloat16 (mixed precision), and the graph works for models whose
+    variables were created under a `tf.distribute` strategy.
+
+    The encoder is also saved as a `.keras` file, by default inside the SavedModel at
+    `<export_dir>/assets.extra/encoder.keras` (the SavedModel folder for files that are not part of
+    the graph), so each exported version carries its own Keras copy. `assets.extra/export.json`
+    describes the export (sizes, signatures, versions) and is what this function returns.
+
+    Args:
+        model_or_encoder: a BYOL model (a `keras.Model` with `.encoder` and `.projector`) or a built
+            `keras.Model` encoder mapping normalised float32 images `(batch, size, size, 3)` to
+            `(batch, dim)` features.
+        export_dir: str or path-like, the SavedModel folder to create (e.g.
+            `saved_models/NAME/1`). Must not exist or be empty.
+        image_size: int, the side the encoder sees (32 for CIFAR-10, 224 for ImageNet).
+        crop_fraction: float in (0, 1], centre-crop side over resized shorter side. Defaults to 0.875
+            (the paper's 224/256).
+        include_projector: bool, add the `project` signature (BYOL's projection space) when
+            `model_or_encoder` has a projector; ignored for a plain encoder. Defaults to True.
+        keras_path: str or path-like, where to save the encoder as `.keras`. Defaults to
+            `<export_dir>/assets.extra/encoder.keras`.
+        verbose: bool, print the endpoints Keras writes. Defaults to False.
+
+    Returns:
+        dict, the export description: `export_dir`, `keras_path`, `image_size`, `crop_fraction`,
+        `embedding_dim`, `projection_dim` (None without projector), `signatures`, `compute_dtype`,
+        `tensorflow_version`, `keras_version`.
+    """
+    import tensorflow as tf
+
+    encoder, projector = _unpack(model_or_encoder, include_projector)
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"`image_size` must be a positive int. Received: image_size={image_size!r}")
+    if not 0.0 < crop_fraction <= 1.0:
+        raise ValueError(f"`crop_fraction` must be in (0, 1]. Received: crop_fraction={crop_fraction}")
+    export_dir = os.fspath(export_dir)
+    if os.path.exists(export_dir) and os.listdir(export_dir):
+        raise FileExistsError(
+            f"`export_dir` already exists and is not empty; refusing to overwrite it. "
+            f"Received: export_dir={export_dir!r}"
+        )
+    _check_input_size(encoder, image_size)
+    keras_path = os.fspath(keras_path) if keras_path is not None else os.path.join(
+        export_dir, ASSETS_EXTRA, KERAS_FILENAME
+    )
+
+    def embed(images):
+        # training=False: BatchNorm must use its moving statistics, or an image's embedding would
+        # depend on the other images of its request.
+        features = _as_float32(encoder(images, training=False), "encoder")
+        return {"embedding": features, "embedding_normalized": l2_normalize(features)}
+
+    def serving_default(image_bytes):
+        return embed(preprocess_image_bytes(image_bytes, image_size, crop_fraction))
+
+    def embed_pixels(images):
+        return embed(preprocess_pixels(images, image_size, crop_fraction))
+
+    def project(image_bytes):
+        images = preprocess_image_bytes(image_bytes, image_size, crop_fraction)
+        features = encoder(images, training=False)
+        projection = _as_float32(projector(features, training=False), "projector")
+        return {"projection": projection, "projection_normalized": l2_normalize(projection)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(encoder)
+    # Named "serving_default" explicitly (instead of relying on write_out's alias of the first endpoint)
+    # so that it is also an attribute of the loaded object, which `keras.layers.TFSMLayer` looks up first,
+    # and not only an entry of `.signatures`.
+    serving_fn = archive.add_endpoint(
+        SERVING_DEFAULT, serving_default, [tf.TensorSpec((None,), tf.string, name="image_bytes")]
+    )
+    archive.add_endpoint(
+        EMBED_PIXELS, embed_pixels, [tf.TensorSpec((None, None, None, 3), tf.uint8, name="images")]
+    )
+    signatures = [SERVING_DEFAULT, EMBED_PIXELS]
+    projection_dim = None
+    if projector is not None:
+        archive.track(projector)
+        project_fn = archive.add_endpoint(
+            PROJECT, project, [tf.TensorSpec((None,), tf.string, name="image_bytes")]
+        )
+        signatures.append(PROJECT)
+        projection_dim = int(
+            project_fn.get_concrete_function().structured_outputs["projection"].shape[-1]
+        )
+    # Tracing here (before anything is written) surfaces a wrong encoder as an error, not a broken export.
+    embedding_dim = int(serving_fn.get_concrete_function().structured_outputs["embedding"].shape[-1])
+    archive.write_out(export_dir, verbose=verbose)
+
+    _write_keras_copy(encoder, keras_path)
+    description = {
+        "export_dir": export_dir,
+        "keras_path": keras_path,
+        "image_size": image_size,
+        "crop_fraction": crop_fraction,
+        "embedding_dim": embedding_dim,
+        "projection_dim": projection_dim,
+        "signatures": signatures,
+        "compute_dtype": encoder.dtype_policy.compute_dtype,
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+    }
+    os.makedirs(os.path.join(export_dir, ASSETS_EXTRA), exist_ok=True)
+    with open(os.path.join(export_dir, ASSETS_EXTRA, DESCRIPTION_FILENAME), "w") as f:
+        json.dump(description, f, indent=2)
+    return description
+
+
+def existing_versions(model_base_path):
+    """The integer version folders TF Serving would see under `model_base_path`, sorted.
+
+    Args:
+        model_base_path: str or path-like, e.g. `saved_models/NAME`. May not exist.
+
+    Returns:
+        sorted list of int.
+    """
+    model_base_path = os.fspath(model_base_path)
+    if not os.path.isdir(model_base_path):
+        return []
+    return sorted(
+        int(name)
+        for name in os.listdir(model_base_path)
+        if name.isdigit() and os.path.isdir(os.path.join(model_base_path, name))
+    )
+
+
+def next_version(model_base_path):
+    """One more than the highest existing version folder, or 1 when there is none.
+
+    TF Serving serves the highest version by default, so a new export must be numbered above all
+    existing ones (filling a gap would publish an export that is never served).
+
+    Args:
+        model_base_path: str or path-like, e.g. `saved_models/NAME`.
+
+    Returns:
+        int >= 1.
+    """
+    versions = existing_versions(model_base_path)
+    return versions[-1] + 1 if versions else 1
+
+
+def export_version(model_or_encoder, model_base_path, image_size, version=None, **kwargs):
+    """Export into the TF Serving layout `model_base_path/VERSION/`, never overwriting a version.
+
+    The SavedModel is written to a hidden staging folder beside the version and renamed into place
+    only when complete: TF Serving polls `model_base_path` and would otherwise try to load a
+    half-written version.
+
+    Args:
+        model_or_encoder: see `export_encoder`.
+        model_base_path: str or path-like, e.g. `saved_models/NAME`; created if missing.
+        image_size: int, see `export_encoder`.
+        version: int >= 1 or None, the version folder. Defaults to `next_version(model_base_path)`.
+        **kwargs: passed to `export_encoder` (`crop_fraction`, `include_projector`, `verbose`).
+
+    Returns:
+        dict, the export description of `export_encoder` plus `version`, with `export_dir` and
+        `keras_path` pointing at the final folder.
+
+    Raises:
+        FileExistsError: if `model_base_path/VERSION` already exists.
+    """
+    if "keras_path" in kwargs or "export_dir" in kwargs:
+        raise TypeError(
+            "`export_version` places the SavedModel and its `.keras` copy itself. "
+            f"Received: {sorted(k for k in kwargs if k in ('keras_path', 'export_dir'))}"
+        )
+    model_base_path = os.fspath(model_base_path)
+    if version is None:
+        version = next_version(model_base_path)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"`version` must be a positive int. Received: version={version!r}")
+    final_dir = os.path.join(model_base_path, str(version))
+    if os.path.exists(final_dir):
+        raise FileExistsError(
+            f"Version {version} already exists at {final_dir!r}; refusing to overwrite it. "
+            f"Pass another `version` or omit it to use the next free one ({next_version(model_base_path)})."
+        )
+    os.makedirs(model_base_path, exist_ok=True)
+    # Not a number, so TF Serving ignores it while it is being written.
+    staging_dir = os.path.join(model_base_path, f".staging-{version}-{uuid.uuid4().hex[:8]}")
+    try:
+        description = export_encoder(model_or_encoder, staging_dir, image_size, **kwargs)
+        if os.path.exists(final_dir):  # Another exporter took the number meanwhile.
+            raise FileExistsError(
+                f"Version {version} appeared at {final_dir!r} during the export; refusing to overwrite it."
+            )
+        os.rename(staging_dir, final_dir)
+    finally:
+        if os.path.exists(staging_dir):
+            shutil.rmtree(staging_dir)
+    description.update(
+        export_dir=final_dir,
+        keras_path=os.path.join(final_dir, ASSETS_EXTRA, KERAS_FILENAME),
+        version=version,
+    )
+    with open(os.path.join(final_dir, ASSETS_EXTRA, DESCRIPTION_FILENAME), "w") as f:
+        json.dump(description, f, indent=2)
+    return description

@@ -1,0 +1,314 @@
+"""BYOL model: target initialisation, the EMA, the loss inside train_step, fit, serialisation, errors."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from byol_keras.byol import BYOL, representation_std
+from byol_keras.encoders import resnet18
+
+SIZE = 16
+BATCH = 8
+
+
+def tiny_model(**kwargs):
+    defaults = dict(projection_dim=8, projection_hidden_dim=16, prediction_hidden_dim=16)
+    defaults.update(kwargs)
+    return BYOL(resnet18(width=4, input_shape=(SIZE, SIZE, 3)), **defaults)
+
+
+def views(n=BATCH, seed=0):
+    rng = np.random.default_rng(seed)
+    v1 = rng.normal(size=(n, SIZE, SIZE, 3)).astype("float32")
+    v2 = (v1[:, :, ::-1] + 0.3 * rng.normal(size=v1.shape)).astype("float32")
+    return v1, v2
+
+
+def one_batch_dataset(v1, v2, labels=None):
+    data = (v1, v2) if labels is None else (v1, v2, labels)
+    return tf.data.Dataset.from_tensors(data)
+
+
+def numpy_weights(variables):
+    return [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in variables]
+
+
+def tau_at(step, total, base):
+    """The paper's schedule, written independently of byol_keras.schedules."""
+    return 1.0 - (1.0 - base) * (math.cos(math.pi * step / total) + 1.0) / 2.0
+
+
+def test_target_starts_as_copy_and_has_no_predictor():
+    model = tiny_model()
+    online = model.encoder.weights + model.projector.weights
+    target = model.target_encoder.weights + model.target_projector.weights
+    assert len(online) == len(target)
+    for o, t in zip(online, target):
+        np.testing.assert_array_equal(np.array(o), np.array(t))
+    assert not hasattr(model, "target_predictor")
+    # The target owns exactly the encoder's and projector's variables: nothing predictor-shaped.
+    online_ids = {id(v) for v in model.trainable_variables}
+    assert not any(id(v) in online_ids for v in target)
+    # Target layers stay trainable (BN must run in training mode); only their variables are frozen.
+    assert model.target_encoder.trainable
+    assert all(not v.trainable for v in target)
+
+
+def test_model_call_returns_online_encoder_features():
+    model = tiny_model()
+    v1, _ = views()
+    np.testing.assert_allclose(
+        np.array(model(v1)), np.array(model.encoder(v1, training=False)), atol=1e-6
+    )
+    assert tuple(model(v1).shape) == (BATCH, 32)
+
+
+def test_ema_after_steps_and_bn_statistics_not_averaged():
+    total, base = 10, 0.9
+    model = tiny_model(base_tau=base, total_steps=total)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), jit_compile=False)
+    v1, v2 = views()
+    stem_kernel_before = np.array(model.target_encoder.get_layer("stem_conv").kernel)
+    xi_old = numpy_weights([t for t, _ in model._ema_pairs])
+    model.fit(one_batch_dataset(v1, v2), epochs=1, verbose=0)
+    theta_1 = numpy_weights([o for _, o in model._ema_pairs])
+    xi_1 = numpy_weights([t for t, _ in model._ema_pairs])
+    tau0 = tau_at(0, total, base)
+    assert tau0 == pytest.approx(base)
+    moved = 0
+    for old, new_online, new_target in zip(xi_old, theta_1, xi_1):
+        np.testing.assert_allclose(new_target, tau0 * old + (1 - tau0) * new_online, rtol=1e-5, atol=1e-6)
+        moved += not np.allclose(old, new_target)
+    assert moved > len(xi_1) // 2, "the target should have moved towards the online network"
+
+    # Second step uses τ at global step 1.
+    model.fit(one_batch_dataset(v1, v2), epochs=1, verbose=0)
+    theta_2 = numpy_weights([o for _, o in model._ema_pairs])
+    xi_2 = numpy_weights([t for t, _ in model._ema_pairs])
+    tau1 = tau_at(1, total, base)
+    for old, new_online, new_target in zip(xi_1, theta_2, xi_2):
+        np.testing.assert_allclose(new_target, tau1 * old + (1 - tau1) * new_online, rtol=1e-5, atol=1e-6)
+
+    # BN moving statistics of the target come from its own forward passes in training mode
+    # (view 1, then view 2, momentum 0.9 from 0), not from the EMA of the online statistics.
+    bn = model.target_encoder.get_layer("stem_bn")
+    online_bn = model.encoder.get_layer("stem_bn")
+    kernel = tf.constant(stem_kernel_before)
+    mu1 = tf.reduce_mean(tf.nn.conv2d(v1, kernel, 1, "SAME"), axis=(0, 1, 2)).numpy()
+    mu2 = tf.reduce_mean(tf.nn.conv2d(v2, kernel, 1, "SAME"), axis=(0, 1, 2)).numpy()
+    expected_after_first_fit = 0.9 * (0.9 * 0.0 + 0.1 * mu1) + 0.1 * mu2
+    # The second fit ran with the step-1 target kernel: recompute with it.
+    kernel_1 = tf.constant(
+        xi_1[[i for i, (t, _) in enumerate(model._ema_pairs) if t.path == model.target_encoder.get_layer("stem_conv").kernel.path][0]]
+    )
+    mu1b = tf.reduce_mean(tf.nn.conv2d(v1, kernel_1, 1, "SAME"), axis=(0, 1, 2)).numpy()
+    mu2b = tf.reduce_mean(tf.nn.conv2d(v2, kernel_1, 1, "SAME"), axis=(0, 1, 2)).numpy()
+    expected = 0.9 * (0.9 * expected_after_first_fit + 0.1 * mu1b) + 0.1 * mu2b
+    np.testing.assert_allclose(np.array(bn.moving_mean), expected, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(np.array(bn.moving_mean), np.array(online_bn.moving_mean))
+
+
+def test_no_gradient_reaches_the_target():
+    model = tiny_model()
+    v1, v2 = views()
+    target_vars = model.target_encoder.weights + model.target_projector.weights
+    with tf.GradientTape() as tape:
+        tape.watch([v.value for v in target_vars])
+        _, _, _, loss = model._forward(v1, v2, training=True)
+    grads = tape.gradient(loss, [v.value for v in target_vars])
+    assert all(g is None for g in grads)
+    trainable_ids = {id(v) for v in model.trainable_variables}
+    online = model.encoder.trainable_weights + model.projector.trainable_weights + model.predictor.trainable_weights
+    assert trainable_ids == {id(v) for v in online}
+
+
+def test_train_step_loss_matches_plain_tensorflow():
+    model = tiny_model(total_steps=5)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=False)
+    v1, v2 = views(seed=3)
+
+    def head(layers_model, x):
+        # Dense → BN (batch statistics, eps 1e-5) → ReLU → Dense, in plain TF.
+        d1, bn, _, d2 = layers_model.layers
+        h = tf.matmul(x, d1.kernel) + d1.bias
+        mean, var = tf.nn.moments(h, axes=[0])
+        h = (h - mean) / tf.sqrt(var + 1e-5) * bn.gamma + bn.beta
+        h = tf.nn.relu(h)
+        return tf.matmul(h, d2.kernel) + d2.bias
+
+    def cos(a, b):
+        a = a / tf.norm(a, axis=1, keepdims=True)
+        b = b / tf.norm(b, axis=1, keepdims=True)
+        return tf.reduce_sum(a * b, axis=1)
+
+    h1 = model.encoder(v1, training=True)
+    h2 = model.encoder(v2, training=True)
+    p1 = head(model.predictor, head(model.projector, h1))
+    p2 = head(model.predictor, head(model.projector, h2))
+    t1 = head(model.target_projector, model.target_encoder(v1, training=True))
+    t2 = head(model.target_projector, model.target_encoder(v2, training=True))
+    expected = tf.reduce_mean(2 - 2 * cos(p1, t2)) + tf.reduce_mean(2 - 2 * cos(p2, t1))
+    history = model.fit(one_batch_dataset(v1, v2), epochs=1, verbose=0)
+    assert history.history["loss"][0] == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_fit_lowers_loss_and_does_not_collapse():
+    rng = np.random.default_rng(0)
+    # Generated images: coloured blobs on noise; the views are random crops + flips of them.
+    n = 64
+    yy, xx = np.mgrid[0:24, 0:24]
+    images = rng.normal(0, 0.2, size=(n, 24, 24, 3)).astype("float32")
+    for i in range(n):
+        cy, cx, r = rng.integers(6, 18), rng.integers(6, 18), rng.integers(3, 7)
+        images[i][(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] += rng.normal(0, 1.5, size=3)
+
+    def two_views(x):
+        def view(x):
+            x = tf.image.random_crop(x, (tf.shape(x)[0], SIZE, SIZE, 3))
+            return tf.where(tf.random.uniform((tf.shape(x)[0], 1, 1, 1)) < 0.5, x, x[:, :, ::-1])
+
+        return view(x), view(x)
+
+    ds = tf.data.Dataset.from_tensor_slices(images).shuffle(n, seed=0).batch(16, drop_remainder=True).map(two_views)
+    model = tiny_model(base_tau=0.99)
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), jit_compile=False)
+    history = model.fit(ds.take(1).repeat(), steps_per_epoch=1, epochs=30, verbose=0)
+    losses = history.history["loss"]
+    assert int(np.array(model._total_steps)) == 30
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1, losses
+    assert min(history.history["representation_std"]) > 0.01
+    taus = history.history["tau"]
+    assert taus[0] == pytest.approx(0.99, abs=1e-6) and taus[-1] == pytest.approx(tau_at(29, 30, 0.99), abs=1e-6)
+
+
+def test_total_steps_from_fit_and_error_when_unknown():
+    model = tiny_model()
+    model.compile(optimizer="sgd", jit_compile=False)
+    v1, v2 = views()
+    ds = tf.data.Dataset.from_tensor_slices((v1, v2)).batch(2)  # 4 batches
+    model.fit(ds, epochs=3, verbose=0)
+    assert int(np.array(model._total_steps)) == 12
+    unknown = ds.filter(lambda a, b: True)
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        model.fit(unknown, epochs=1, verbose=0)
+
+
+def test_probe_trains_from_labels():
+    model = tiny_model(num_classes=3, total_steps=10)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=False)
+    v1, v2 = views()
+    labels = np.array([0, 1, 2, 0, 1, 2, -1, -1], "int32")
+    history = model.fit(one_batch_dataset(v1, v2, labels), epochs=2, verbose=0)
+    assert "probe_accuracy" in history.history and "probe_loss" in history.history
+    # First step: untrained probe, loss ≈ log(3) on the 6 labelled examples only.
+    assert history.history["probe_loss"][0] == pytest.approx(math.log(3), abs=0.6)
+    assert 0.0 <= history.history["probe_accuracy"][1] <= 1.0
+
+
+def test_validation_data_runs_test_step_without_updates():
+    model = tiny_model(total_steps=4)
+    model.compile(optimizer="sgd", jit_compile=False)
+    v1, v2 = views()
+    before = numpy_weights(model.weights)
+    result = model.evaluate(one_batch_dataset(v1, v2), verbose=0, return_dict=True)
+    assert 0.0 <= result["loss"] <= 8.0 and "representation_std" in result
+    for b, a in zip(before, numpy_weights(model.weights)):
+        np.testing.assert_array_equal(b, a)
+    history = model.fit(one_batch_dataset(v1, v2), validation_data=one_batch_dataset(v1, v2), verbose=0)
+    assert "val_loss" in history.history
+
+
+def test_save_load_round_trip_and_training_continues(tmp_path):
+    model = tiny_model(total_steps=6, base_tau=0.95)
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), jit_compile=False)
+    v1, v2 = views()
+    model.fit(one_batch_dataset(v1, v2).repeat(2), epochs=1, verbose=0)
+    path = str(tmp_path / "byol.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, BYOL)
+    np.testing.assert_allclose(np.array(loaded(v1)), np.array(model(v1)), atol=1e-6)
+    for a, b in zip(model.target_encoder.weights + model.target_projector.weights,
+                    loaded.target_encoder.weights + loaded.target_projector.weights):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+    assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations) == 2
+    assert int(np.array(loaded._total_steps)) == 6
+    # Training continues where it stopped: same next-step result on both.
+    h_model = model.fit(one_batch_dataset(v1, v2), epochs=1, verbose=0)
+    h_loaded = loaded.fit(one_batch_dataset(v1, v2), epochs=1, verbose=0)
+    assert int(loaded.optimizer.iterations) == 3
+    assert h_loaded.history["loss"][0] == pytest.approx(h_model.history["loss"][0], rel=1e-5)
+    assert h_loaded.history["tau"][0] == pytest.approx(tau_at(2, 6, 0.95), abs=1e-6)
+    for a, b in zip(model.weights, loaded.weights):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-6)
+
+
+def test_get_config_from_config_round_trip():
+    model = tiny_model(num_classes=4, base_tau=0.99, total_steps=7)
+    config = model.get_config()
+    clone = BYOL.from_config(config)
+    assert clone.get_config() == config
+    clone.set_weights(model.get_weights())
+    v1, _ = views()
+    np.testing.assert_allclose(np.array(clone(v1)), np.array(model(v1)), atol=1e-6)
+
+
+def test_accepts_keras_applications_and_subclassed_encoders():
+    app = keras.applications.MobileNetV3Small(
+        include_top=False, weights=None, pooling="avg", input_shape=(32, 32, 3), include_preprocessing=False
+    )
+    model = BYOL(app, projection_dim=8, projection_hidden_dim=16, prediction_hidden_dim=16)
+    assert model.image_shape == (32, 32, 3)
+    assert tuple(model(np.zeros((2, 32, 32, 3), "float32")).shape) == (2, app.output_shape[-1])
+
+    @keras.saving.register_keras_serializable(package="byol_keras_tests")
+    class Tiny(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.conv = keras.layers.Conv2D(4, 3)
+            self.pool = keras.layers.GlobalAveragePooling2D()
+
+        def call(self, x):
+            return self.pool(self.conv(x))
+
+    model = BYOL(Tiny(), projection_dim=8, projection_hidden_dim=16, prediction_hidden_dim=16)
+    out = model(np.zeros((2, SIZE, SIZE, 3), "float32"))  # built lazily at the first call
+    assert tuple(out.shape) == (2, 4)
+    for o, t in zip(model.encoder.weights, model.target_encoder.weights):
+        np.testing.assert_array_equal(np.array(o), np.array(t))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(base_tau=1.5), "base_tau=1.5"),
+        (dict(base_tau=-0.1), "base_tau=-0.1"),
+        (dict(projection_dim=0), "projection_dim=0"),
+        (dict(projection_hidden_dim=-3), "projection_hidden_dim=-3"),
+        (dict(prediction_hidden_dim=0), "prediction_hidden_dim=0"),
+        (dict(total_steps=0), "total_steps=0"),
+        (dict(num_classes=1), "num_classes=1"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("-", r"\-")):
+        tiny_model(**kwargs)
+
+
+def test_bad_encoders_are_named():
+    with pytest.raises(ValueError, match="encoder=.*str"):
+        BYOL("resnet18")
+    spatial = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(4, 3)], name="spatial")
+    with pytest.raises(ValueError, match=r"rank-2.*'spatial'.*\(None, 14, 14, 4\)"):
+        BYOL(spatial)
+
+
+def test_representation_std_golden():
+    # Two orthonormal directions, each half of the batch: per-dim std of normalised vectors is 0.5.
+    z = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]], "float32")
+    assert float(representation_std(z)) == pytest.approx(0.5, abs=1e-6)
+    collapsed = np.tile([[3.0, 4.0]], (5, 1)).astype("float32")
+    assert float(representation_std(collapsed)) == pytest.approx(0.0, abs=1e-6)

@@ -1,0 +1,623 @@
+"""Tests for byol_keras/export.py and training/export.py: export, then serve, and compare with Keras.
+
+Every served output is checked against the in-memory reference
+`encoder(normalize(center_crop_resize(decoded pixels)), training=False)`, on the exact pixels the served
+graph decodes (the original array for lossless formats, TensorFlow's own decode for JPEG).
+"""
+
+import base64
+import io
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from byol_keras.augment import IMAGENET_MEAN
+from byol_keras.augment import IMAGENET_STD
+from byol_keras.augment import center_crop_resize
+from byol_keras.augment import normalize
+from byol_keras.export import export_encoder
+from byol_keras.export import export_version
+from byol_keras.export import l2_normalize
+from byol_keras.export import next_version
+from byol_keras.export import preprocess_image_bytes
+from training import export as export_cli
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+IMAGE_SIZE = 16
+EMBEDDING_DIM = 5
+PROJECTION_DIM = 3
+CIFAR10_TEST = pathlib.Path("/work/shared/data/cifar10/test")
+TOL = 1e-4
+
+
+# ---------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _tiny_encoder(name="tiny_encoder"):
+    """Conv → BN → ReLU → GAP → Dense, with BN moving statistics far from (0, 1).
+
+    Non-trivial moving statistics make inference-mode BatchNorm differ from batch statistics, so a
+    served graph that ran BN in training mode would fail the comparisons.
+    """
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(6, 3, strides=2, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(EMBEDDING_DIM, name="dense")(x)
+    encoder = keras.Model(inputs, outputs, name=name)
+    bn = encoder.get_layer("bn")
+    rng = np.random.default_rng(7)
+    bn.moving_mean.assign(rng.normal(size=6).astype("float32"))
+    bn.moving_variance.assign(rng.uniform(0.2, 3.0, size=6).astype("float32"))
+    return encoder
+
+
+class _TinyBYOL(keras.Model):
+    """Stands in for byol_keras.byol.BYOL: only `.encoder` and `.projector` matter to the export."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = _tiny_encoder()
+        self.projector = keras.Sequential(
+            [
+                keras.Input((EMBEDDING_DIM,)),
+                keras.layers.Dense(8),
+                keras.layers.BatchNormalization(),
+                keras.layers.ReLU(),
+                keras.layers.Dense(PROJECTION_DIM),
+            ],
+            name="projector",
+        )
+        bn = self.projector.layers[1]
+        bn.moving_mean.assign(np.linspace(-1, 1, 8).astype("float32"))
+        bn.moving_variance.assign(np.linspace(0.5, 2, 8).astype("float32"))
+
+    def call(self, images, training=False):
+        return self.encoder(images, training=training)
+
+
+def _encode(array, fmt, **kwargs):
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def _random_image(seed, height, width, channels=3):
+    # Smooth gradients plus noise: realistic enough for JPEG, still varied enough to move embeddings.
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = (yy[..., None] * rng.uniform(2, 8, channels) + xx[..., None] * rng.uniform(2, 8, channels)) % 256
+    noisy = base + rng.normal(0, 20, (height, width, channels))
+    array = np.clip(noisy, 0, 255).astype(np.uint8)
+    return array[..., 0] if channels == 1 else array
+
+
+def _reference(encoder, pixels, projector=None):
+    """The in-memory answer: each decoded image through the evaluation transform and the encoder."""
+    rows = []
+    for image in pixels:
+        x = normalize(center_crop_resize(np.asarray(image)[None], IMAGE_SIZE))
+        out = encoder(x, training=False)
+        if projector is not None:
+            out = projector(out, training=False)
+        rows.append(keras.ops.convert_to_numpy(keras.ops.cast(out, "float32"))[0])
+    return np.stack(rows)
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _gif_two_frames():
+    """A two-frame palette GIF; returns (bytes, first frame as RGB uint8)."""
+    palette = np.array([[255, 0, 0], [0, 128, 255], [20, 200, 40], [250, 250, 250]], np.uint8)
+    indices = (np.add.outer(np.arange(14), np.arange(19)) // 4 % 4).astype(np.uint8)
+    frames = []
+    for frame_indices in (indices, 3 - indices):
+        frame = Image.fromarray(frame_indices, mode="P")
+        frame.putpalette(palette.flatten().tolist())
+        frames.append(frame)
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return buffer.getvalue(), palette[indices]
+
+
+def _sample_images():
+    """(encoded bytes, pixels the server will see) for every supported format and colour mode."""
+    rgb_small = _random_image(1, 9, 13)  # smaller than IMAGE_SIZE: upsampled
+    rgb_tall = _random_image(2, 40, 24)
+    gray = _random_image(3, 21, 18, channels=1)
+    rgba = np.concatenate([_random_image(4, 17, 30), _random_image(5, 17, 30, channels=1)[..., None]], -1)
+    jpeg_source = _random_image(6, 33, 27)
+    bmp = _random_image(7, 16, 16)
+    jpeg = _encode(jpeg_source, "JPEG", quality=90)
+    gif, gif_first_frame = _gif_two_frames()
+    return [
+        ("png_rgb_small", _encode(rgb_small, "PNG"), rgb_small),
+        ("png_rgb_tall", _encode(rgb_tall, "PNG"), rgb_tall),
+        # Grayscale is replicated to three channels, alpha is dropped (not composited).
+        ("png_gray", _encode(gray, "PNG"), np.repeat(gray[..., None], 3, -1)),
+        ("png_rgba", _encode(rgba, "PNG"), rgba[..., :3]),
+        # JPEG is lossy: the reference is TensorFlow's decode of the same bytes.
+        ("jpeg", jpeg, tf.io.decode_jpeg(jpeg, channels=3).numpy()),
+        ("bmp", _encode(bmp, "BMP"), bmp),
+        ("gif_first_frame", gif, gif_first_frame),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fixtures: one export shared by the module (exporting takes seconds)
+
+
+@pytest.fixture(scope="module")
+def byol_model():
+    keras.utils.set_random_seed(99)
+    model = _TinyBYOL()
+    model(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3), "float32"))
+    return model
+
+
+@pytest.fixture(scope="module")
+def export_dir(byol_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("export") / "tiny" / "1"
+    export_encoder(byol_model, path, image_size=IMAGE_SIZE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def served(export_dir):
+    return tf.saved_model.load(str(export_dir))
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return _sample_images()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pure functions
+
+
+def test_l2_normalize_golden():
+    out = keras.ops.convert_to_numpy(l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0], [-2.0, 0.0]], "float32")))
+    np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0], [-1.0, 0.0]], atol=1e-7)
+
+
+def test_preprocess_constant_images_golden():
+    # A constant image stays constant through the bicubic resize and crop, so every output pixel is
+    # (c / 255 - mean) / std, computed here by hand for (200, 100, 50) and for gray 77.
+    rgb = np.full((23, 37, 3), (200, 100, 50), np.uint8)
+    gray = np.full((31, 12), 77, np.uint8)
+    rgba = np.concatenate([rgb, np.zeros((23, 37, 1), np.uint8)], -1)  # fully transparent
+    batch = tf.constant([_encode(rgb, "PNG"), _encode(gray, "PNG"), _encode(rgba, "PNG")])
+    out = preprocess_image_bytes(batch, IMAGE_SIZE).numpy()
+    assert out.shape == (3, IMAGE_SIZE, IMAGE_SIZE, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out[0], np.broadcast_to([1.3070468, -0.2850140, -0.9329847], out[0].shape), atol=1e-4)
+    np.testing.assert_allclose(out[1], np.broadcast_to([-0.7992979, -0.6876751, -0.4623965], out[1].shape), atol=1e-4)
+    # Alpha is ignored, not composited against black.
+    np.testing.assert_allclose(out[2], out[0], atol=1e-6)
+    # And the constants are the ones augment.py uses.
+    np.testing.assert_allclose((np.array([200, 100, 50]) / 255 - IMAGENET_MEAN) / IMAGENET_STD, out[0, 0, 0], atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Serving in this process
+
+
+def test_serving_default_matches_in_memory_encoder(byol_model, served, samples):
+    names, encoded, pixels = zip(*samples)
+    out = served.signatures["serving_default"](image_bytes=tf.constant(list(encoded)))
+    expected = _reference(byol_model.encoder, pixels)
+    assert out["embedding"].dtype == tf.float32
+    assert out["embedding"].shape == (len(samples), EMBEDDING_DIM)
+    for i, name in enumerate(names):
+        np.testing.assert_allclose(out["embedding"][i], expected[i], atol=TOL, err_msg=name)
+    np.testing.assert_allclose(out["embedding_normalized"], _unit(expected), atol=TOL)
+    np.testing.assert_allclose(np.linalg.norm(out["embedding_normalized"], axis=-1), 1.0, atol=1e-5)
+    # Images differ, so must their embeddings (guards against a graph that ignores its input).
+    assert np.min(np.abs(np.diff(out["embedding"].numpy(), axis=0)).sum(-1)) > 1e-3
+
+
+def test_batch_of_one_equals_row_of_batch(served, samples):
+    # Inference-mode BatchNorm: an image's embedding must not depend on the rest of its request.
+    batch = served.signatures["serving_default"](image_bytes=tf.constant([s[1] for s in samples]))["embedding"]
+    for i, (name, encoded, _) in enumerate(samples):
+        single = served.signatures["serving_default"](image_bytes=tf.constant([encoded]))["embedding"]
+        assert single.shape == (1, EMBEDDING_DIM)
+        np.testing.assert_allclose(single[0], batch[i], atol=1e-5, err_msg=name)
+
+
+def test_gif_serves_its_first_frame(served, samples):
+    gif = dict((s[0], s) for s in samples)["gif_first_frame"]
+    first_frame_png = _encode(gif[2], "PNG")
+    out = served.signatures["serving_default"](image_bytes=tf.constant([gif[1], first_frame_png]))["embedding"]
+    np.testing.assert_allclose(out[0], out[1], atol=1e-6)
+
+
+def test_embed_pixels_matches_in_memory_encoder(byol_model, served):
+    for shape in ((3, 20, 28, 3), (2, 41, 17, 3), (1, IMAGE_SIZE, IMAGE_SIZE, 3)):
+        images = np.stack([_random_image(10 + i, *shape[1:3]) for i in range(shape[0])])
+        out = served.signatures["embed_pixels"](images=tf.constant(images))
+        expected = _reference(byol_model.encoder, images)
+        np.testing.assert_allclose(out["embedding"], expected, atol=TOL, err_msg=str(shape))
+        np.testing.assert_allclose(out["embedding_normalized"], _unit(expected), atol=TOL)
+
+
+def test_embed_pixels_agrees_with_serving_default_on_png(served, samples):
+    png = dict((s[0], s) for s in samples)["png_rgb_tall"]
+    from_bytes = served.signatures["serving_default"](image_bytes=tf.constant([png[1]]))["embedding"]
+    from_pixels = served.signatures["embed_pixels"](images=tf.constant(png[2][None]))["embedding"]
+    np.testing.assert_allclose(from_bytes, from_pixels, atol=1e-6)
+
+
+def test_project_signature_matches_projector(byol_model, served, samples):
+    names, encoded, pixels = zip(*samples)
+    out = served.signatures["project"](image_bytes=tf.constant(list(encoded)))
+    expected = _reference(byol_model.encoder, pixels, projector=byol_model.projector)
+    assert out["projection"].shape == (len(samples), PROJECTION_DIM)
+    np.testing.assert_allclose(out["projection"], expected, atol=TOL)
+    np.testing.assert_allclose(out["projection_normalized"], _unit(expected), atol=TOL)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (b"definitely not an image", "Unknown image file format"),
+        (b"", "Input is empty"),
+        (_encode(_random_image(0, 12, 12), "PNG")[:40], "Invalid PNG"),
+        (_encode(_random_image(0, 12, 12), "JPEG")[:60], "Invalid JPEG data"),
+    ],
+    ids=["garbage", "empty", "truncated_png", "truncated_jpeg"],
+)
+def test_malformed_bytes_raise_then_next_request_is_served(served, samples, bad, message):
+    good = samples[0][1]
+    before = served.signatures["serving_default"](image_bytes=tf.constant([good]))["embedding"]
+    # Alone, and hidden among valid images: the whole request fails with the decoder's reason.
+    for request in ([bad], [good, bad, good]):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            served.signatures["serving_default"](image_bytes=tf.constant(request))
+    after = served.signatures["serving_default"](image_bytes=tf.constant([good]))["embedding"]
+    np.testing.assert_array_equal(after, before)
+
+
+def test_rest_request_body_feeds_the_signatures(served, samples):
+    # The bodies from saved_models/README.md, built as plain JSON text the way a client sends them.
+    encoded = [s[1] for s in samples[:3]]
+    body = json.dumps({"instances": [{"image_bytes": {"b64": base64.b64encode(b).decode("ascii")}} for b in encoded]})
+    pixels = _random_image(20, 12, 15)
+    pixels_body = json.dumps({"signature_name": "embed_pixels", "instances": [{"images": pixels.tolist()}]})
+
+    def to_inputs(text):
+        # What TF Serving's row ("instances") format does: one object per example, keyed by input name;
+        # {"b64": ...} objects are base64-decoded to bytes; rows are stacked into the batch.
+        request = json.loads(text)
+        signature = served.signatures[request.get("signature_name", "serving_default")]
+        (name, spec), = signature.structured_input_signature[1].items()
+        rows = [instance[name] for instance in request["instances"]]
+        rows = [base64.b64decode(row["b64"]) if isinstance(row, dict) else row for row in rows]
+        return signature, {name: tf.constant(rows, dtype=spec.dtype)}
+
+    signature, inputs = to_inputs(body)
+    assert list(inputs) == ["image_bytes"] and inputs["image_bytes"].dtype == tf.string
+    np.testing.assert_allclose(
+        signature(**inputs)["embedding"],
+        served.signatures["serving_default"](image_bytes=tf.constant(encoded))["embedding"],
+        atol=1e-6,
+    )
+    signature, inputs = to_inputs(pixels_body)
+    assert inputs["images"].dtype == tf.uint8 and inputs["images"].shape == (1, 12, 15, 3)
+    np.testing.assert_allclose(
+        signature(**inputs)["embedding"],
+        served.signatures["serving_default"](image_bytes=tf.constant([_encode(pixels, "PNG")]))["embedding"],
+        atol=1e-6,
+    )
+
+
+def test_readme_documents_the_request_bodies():
+    readme = (REPO / "saved_models" / "README.md").read_text()
+    for snippet in (
+        '{"instances": [{"image_bytes": {"b64": ',
+        '"signature_name": "embed_pixels"',
+        "saved_model_cli show --dir",
+        'keras.layers.TFSMLayer(',
+        'call_endpoint="serving_default"',
+        "--model_base_path=$PWD/saved_models/",
+    ):
+        assert snippet in readme, snippet
+
+
+def test_tfsm_layer_gives_the_same_embeddings(byol_model, export_dir, samples):
+    layer = keras.layers.TFSMLayer(str(export_dir), call_endpoint="serving_default")
+    names, encoded, pixels = zip(*samples)
+    out = layer(tf.constant(list(encoded)))
+    np.testing.assert_allclose(out["embedding"], _reference(byol_model.encoder, pixels), atol=TOL)
+
+
+def test_keras_copy_and_description(byol_model, export_dir):
+    description = json.loads((export_dir / "assets.extra" / "export.json").read_text())
+    assert description["embedding_dim"] == EMBEDDING_DIM
+    assert description["projection_dim"] == PROJECTION_DIM
+    assert description["signatures"] == ["serving_default", "embed_pixels", "project"]
+    assert description["image_size"] == IMAGE_SIZE and description["crop_fraction"] == 0.875
+    reloaded = keras.saving.load_model(export_dir / "assets.extra" / "encoder.keras")
+    x = np.random.default_rng(3).normal(size=(2, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
+    np.testing.assert_allclose(reloaded(x), byol_model.encoder(x), atol=1e-6)
+
+
+@pytest.mark.skipif(not CIFAR10_TEST.is_dir(), reason=f"CIFAR-10 JPEG folders not found at {CIFAR10_TEST}")
+def test_real_cifar10_jpegs(byol_model, served):
+    files = sorted(CIFAR10_TEST.glob("*/0000.jpg"))[:4]
+    encoded = [f.read_bytes() for f in files]
+    out = served.signatures["serving_default"](image_bytes=tf.constant(encoded))["embedding"]
+    pixels = [tf.io.decode_jpeg(b, channels=3).numpy() for b in encoded]
+    assert all(p.shape == (32, 32, 3) for p in pixels)
+    np.testing.assert_allclose(out, _reference(byol_model.encoder, pixels), atol=TOL)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fresh processes: TensorFlow only, saved_model_cli, MirroredStrategy
+
+
+def _run(args, cwd, extra_env=None, timeout=300):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", **(extra_env or {}))
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr[-4000:]}"
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_fresh_tensorflow_only_process_serves_the_export(byol_model, export_dir, samples, tmp_path):
+    by_name = {s[0]: s for s in samples}
+    (tmp_path / "image.jpg").write_bytes(by_name["jpeg"][1])
+    (tmp_path / "image.png").write_bytes(by_name["png_rgb_tall"][1])
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import numpy as np
+        import tensorflow as tf
+
+        served = tf.saved_model.load({str(export_dir)!r})
+        images = [open(name, "rb").read() for name in ("image.jpg", "image.png")]
+        out = served.signatures["serving_default"](image_bytes=tf.constant(images))
+        np.savez("out.npz", **{{k: v.numpy() for k, v in out.items()}})
+        print("byol_keras imported:", any(m.startswith("byol_keras") for m in sys.modules))
+        """
+    )
+    # cwd=tmp_path and no PYTHONPATH: byol_keras is not even importable there.
+    stdout = _run([sys.executable, "-c", script], cwd=tmp_path)
+    assert "byol_keras imported: False" in stdout
+    out = np.load(tmp_path / "out.npz")
+    expected = _reference(byol_model.encoder, [by_name["jpeg"][2], by_name["png_rgb_tall"][2]])
+    assert out["embedding"].dtype == np.float32
+    np.testing.assert_allclose(out["embedding"], expected, atol=TOL)
+    np.testing.assert_allclose(out["embedding_normalized"], _unit(expected), atol=TOL)
+
+
+@pytest.mark.slow
+def test_saved_model_cli_lists_the_promised_signatures(export_dir, tmp_path):
+    cli = pathlib.Path(sys.executable).parent / "saved_model_cli"
+    if not cli.exists():
+        pytest.skip(f"saved_model_cli not found beside {sys.executable}")
+    stdout = _run([str(cli), "show", "--dir", str(export_dir), "--all"], cwd=tmp_path)
+    blocks = {}
+    for block in stdout.split("signature_def['")[1:]:
+        name, body = block.split("']", 1)
+        blocks[name] = body
+    assert {"serving_default", "embed_pixels", "project"} <= set(blocks)
+
+    def tensor(body, kind, name):
+        section = body.split(f"{kind}['{name}'] tensor_info:", 1)[1]
+        dtype = section.split("dtype: ", 1)[1].split()[0]
+        shape = section.split("shape: ", 1)[1].split("\n")[0].strip()
+        return dtype, shape
+
+    assert tensor(blocks["serving_default"], "inputs", "image_bytes") == ("DT_STRING", "(-1)")
+    assert tensor(blocks["embed_pixels"], "inputs", "images") == ("DT_UINT8", "(-1, -1, -1, 3)")
+    assert tensor(blocks["project"], "inputs", "image_bytes") == ("DT_STRING", "(-1)")
+    for signature in ("serving_default", "embed_pixels"):
+        for output in ("embedding", "embedding_normalized"):
+            assert tensor(blocks[signature], "outputs", output) == ("DT_FLOAT", f"(-1, {EMBEDDING_DIM})")
+    for output in ("projection", "projection_normalized"):
+        assert tensor(blocks["project"], "outputs", output) == ("DT_FLOAT", f"(-1, {PROJECTION_DIM})")
+
+
+@pytest.mark.slow
+def test_export_of_model_built_under_mirrored_strategy(tmp_path, samples):
+    # Two logical CPU devices must be configured before TensorFlow initialises: a fresh process.
+    images = [s[1] for s in samples]
+    np.save(tmp_path / "images.npy", np.array(images, dtype=object), allow_pickle=True)
+    script = textwrap.dedent(
+        f"""
+        import numpy as np
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import keras
+        from byol_keras.augment import center_crop_resize, normalize
+        from byol_keras.export import decode_images, export_encoder
+
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        assert strategy.num_replicas_in_sync == 2
+        with strategy.scope():
+            inputs = keras.Input((None, None, 3))
+            x = keras.layers.Conv2D(6, 3, strides=2)(inputs)
+            x = keras.layers.BatchNormalization()(x)
+            x = keras.layers.GlobalAveragePooling2D()(x)
+            encoder = keras.Model(inputs, keras.layers.Dense({EMBEDDING_DIM})(x))
+            encoder.get_layer(index=2).moving_mean.assign(np.linspace(-1, 1, 6).astype("float32"))
+            assert isinstance(encoder.weights[0].value, tf.distribute.DistributedValues)
+            # Exported from inside the scope, as a training script would at the end of a run.
+            export_encoder(encoder, "export", image_size={IMAGE_SIZE})
+        images = list(np.load("images.npy", allow_pickle=True))
+        reference = np.stack([
+            encoder(normalize(center_crop_resize(image[None], {IMAGE_SIZE})), training=False)[0].numpy()
+            for image in decode_images(images)
+        ])
+        np.save("reference.npy", reference)
+        print("ok")
+        """
+    )
+    stdout = _run([sys.executable, "-c", script], cwd=tmp_path, extra_env={"PYTHONPATH": str(REPO)})
+    assert "ok" in stdout
+    served = tf.saved_model.load(str(tmp_path / "export"))
+    out = served.signatures["serving_default"](image_bytes=tf.constant(images))["embedding"]
+    np.testing.assert_allclose(out, np.load(tmp_path / "reference.npy"), atol=TOL)
+    assert "project" not in served.signatures
+
+
+# ---------------------------------------------------------------------------------------------------
+# Mixed precision, plain encoders, argument checks
+
+
+def test_mixed_precision_encoder_serves_float32(tmp_path, samples):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        encoder = _tiny_encoder()
+        assert encoder.get_layer("dense").compute_dtype == "bfloat16"
+        # Exported while the policy is still active, as at the end of a mixed-precision run.
+        description = export_encoder(encoder, tmp_path / "mp", image_size=IMAGE_SIZE)
+        names, encoded, pixels = zip(*samples)
+        raw = encoder(normalize(center_crop_resize(pixels[0][None], IMAGE_SIZE)), training=False)
+        assert keras.backend.standardize_dtype(raw.dtype) == "bfloat16"
+        expected = _reference(encoder, pixels)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert description["compute_dtype"] == "bfloat16"
+    assert description["projection_dim"] is None and "project" not in description["signatures"]
+    served = tf.saved_model.load(str(tmp_path / "mp"))
+    out = served.signatures["serving_default"](image_bytes=tf.constant(list(encoded)))
+    assert out["embedding"].dtype == tf.float32 and out["embedding_normalized"].dtype == tf.float32
+    # Same graph, same bfloat16 arithmetic: bit-identical on the pinned TF here; allow one bfloat16 ulp
+    # (2**-7 relative, embeddings are O(1)) in case graph-mode op fusion rounds differently elsewhere.
+    np.testing.assert_allclose(out["embedding"], expected, rtol=0, atol=1e-2)
+    np.testing.assert_allclose(np.linalg.norm(out["embedding_normalized"], axis=-1), 1.0, atol=1e-5)
+    pixels_out = served.signatures["embed_pixels"](images=tf.constant(pixels[1][None]))["embedding"]
+    assert pixels_out.dtype == tf.float32
+
+
+def test_byol_model_without_projector_signature(byol_model, tmp_path):
+    description = export_encoder(byol_model, tmp_path / "no_proj", image_size=IMAGE_SIZE, include_projector=False)
+    assert description["signatures"] == ["serving_default", "embed_pixels"]
+    assert "project" not in tf.saved_model.load(str(tmp_path / "no_proj")).signatures
+
+
+def test_explicit_keras_path(byol_model, tmp_path):
+    # Built here rather than exported again: only the .keras placement differs from the default path.
+    encoder = _tiny_encoder()
+    description = export_encoder(encoder, tmp_path / "sm", image_size=IMAGE_SIZE, keras_path=tmp_path / "enc.keras")
+    assert description["keras_path"] == str(tmp_path / "enc.keras")
+    assert (tmp_path / "enc.keras").is_file()
+    assert not (tmp_path / "sm" / "assets.extra" / "encoder.keras").exists()
+
+
+class _NotAModel:
+    encoder = None
+    projector = None
+
+
+def test_argument_errors(byol_model, tmp_path):
+    with pytest.raises(TypeError, match=r"Received: model_or_encoder='not a model' of type str"):
+        export_encoder("not a model", tmp_path / "a", IMAGE_SIZE)
+    with pytest.raises(TypeError, match="of type _NotAModel"):
+        export_encoder(_NotAModel(), tmp_path / "a", IMAGE_SIZE)
+    with pytest.raises(TypeError, match=r"`model_or_encoder.encoder` must be a keras.Model"):
+        export_encoder(type("Broken", (keras.Model,), {"encoder": "oops"})(), tmp_path / "a", IMAGE_SIZE)
+    with pytest.raises(ValueError, match=r"must be built.*built=False"):
+        export_encoder(keras.Sequential([keras.layers.Dense(3)]), tmp_path / "a", IMAGE_SIZE)
+    with pytest.raises(ValueError, match=r"Received: image_size=0"):
+        export_encoder(byol_model, tmp_path / "a", 0)
+    with pytest.raises(ValueError, match=r"Received: crop_fraction=1.5"):
+        export_encoder(byol_model, tmp_path / "a", IMAGE_SIZE, crop_fraction=1.5)
+    fixed = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.GlobalAveragePooling2D()])
+    with pytest.raises(ValueError, match=r"fixed input size \(32, 32\).*Received: image_size=16"):
+        export_encoder(fixed, tmp_path / "a", IMAGE_SIZE)
+    not_pooled = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(2, 3)])
+    with pytest.raises(ValueError, match=r"must return \(batch, dim\) features"):
+        export_encoder(not_pooled, tmp_path / "a", IMAGE_SIZE)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "saved_model.pb").write_bytes(b"")
+    with pytest.raises(FileExistsError, match="refusing to overwrite"):
+        export_encoder(byol_model, tmp_path / "taken", IMAGE_SIZE)
+    assert not (tmp_path / "a").exists()  # Nothing is written when the arguments are wrong.
+
+
+# ---------------------------------------------------------------------------------------------------
+# Versioned layout and the training.export entry point
+
+
+def test_next_version_numbers_above_the_highest(tmp_path):
+    assert next_version(tmp_path / "missing") == 1
+    for name in ("1", "3", "notes", ".staging-4-abc"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "9").write_text("a file, not a version")
+    assert next_version(tmp_path) == 4
+    with pytest.raises(ValueError, match=r"Received: version=0"):
+        export_version(None, tmp_path, IMAGE_SIZE, version=0)
+    with pytest.raises(FileExistsError, match="Version 3 already exists"):
+        export_version(None, tmp_path, IMAGE_SIZE, version=3)
+
+
+def test_training_export_cli_end_to_end(tmp_path, capsys, monkeypatch):
+    run_dir = tmp_path / "runs" / "tiny_run"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"image_size": IMAGE_SIZE, "epochs": 1}))
+    encoder = _tiny_encoder()
+    encoder.save(run_dir / "model.keras")
+    monkeypatch.chdir(tmp_path)
+
+    first = export_cli.main([str(run_dir)])  # --out defaults to saved_models/<run name>
+    assert first["version"] == 1
+    assert first["export_dir"] == os.path.join("saved_models", "tiny_run", "1")
+    log = capsys.readouterr().out
+    assert "Wrote SavedModel version 1 to saved_models/tiny_run/1" in log
+    assert "signatures: serving_default, embed_pixels" in log
+
+    out = tmp_path / "served_models" / "tiny"
+    assert export_cli.main([str(run_dir), "--out", str(out), "--version", "5"])["version"] == 5
+    assert export_cli.main([str(run_dir), "--out", str(out)])["version"] == 6
+    with pytest.raises(SystemExit, match="Version 5 already exists.*refusing to overwrite"):
+        export_cli.main([str(run_dir), "--out", str(out), "--version", "5"])
+    assert sorted(os.listdir(out)) == ["5", "6"]  # no staging folder left behind
+
+    served = tf.saved_model.load(str(out / "6"))
+    pixels = _random_image(30, 25, 19)
+    got = served.signatures["serving_default"](image_bytes=tf.constant([_encode(pixels, "PNG")]))["embedding"]
+    np.testing.assert_allclose(got, _reference(encoder, [pixels]), atol=TOL)
+    assert json.loads((out / "6" / "assets.extra" / "export.json").read_text())["version"] == 6
+
+    (tmp_path / "empty_run").mkdir()
+    with pytest.raises(SystemExit, match="no config.json"):
+        export_cli.main([str(tmp_path / "empty_run")])
+
+
+def test_real_byol_model_exports(tmp_path):
+    byol = pytest.importorskip("byol_keras.byol", reason="byol_keras.byol is not importable yet")
+    keras.utils.set_random_seed(5)
+    model = byol.BYOL(_tiny_encoder(), projection_dim=4, projection_hidden_dim=8, prediction_hidden_dim=8)
+    model(np.zeros((2, IMAGE_SIZE, IMAGE_SIZE, 3), "float32"))
+    export_encoder(model, tmp_path / "byol", image_size=IMAGE_SIZE)
+    served = tf.saved_model.load(str(tmp_path / "byol"))
+    pixels = _random_image(40, 20, 22)
+    request = tf.constant([_encode(pixels, "PNG")])
+    np.testing.assert_allclose(
+        served.signatures["serving_default"](image_bytes=request)["embedding"],
+        _reference(model.encoder, [pixels]),
+        atol=TOL,
+    )
+    np.testing.assert_allclose(
+        served.signatures["project"](image_bytes=request)["projection"],
+        _reference(model.encoder, [pixels], projector=model.projector),
+        atol=TOL,
+    )
