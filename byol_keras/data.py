@@ -1,0 +1,671 @@
+"""`tf.data` input for BYOL: TFDS names, image folders and the offline `digits` demo set.
+
+Three kinds of source, all opened with `load_source`:
+
+- a TFDS name: `cifar10`, `cifar100`, `stl10` (with its `unlabelled` split), `imagenette`,
+  `imagenet2012` (optionally with a config, `imagenette/160px-v2`). The data must already be
+  prepared in `data_dir`; nothing is ever downloaded here.
+- a folder of images (searched recursively; `.jpg .jpeg .png .bmp .gif`, any case). Top-level
+  sub-folders are classes, labelled `0..C-1` in sorted name order; images directly in the root of a
+  flat folder are unlabelled (label `-1`). Files and folders whose names start with `.` are ignored
+  (macOS writes `._name.jpg` files that are not images).
+- `digits`: scikit-learn's bundled 8x8 handwritten digits (1,797 images, no download), as RGB uint8
+  upsampled (nearest) to `image_size` (32 by default), with a fixed train/test split.
+
+Bad input is reported, never silently dropped and never fatal for the whole run:
+
+- A folder is *verified* when it is opened (`verify=True`): every file is decoded once with the same
+  decoder the pipelines use. Files that cannot be decoded (a text file named `.jpg`, an empty file, a
+  truncated JPEG/PNG/GIF/BMP) are skipped; they are listed in `Source.skipped` and their number is
+  reported right away with `warnings.warn`, naming a few of them. Counting at scan time makes the count
+  exact and available before training starts. TensorFlow 2.21 refuses truncated JPEGs (even one that
+  only lacks its end-of-image marker) rather than returning a partly grey image, so truncation is
+  caught by this check. With `verify=False` (for folders too large to decode twice) nothing is
+  checked up front; files that fail at training time are dropped by `tf.data`'s `ignore_errors`,
+  which logs each one through TensorFlow's C++ log and does not count them.
+- Readable images are converted to RGB uint8: grayscale is replicated to three channels, palette
+  images are expanded, 16-bit PNGs keep their high byte, the alpha channel of RGBA images is dropped
+  (not composited) and animated GIFs give their first frame. TensorFlow decodes palette (<= 8-bit)
+  BMPs to wrong colours without any error, so those few files are decoded with Pillow instead.
+- An image smaller than the requested size is upscaled (bicubic), not dropped; a warning counts them,
+  once per source and size, when the sizes are known (folders, fixed-size TFDS sets, digits).
+- An empty folder, a folder with no decodable image, an unknown TFDS name and a TFDS set that is not
+  prepared are errors that name the path or the name.
+
+The pipelines: `pretrain_dataset` yields `(view1, view2, labels)` batches for `BYOL.fit`;
+`eval_dataset` yields `(normalised images, labels)` for kNN and linear evaluation; `load_arrays` loads
+a (class-balanced) labelled subset into numpy arrays for a kNN bank.
+
+Example:
+
+>>> source = load_source("digits", split="train", image_size=32)
+>>> views = lambda x: (x, x[:, :, ::-1])  # a real run uses the augmentations in byol_keras.augment
+>>> ds = pretrain_dataset(source, views, batch_size=64, image_size=32, seed=0)
+>>> v1, v2, labels = next(iter(ds))
+>>> tuple(v1.shape), labels.dtype.name
+((64, 32, 32, 3), 'int32')
+"""
+
+import dataclasses
+import io
+import os
+import re
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+from byol_keras.augment import center_crop_resize
+from byol_keras.augment import normalize
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+# TFDS datasets this module knows how to read (image + optional label features).
+TFDS_NAMES = ("cifar10", "cifar100", "stl10", "imagenette", "imagenet2012")
+
+# `digits` split: a fixed permutation (seed 0) of the 1,797 images; the first 360 (20%) are the test
+# split, the other 1,437 the train split. Fixed so that results stay comparable between runs.
+DIGITS_SEED = 0
+DIGITS_TEST_SIZE = 360
+
+# `cache="auto"` keeps decoded, resized images in memory when they take at most this many bytes.
+AUTO_CACHE_BYTES = 2 * 1024**3
+
+
+@dataclasses.dataclass(eq=False)
+class Source:
+    """An opened image source: records in a fixed order plus what is known about them.
+
+    Build it with `load_source`. `dataset` gives the decoded `(image, label)` pairs: image a uint8
+    `(height, width, 3)` tensor (sizes may differ between images), label an int32 scalar, `-1` when
+    the example has no label.
+
+    Attributes:
+        name: str, the TFDS name (with split), `"digits:<split>"` or the folder path.
+        num_examples: int, number of records (skipped files excluded).
+        num_classes: int, number of classes; 0 for an unlabelled source.
+        class_names: tuple of str, class `i` is `class_names[i]`.
+        labels: int32 numpy array `(num_examples,)` of record labels when known without decoding
+            (folders, digits), else None.
+        image_sizes: int numpy array `(num_examples, 2)` of `(height, width)` when known, else None.
+        skipped: tuple of `(path, reason)` for the files that were found but could not be decoded.
+    """
+
+    name: str
+    num_examples: int
+    num_classes: int
+    class_names: tuple
+    labels: object = dataclasses.field(default=None, repr=False)
+    image_sizes: object = dataclasses.field(default=None, repr=False)
+    skipped: tuple = ()
+    # The records (file paths or images, with labels) and the function turning one record into an
+    # `(image, label)` pair. Kept apart so that cheap records can be shuffled before decoding.
+    records: tf.data.Dataset = dataclasses.field(default=None, repr=False)
+    decode: object = dataclasses.field(default=None, repr=False)
+    # True when records are file paths: shuffling those is cheap, so it happens before decoding.
+    file_backed: bool = dataclasses.field(default=False, repr=False)
+    # True when every record is known to decode (verified folders, TFDS, digits): the pipelines
+    # then declare their length, which gives Keras' `fit` its number of steps per epoch.
+    exact_count: bool = dataclasses.field(default=True, repr=False)
+    _warned_sizes: set = dataclasses.field(default_factory=set, repr=False)
+
+    @property
+    def dataset(self):
+        """`tf.data.Dataset` of `(uint8 image (h, w, 3), int32 label)` in the source's fixed order."""
+        return _decoded(self, self.records)
+
+
+def load_source(source, split="train", data_dir=None, image_size=None, verify=True):
+    """Open a TFDS dataset, an image folder or the `digits` demo set.
+
+    Args:
+        source: str. `"digits"`, one of `TFDS_NAMES` (optionally `name/config`), or the path of an
+            image folder. Any string that is not `"digits"` or a TFDS name is taken as a path.
+        split: str. For TFDS any split expression of the dataset (`"train"`, `"unlabelled"`,
+            `"train+unlabelled"`, `"train[:10%]"`); for digits `"train"`, `"test"` or `"all"`.
+            For a folder that has a sub-folder named `split` (`cifar10/train`, `cifar10/test`),
+            that sub-folder is read; otherwise the folder itself. Defaults to `"train"`.
+        data_dir: str or None, TFDS data directory (TFDS default `~/tensorflow_datasets` when None).
+            Only for TFDS names. Defaults to None.
+        image_size: int or None. For digits, the side the 8x8 images are upsampled to (32 when
+            None). For the other sources, when given, the images smaller than it are counted and
+            reported now (they will be upscaled). Defaults to None.
+        verify: bool, decode every file of a folder once now to skip and count the unreadable ones
+            (see the module docstring). Defaults to True.
+
+    Returns:
+        A `Source`.
+
+    Raises:
+        ValueError: unknown TFDS name or split, empty or wholly unreadable folder, bad arguments.
+        FileNotFoundError: the TFDS dataset is not prepared in `data_dir`.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(
+            "`source` must be a TFDS name, 'digits' or a folder path. "
+            f"Received: source={source!r} of type {type(source).__name__}"
+        )
+    if image_size is not None:
+        _check_positive_int("image_size", image_size)
+    if not isinstance(split, str):
+        raise TypeError(f"`split` must be a str. Received: split={split!r}")
+    source = os.fspath(source)
+    if source == "digits":
+        result = _load_digits(split, image_size or 32)
+    elif source.split("/")[0] in TFDS_NAMES:
+        result = _load_tfds(source, split, data_dir)
+    else:
+        with_split = os.path.join(source, split)
+        result = _load_folder(with_split if os.path.isdir(with_split) else source, verify)
+    if image_size is not None:
+        warn_small_images(result, image_size)
+    return result
+
+
+def pretrain_dataset(
+    source,
+    views,
+    batch_size,
+    image_size,
+    shuffle=True,
+    seed=None,
+    cache="auto",
+    shuffle_buffer=10_000,
+):
+    """The BYOL pretraining pipeline: `(view1, view2, labels)` batches.
+
+    Decode in parallel → resize the shorter side to `image_size` and crop the centre square (so that
+    images can be batched; upscales small images) → optionally cache the uint8 images → shuffle →
+    batch (dropping the remainder: BatchNorm and the BYOL loss see full batches) → `views` on the
+    whole batch → prefetch. Element order depends only on `seed`: all parallel maps keep their order.
+
+    When records are files and the images are not cached, the file list is shuffled (full
+    permutation) before decoding, so the shuffle costs no image memory. When cached (or for TFDS),
+    decoded images are shuffled with a buffer of `shuffle_buffer` (all images when cached).
+
+    Args:
+        source: `Source` from `load_source`.
+        views: callable mapping a uint8 batch `(batch, image_size, image_size, 3)` to two float32
+            tensors `(view1, view2)` (the BYOL augmentations, ImageNet-normalised).
+        batch_size: int, positive, at most `source.num_examples`.
+        image_size: int, side of the square images handed to `views`. For ImageNet use a size a bit
+            larger than the augmentation crop (e.g. 256 for 224 crops).
+        shuffle: bool, reshuffle every epoch. Defaults to True.
+        seed: int or None. The same seed gives the same order of examples every run. Defaults to
+            None (a different order every run).
+        cache: True, False or `"auto"` (cache when the resized uint8 images take at most
+            `AUTO_CACHE_BYTES`). Defaults to `"auto"`.
+        shuffle_buffer: int, buffer for shuffling decoded images that are not cached. Defaults to
+            10,000.
+
+    Returns:
+        `tf.data.Dataset` of `(view1, view2, labels)`; labels int32 `(batch,)`, `-1` when unlabelled.
+    """
+    _check_source(source)
+    if not callable(views):
+        raise TypeError(f"`views` must be callable. Received: views={views!r}")
+    _check_positive_int("batch_size", batch_size)
+    _check_positive_int("image_size", image_size)
+    _check_positive_int("shuffle_buffer", shuffle_buffer)
+    if seed is not None and not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"`seed` must be an int or None. Received: seed={seed!r}")
+    if cache not in (True, False, "auto"):
+        raise ValueError(f"`cache` must be True, False or 'auto'. Received: cache={cache!r}")
+    if batch_size > source.num_examples:
+        raise ValueError(
+            f"`batch_size` must be at most the number of examples ({source.num_examples} in "
+            f"{source.name}), since incomplete batches are dropped. Received: batch_size={batch_size}"
+        )
+    if cache == "auto":
+        cache = source.num_examples * image_size * image_size * 3 <= AUTO_CACHE_BYTES
+    warn_small_images(source, image_size)
+
+    records = source.records
+    shuffle_files = shuffle and source.file_backed and not cache
+    if shuffle_files:
+        records = records.shuffle(source.num_examples, seed=seed, reshuffle_each_iteration=True)
+    images = _decoded(source, records, lambda image: _resize_square(image, image_size))
+    if cache:
+        images = images.cache()
+    if shuffle and not shuffle_files:
+        buffer = source.num_examples if cache else min(shuffle_buffer, source.num_examples)
+        images = images.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    batches = images.batch(batch_size, drop_remainder=True)
+
+    def make_views(images, labels):
+        pair = views(images)
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError(
+                "`views` must return a pair (view1, view2). "
+                f"Received: {type(pair).__name__} from views={views!r}"
+            )
+        return pair[0], pair[1], labels
+
+    batches = batches.map(make_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(source, image_size, batch_size, crop_fraction=0.875):
+    """The evaluation pipeline: centre crop, ImageNet normalisation, `(images, labels)` batches.
+
+    Each image goes through `byol_keras.augment.center_crop_resize(image, image_size,
+    crop_fraction)` (the paper's "resize to 256, centre crop 224" at 224 px), then `normalize`. The
+    last, smaller batch is kept: evaluation must see every example. Not shuffled.
+
+    Args:
+        source: `Source` from `load_source`.
+        image_size: int, side of the output images.
+        batch_size: int, positive.
+        crop_fraction: float in (0, 1]. Defaults to 0.875 (the paper's 224/256). Use 1.0 for 32 px
+            CIFAR, where the crop would cut away an eighth of a tiny image.
+
+    Returns:
+        `tf.data.Dataset` of `(float32 (batch, image_size, image_size, 3), int32 (batch,))`.
+    """
+    _check_source(source)
+    _check_positive_int("image_size", image_size)
+    _check_positive_int("batch_size", batch_size)
+    _check_crop_fraction(crop_fraction)
+    warn_small_images(source, image_size)
+    images = _decoded(
+        source, source.records, lambda image: center_crop_resize(image, image_size, crop_fraction)
+    )
+    batches = images.batch(batch_size).map(
+        lambda x, y: (normalize(x), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def load_arrays(source, image_size, limit_per_class=None, crop_fraction=0.875):
+    """Load labelled examples into memory, e.g. as a kNN bank: the first `limit_per_class` per class.
+
+    Images get the evaluation transform (`center_crop_resize`) and are kept as uint8 so that a bank
+    stays small; normalise them with `byol_keras.augment.normalize` before the encoder. Examples
+    without a label (`-1`) are left out when `limit_per_class` is given. For folders and digits the
+    subset is picked from the record labels before decoding; for TFDS the source is read in order
+    until every class is full.
+
+    Args:
+        source: `Source` from `load_source`.
+        image_size: int, side of the output images.
+        limit_per_class: int or None, keep the first this many examples of each class in source
+            order; None keeps everything. Defaults to None.
+        crop_fraction: float in (0, 1]. Defaults to 0.875, as `eval_dataset`.
+
+    Returns:
+        `(images, labels)`: uint8 numpy `(n, image_size, image_size, 3)` and int32 numpy `(n,)`.
+    """
+    _check_source(source)
+    _check_positive_int("image_size", image_size)
+    _check_crop_fraction(crop_fraction)
+    if limit_per_class is not None:
+        _check_positive_int("limit_per_class", limit_per_class)
+        if source.num_classes == 0:
+            raise ValueError(
+                f"`limit_per_class` needs a labelled source, but {source.name} has no classes. "
+                f"Received: limit_per_class={limit_per_class}"
+            )
+    warn_small_images(source, image_size)
+
+    records = source.records
+    if limit_per_class is not None and source.labels is not None:
+        keep = tf.constant(_first_per_class(source.labels, limit_per_class))
+        records = records.enumerate().filter(lambda i, record: keep[i]).map(lambda i, r: r)
+
+    def transform(image):
+        image = center_crop_resize(image, image_size, crop_fraction)
+        return tf.cast(tf.round(image), tf.uint8)
+
+    images, labels = [], []
+    counts = np.zeros(max(source.num_classes, 1), dtype=np.int64)
+    subset = limit_per_class is not None and source.labels is not None
+    for batch_images, batch_labels in _decoded(source, records, transform, not subset).batch(256):
+        batch_images, batch_labels = batch_images.numpy(), batch_labels.numpy()
+        if limit_per_class is not None:
+            # Streaming selection (TFDS): keep labelled examples while their class is not full.
+            mask = np.zeros(len(batch_labels), dtype=bool)
+            for i, label in enumerate(batch_labels):
+                if 0 <= label < len(counts) and counts[label] < limit_per_class:
+                    counts[label] += 1
+                    mask[i] = True
+            batch_images, batch_labels = batch_images[mask], batch_labels[mask]
+        images.append(batch_images)
+        labels.append(batch_labels)
+        if limit_per_class is not None and np.all(counts >= limit_per_class):
+            break
+    if not images or sum(len(x) for x in labels) == 0:
+        raise ValueError(f"No image could be loaded from {source.name}.")
+    return np.concatenate(images), np.concatenate(labels).astype(np.int32)
+
+
+def warn_small_images(source, image_size):
+    """Warn, once per source and size, how many images are smaller than `image_size` (upscaled).
+
+    Does nothing when the image sizes are unknown (variable-size TFDS sets, unverified folders).
+
+    Args:
+        source: `Source`.
+        image_size: int, the side the pipelines resize or crop to.
+
+    Returns:
+        int, the number of images whose shorter side is below `image_size` (0 when unknown).
+    """
+    if source.image_sizes is None or len(source.image_sizes) == 0:
+        return 0
+    small = int(np.sum(np.min(source.image_sizes, axis=1) < image_size))
+    if small and image_size not in source._warned_sizes:
+        source._warned_sizes.add(image_size)
+        warnings.warn(
+            f"{small} of {source.num_examples} images in {source.name} are smaller than "
+            f"{image_size}x{image_size} pixels; they are upscaled (bicubic), not dropped.",
+            stacklevel=3,
+        )
+    return small
+
+
+def decode_image(contents):
+    """Decode JPEG/PNG/GIF/BMP/WebP bytes to an RGB uint8 image.
+
+    Grayscale is replicated, palettes are expanded, 16-bit PNG keeps the high byte, alpha is dropped,
+    an animated GIF gives its first frame. Palette BMPs (<= 8 bits per pixel) go through Pillow
+    because TensorFlow's `decode_bmp` ignores their palette and returns wrong colours silently.
+
+    Args:
+        contents: scalar string tensor, the encoded file.
+
+    Returns:
+        uint8 tensor `(height, width, 3)`. Raises `InvalidArgumentError` for data it cannot decode.
+    """
+    contents = tf.convert_to_tensor(contents, tf.string)
+    # Bits per pixel: little-endian uint16 at byte 28 of a BMP header. Padding keeps substr in range
+    # for files shorter than a header (those fail in the decoder with a clear message instead).
+    header = tf.strings.substr(tf.strings.join([contents, tf.constant(b"\0" * 30)]), 0, 30)
+    is_bmp = tf.strings.substr(header, 0, 2) == b"BM"
+    bits_per_pixel = tf.io.decode_raw(tf.strings.substr(header, 28, 2), tf.uint16)[0]
+    palette_bmp = tf.logical_and(is_bmp, bits_per_pixel < 24)
+
+    def with_pillow():
+        image = tf.py_function(_decode_with_pillow, [contents], tf.uint8)
+        return tf.ensure_shape(image, [None, None, 3])
+
+    def with_tensorflow():
+        image = tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False)
+        return tf.ensure_shape(image, [None, None, 3])
+
+    return tf.cond(palette_bmp, with_pillow, with_tensorflow)
+
+
+# --------------------------------------------------------------------------------------------------
+# Sources
+
+
+def _load_digits(split, image_size):
+    from sklearn.datasets import load_digits
+
+    if split not in ("train", "test", "all"):
+        raise ValueError(
+            f"`split` for digits must be 'train', 'test' or 'all'. Received: split={split!r}"
+        )
+    digits = load_digits()
+    order = np.random.RandomState(DIGITS_SEED).permutation(len(digits.target))
+    if split == "test":
+        order = order[:DIGITS_TEST_SIZE]
+    elif split == "train":
+        order = order[DIGITS_TEST_SIZE:]
+    # Pixel values are ink intensities 0..16; scale to 0..255 (bright ink on black, like MNIST).
+    gray = np.round(digits.images[order] * (255.0 / 16.0)).astype(np.uint8)
+    rgb = np.repeat(gray[..., None], 3, axis=-1)
+    images = tf.image.resize(rgb, (image_size, image_size), method="nearest").numpy()
+    labels = digits.target[order].astype(np.int32)
+    records = tf.data.Dataset.from_tensor_slices((images, labels))
+    return Source(
+        name=f"digits:{split}",
+        num_examples=len(labels),
+        num_classes=10,
+        class_names=tuple(str(i) for i in range(10)),
+        labels=labels,
+        image_sizes=np.full((len(labels), 2), image_size),
+        records=records,
+        decode=lambda image, label: (image, label),
+    )
+
+
+def _load_tfds(name, split, data_dir):
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except ValueError as error:  # DatasetNotFoundError, or a config that does not exist
+        configs = getattr(tfds.builder_cls(name.split("/")[0]), "builder_configs", {})
+        raise ValueError(
+            f"Unknown TFDS dataset or config {name!r}. Supported datasets: {', '.join(TFDS_NAMES)}"
+            + (f"; configs of {name.split('/')[0]}: {', '.join(configs)}" if configs else "")
+            + f". Received: source={name!r}"
+        ) from error
+    # Never call download_and_prepare: with no network it hangs or fails late. Check the files.
+    if not builder.is_prepared():
+        manual = ""
+        if name.startswith("imagenet2012"):
+            manual = (
+                " ImageNet cannot be downloaded automatically: put ILSVRC2012_img_train.tar and "
+                f"ILSVRC2012_img_val.tar in {os.path.join(builder.data_dir_root, 'downloads', 'manual')}"
+                " first."
+            )
+        raise FileNotFoundError(
+            f"TFDS dataset {name!r} is not prepared in data_dir={builder.data_dir_root!r} "
+            f"(no valid files in {builder.data_dir}). Prepare it once on a machine with network "
+            f"access: python -c \"import tensorflow_datasets as tfds; tfds.builder({name!r}, "
+            f"data_dir='DIR').download_and_prepare()\", then copy DIR here and pass it with "
+            f"--data-dir / data_dir=.{manual}"
+        )
+    available = tuple(builder.info.splits.keys())
+    for part in split.split("+"):
+        base = part.split("[")[0].strip()
+        if base not in available:
+            raise ValueError(
+                f"`split` must use the splits of {name}: {', '.join(available)}. "
+                f"Received: split={split!r}"
+            )
+    features = builder.info.features
+    has_label = "label" in features
+    class_names = tuple(features["label"].names) if has_label else ()
+    num_examples = builder.info.splits[split].num_examples
+    shape = features["image"].shape
+    image_sizes = None
+    if shape[0] is not None and shape[1] is not None:
+        image_sizes = np.broadcast_to(np.array(shape[:2]), (num_examples, 2))
+    dataset = builder.as_dataset(split=split, shuffle_files=False)
+
+    def to_record(example):
+        image = example["image"]
+        if image.shape[-1] == 1:
+            image = tf.image.grayscale_to_rgb(image)
+        label = tf.cast(example["label"], tf.int32) if has_label else tf.constant(-1, tf.int32)
+        return image, label
+
+    return Source(
+        name=f"{name}:{split}",
+        num_examples=num_examples,
+        num_classes=len(class_names),
+        class_names=class_names,
+        image_sizes=image_sizes,
+        records=dataset.map(to_record, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True),
+        decode=lambda image, label: (image, label),
+    )
+
+
+def _load_folder(root, verify):
+    if not os.path.isdir(root):
+        raise ValueError(
+            f"`source` must be 'digits', a TFDS name ({', '.join(TFDS_NAMES)}) or an existing "
+            f"folder. Received: source={root!r}"
+        )
+    paths, classes = [], []
+    for directory, dirnames, filenames in os.walk(root, followlinks=True):
+        # Sorted walk: the file order, hence the seeded shuffles, is the same on every filesystem.
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        relative = os.path.relpath(directory, root)
+        top = None if relative == os.curdir else relative.split(os.sep)[0]
+        for filename in sorted(filenames):
+            if filename.startswith(".") or not filename.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            paths.append(os.path.join(directory, filename))
+            classes.append(top)
+    if not paths:
+        raise ValueError(
+            f"No image files ({' '.join(IMAGE_EXTENSIONS)}) found under the folder {root!r}."
+        )
+    class_names = tuple(sorted({c for c in classes if c is not None}))
+    index = {name: i for i, name in enumerate(class_names)}
+    labels = np.array([index.get(c, -1) for c in classes], dtype=np.int32)
+    if class_names and np.any(labels < 0):
+        warnings.warn(
+            f"{int(np.sum(labels < 0))} images sit directly in {root!r} next to the class folders "
+            f"{list(class_names)}; they get label -1 (unlabelled).",
+            stacklevel=3,
+        )
+    image_sizes, skipped = None, ()
+    if verify:
+        ok, image_sizes = _verify_files(paths)
+        skipped = tuple((paths[i], _decode_error(paths[i])) for i in np.flatnonzero(~ok))
+        if not np.any(ok):
+            raise ValueError(
+                f"None of the {len(paths)} image files under {root!r} could be decoded, "
+                f"e.g. {skipped[0][0]}: {skipped[0][1]}"
+            )
+        if skipped:
+            examples = "; ".join(f"{path}: {reason}" for path, reason in skipped[:3])
+            warnings.warn(
+                f"Skipped {len(skipped)} of {len(paths)} files under {root!r} that are not "
+                f"decodable images (listed in Source.skipped), e.g. {examples}",
+                stacklevel=3,
+            )
+        paths = [p for p, keep in zip(paths, ok) if keep]
+        labels, image_sizes = labels[ok], image_sizes[ok]
+    records = tf.data.Dataset.from_tensor_slices((paths, labels))
+    return Source(
+        name=root,
+        num_examples=len(paths),
+        num_classes=len(class_names),
+        class_names=class_names,
+        labels=labels,
+        image_sizes=image_sizes,
+        skipped=skipped,
+        records=records,
+        decode=lambda path, label: (decode_image(tf.io.read_file(path)), label),
+        file_backed=True,
+        exact_count=verify,
+    )
+
+
+def _verify_files(paths):
+    """Decode every file once in a parallel tf.data pass; `(ok (n,) bool, sizes (n, 2) int)`."""
+
+    def size_of(index, path):
+        image = decode_image(tf.io.read_file(path))
+        return index, tf.shape(image)[:2]
+
+    # Failed files are simply missing from the output: `ignore_errors` drops them, the indices
+    # that come back tell which ones decoded.
+    dataset = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), paths))
+    dataset = dataset.map(size_of, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+    ok = np.zeros(len(paths), dtype=bool)
+    sizes = np.zeros((len(paths), 2), dtype=np.int64)
+    for indices, shapes in dataset.batch(4096).as_numpy_iterator():
+        ok[indices] = True
+        sizes[indices] = shapes
+    return ok, sizes
+
+
+def _decode_error(path):
+    """The first line of the decoder's error message for one file (for the skip report)."""
+    try:
+        decode_image(tf.io.read_file(path))
+    except (tf.errors.OpError, OSError, ValueError) as error:
+        message = getattr(error, "message", None) or str(error)
+        # Keep the decoder's sentence, not TF's op-location wrapper around it.
+        message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message)
+        message = re.sub(r"\s*\[Op:\w+\].*$", "", message.strip().splitlines()[0])
+        return message[:200]
+    return "could not be decoded during the scan"
+
+
+def _decode_with_pillow(contents):
+    from PIL import Image
+
+    with Image.open(io.BytesIO(contents.numpy())) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------------------------------
+# Pipeline pieces
+
+
+def _decoded(source, records, transform=None, all_records=True):
+    """Map records to `(image, label)` in order, in parallel, dropping records that fail to decode.
+
+    `all_records`: `records` holds every record of `source` (possibly shuffled), not a subset.
+    """
+
+    def decode(*record):
+        image, label = source.decode(*record)
+        if transform is not None:
+            image = transform(image)
+        return image, tf.cast(label, tf.int32)
+
+    dataset = records.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # Safety net for files that fail after the scan (or unverified folders): skip, with a TF log
+    # line per file, instead of stopping a long run.
+    dataset = dataset.ignore_errors(log_warning=True)
+    if source.exact_count and all_records:
+        # ignore_errors makes the length unknown; Keras would then discover the epoch length
+        # by running out of data, with an "input ran out of data" warning in the first epoch.
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(source.num_examples))
+    return dataset
+
+
+def _resize_square(image, image_size):
+    """Shorter side to `image_size`, centre square, uint8 `(image_size, image_size, 3)`.
+
+    Images already of that size pass through untouched (CIFAR at 32 px is not resampled).
+    """
+    shape = tf.shape(image)
+    same = tf.logical_and(shape[0] == image_size, shape[1] == image_size)
+
+    def resized():
+        square = center_crop_resize(image, image_size, crop_fraction=1.0)
+        return tf.cast(tf.round(square), tf.uint8)
+
+    image = tf.cond(same, lambda: tf.cast(image, tf.uint8), resized)
+    return tf.ensure_shape(image, [image_size, image_size, 3])
+
+
+def _first_per_class(labels, limit):
+    """Boolean mask `(n,)` keeping the first `limit` indices of each label >= 0, in order."""
+    keep = np.zeros(len(labels), dtype=bool)
+    counts = {}
+    for i, label in enumerate(labels):
+        if label >= 0 and counts.get(label, 0) < limit:
+            counts[label] = counts.get(label, 0) + 1
+            keep[i] = True
+    return keep
+
+
+def _check_source(source):
+    if not isinstance(source, Source):
+        raise TypeError(
+            "`source` must be a Source from byol_keras.data.load_source. "
+            f"Received: source={source!r} of type {type(source).__name__}"
+        )
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
+
+
+def _check_crop_fraction(crop_fraction):
+    if not isinstance(crop_fraction, (int, float)) or not 0.0 < crop_fraction <= 1.0:
+        raise ValueError(
+            f"`crop_fraction` must be in (0, 1]. Received: crop_fraction={crop_fraction!r}"
+        )

@@ -1,0 +1,245 @@
+"""LARS, the optimizer BYOL is trained with, as a Keras 3 optimizer.
+
+LARS (You et al. 2017, "Large Batch Training of Convolutional Networks", arXiv 1708.03888) rescales each
+variable's update by a per-layer trust ratio η·‖w‖/‖g‖. This module follows the BYOL official code
+(deepmind-research `byol/utils/optimizers.py`), which chains three transformations per variable:
+
+    g ← g + wd·w                                   (add_weight_decay; coupled, inside the gradient)
+    g ← η·‖w‖/‖g‖ · g   if ‖w‖ > 0 and ‖g‖ > 0     (scale_by_lars; else the ratio is 1)
+    v ← m·v + g;  w ← w − lr·v                     (momentum, then the learning rate)
+
+and leaves biases and BatchNorm parameters out of the first two steps (they still get momentum).
+"""
+
+import numbers
+
+import keras
+from keras import ops
+
+
+def lars_trust_ratio(weight, update, trust_coefficient):
+    """The LARS trust ratio `η·‖w‖/‖g‖`, or 1 when either norm is 0.
+
+    You et al. 2017, eq. (6): "local LR λ^l = η × ‖w^l‖ / ‖∇L(w^l)‖"; the official BYOL code uses the
+    gradient with weight decay already added as `g`, and a ratio of 1 for zero norms (a freshly zero
+    initialised variable, or one that gets no gradient this step).
+
+    Example:
+
+    >>> round(float(lars_trust_ratio(ops.ones((4,)), 0.5 * ops.ones((4,)), 1e-3)), 6)
+    0.002
+
+    Args:
+        weight: tensor of any shape, `w`.
+        update: tensor of the same shape, `g`.
+        trust_coefficient: float, η.
+
+    Returns:
+        Scalar tensor with the dtype of `weight`.
+    """
+    weight_norm = ops.sqrt(ops.sum(ops.square(weight)))
+    update_norm = ops.sqrt(ops.sum(ops.square(update)))
+    both_positive = ops.logical_and(weight_norm > 0, update_norm > 0)
+    # Divide by a safe denominator instead of relying on `where` to drop an inf: the selected branch is
+    # then finite in every case, and nothing downstream ever sees a NaN.
+    safe_update_norm = ops.where(both_positive, update_norm, ops.ones_like(update_norm))
+    ratio = ops.cast(trust_coefficient, weight_norm.dtype) * weight_norm / safe_update_norm
+    return ops.where(both_positive, ratio, ops.ones_like(ratio))
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+@keras.saving.register_keras_serializable(package="byol_keras")
+class LARS(keras.optimizers.Optimizer):
+    """Layer-wise Adaptive Rate Scaling with momentum, as in BYOL's official code.
+
+    For every variable `w` with gradient `g` (η = `trust_coefficient`, m = `momentum`, wd = `weight_decay`):
+
+    ```python
+    if adapted(w):                        # not a bias / BatchNorm parameter, see below
+        g = g + wd * w                    # coupled weight decay, *before* the trust ratio
+        g = trust * g                     # trust = η·‖w‖/‖g‖ if both norms > 0 else 1
+    v = m * v + g                         # momentum on every variable
+    w = w - lr * v                        # or w - lr * (m * v + g) with nesterov=True
+    ```
+
+    Which variables are adapted is decided once per variable when the optimizer is built, so the update
+    has no data-dependent Python branch (it runs under `jit_compile=True` and `tf.distribute`):
+
+    - By default (`exclude_from_adaptation=None`) every variable of rank ≤ 1 is excluded from both weight
+      decay and the trust ratio: biases and BatchNorm γ/β are vectors, kernels have rank ≥ 2. This is
+      BYOL's "biases and batch-norm parameters are excluded" (the official filter matches the names
+      `b` and `batchnorm`).
+    - With `exclude_from_adaptation=[...]`, a list of substrings, the rank rule is *replaced*: a variable
+      is excluded exactly when one of the substrings occurs in its path (`variable.path`, for example
+      `"dense/bias"` or `"batch_normalization/gamma"`; plain substring match, not a regex). An empty list
+      adapts every variable.
+    - Keras' own `optimizer.exclude_from_weight_decay(var_list=..., var_names=...)` is honoured too, when
+      called before the optimizer is built: it removes variables from weight decay only (they keep the
+      trust ratio).
+
+    Keras' base optimizer would apply `weight_decay` itself as *decoupled* decay (`w -= lr·wd·w`, outside
+    the gradient). LARS needs the decay inside the gradient, before the trust ratio, so that base
+    mechanism is switched off here: `weight_decay` is applied exactly once, in `update_step`.
+
+    Gradients are all-reduced (summed over replicas) by Keras before `update_step` sees them, so under
+    `tf.distribute` the norms are those of the global gradient. Under
+    `keras.optimizers.LossScaleOptimizer` the gradients are unscaled before they get here.
+
+    Example:
+
+    ```python
+    model.compile(optimizer=LARS(learning_rate=0.2, weight_decay=1.5e-6), loss="mse")
+    ```
+
+    Args:
+        learning_rate: float, a `keras.optimizers.schedules.LearningRateSchedule` (for instance
+            `byol_keras.schedules.WarmupCosine`), or a callable with no arguments. Defaults to `0.001`.
+        momentum: float in [0, 1], m. Defaults to `0.9` (BYOL).
+        trust_coefficient: float > 0, η. Defaults to `1e-3` (BYOL).
+        nesterov: bool, use Nesterov momentum. Defaults to `False` (BYOL does not).
+        exclude_from_adaptation: `None`, or a list of strings; see above. Defaults to `None` (rank rule).
+        weight_decay: `None` or float >= 0; coupled L2 decay of adapted variables. Defaults to `None`
+            (BYOL uses 1e-6, or 1.5e-6 for 1000 epochs, and diverges without it).
+        clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum, ema_overwrite_frequency,
+        loss_scale_factor, gradient_accumulation_steps, name: as for every `keras.optimizers.Optimizer`.
+    """
+
+    def __init__(
+        self,
+        learning_rate=0.001,
+        momentum=0.9,
+        trust_coefficient=1e-3,
+        nesterov=False,
+        exclude_from_adaptation=None,
+        weight_decay=None,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+        use_ema=False,
+        ema_momentum=0.99,
+        ema_overwrite_frequency=None,
+        loss_scale_factor=None,
+        gradient_accumulation_steps=None,
+        name=None,
+        **kwargs,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            name=name,
+            weight_decay=weight_decay,
+            clipnorm=clipnorm,
+            clipvalue=clipvalue,
+            global_clipnorm=global_clipnorm,
+            use_ema=use_ema,
+            ema_momentum=ema_momentum,
+            ema_overwrite_frequency=ema_overwrite_frequency,
+            loss_scale_factor=loss_scale_factor,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            **kwargs,
+        )
+        if not _is_number(momentum) or not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"`momentum` must be a float in [0, 1]. Received: momentum={momentum}")
+        if not _is_number(trust_coefficient) or trust_coefficient <= 0:
+            raise ValueError(
+                f"`trust_coefficient` must be a float > 0. Received: trust_coefficient={trust_coefficient}"
+            )
+        if not isinstance(nesterov, bool):
+            raise TypeError(f"`nesterov` must be a bool. Received: nesterov={nesterov!r}")
+        if weight_decay is not None and (not _is_number(weight_decay) or weight_decay < 0):
+            raise ValueError(
+                f"`weight_decay` must be None or a float >= 0. Received: weight_decay={weight_decay}"
+            )
+        if exclude_from_adaptation is not None:
+            # A bare string is the likely mistake here ("bias" would silently become 'b', 'i', 'a', 's').
+            if isinstance(exclude_from_adaptation, str) or not all(
+                isinstance(s, str) for s in exclude_from_adaptation
+            ):
+                raise TypeError(
+                    "`exclude_from_adaptation` must be None or a list of strings. "
+                    f"Received: exclude_from_adaptation={exclude_from_adaptation!r}"
+                )
+            exclude_from_adaptation = list(exclude_from_adaptation)
+        self.momentum = float(momentum)
+        self.trust_coefficient = float(trust_coefficient)
+        self.nesterov = nesterov
+        self.exclude_from_adaptation = exclude_from_adaptation
+
+    def is_adapted(self, variable):
+        """Whether `variable` gets weight decay and the trust ratio (see the class docstring).
+
+        Args:
+            variable: a `keras.Variable` (or `tf.Variable`).
+
+        Returns:
+            Python bool.
+        """
+        if self.exclude_from_adaptation is None:
+            return len(variable.shape) > 1
+        path = getattr(variable, "path", variable.name)
+        return not any(s in path for s in self.exclude_from_adaptation)
+
+    def build(self, variables):
+        """Create one momentum slot per variable and fix, per variable, adaptation and weight decay.
+
+        Args:
+            variables: list of the model's trainable variables.
+        """
+        if self.built:
+            return
+        super().build(variables)
+        self._momentums = self.add_optimizer_variables(variables, "momentum")
+        # Python bools indexed like `variables`: `update_step` reads them at trace time, never a tensor.
+        self._adapted = [self.is_adapted(v) for v in variables]
+        decays = self.weight_decay is not None and self.weight_decay > 0
+        self._decayed = [
+            decays and adapted and self._use_weight_decay(v) for v, adapted in zip(variables, self._adapted)
+        ]
+
+    def _apply_weight_decay(self, variables):
+        # Keras' base optimizer calls this before `update_step` to apply decoupled decay whenever
+        # `weight_decay` is set. LARS decays inside the gradient instead (see `update_step`); doing both
+        # would decay twice, so the base mechanism is a no-op here.
+        return
+
+    def update_step(self, gradient, variable, learning_rate):
+        """Apply one LARS update to `variable` and its momentum slot.
+
+        Keras calls this once per variable (under `tf.distribute`: per replica, with the all-reduced
+        gradient). Weight decay and the trust ratio are Python-level switches fixed in `build`.
+
+        Args:
+            gradient: tensor with the shape of `variable` (or `tf.IndexedSlices`), already unscaled,
+                clipped and summed over replicas.
+            variable: the model variable to update.
+            learning_rate: scalar tensor, the current learning rate.
+        """
+        index = self._get_variable_index(variable)
+        dtype = variable.dtype
+        learning_rate = ops.cast(learning_rate, dtype)
+        gradient = ops.cast(gradient, dtype)
+        if self._decayed[index]:
+            gradient = gradient + ops.cast(self.weight_decay, dtype) * variable
+        if self._adapted[index]:
+            gradient = lars_trust_ratio(variable, gradient, self.trust_coefficient) * gradient
+        velocity = self._momentums[index]
+        momentum = ops.cast(self.momentum, dtype)
+        self.assign(velocity, momentum * velocity + gradient)
+        if self.nesterov:
+            self.assign_sub(variable, learning_rate * (momentum * velocity + gradient))
+        else:
+            self.assign_sub(variable, learning_rate * velocity)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "momentum": self.momentum,
+                "trust_coefficient": self.trust_coefficient,
+                "nesterov": self.nesterov,
+                "exclude_from_adaptation": self.exclude_from_adaptation,
+            }
+        )
+        return config

@@ -1,0 +1,180 @@
+"""Named pretraining configurations, as data.
+
+A preset is a plain dict of the arguments `training/pretrain.py` needs; `get_preset(name, **overrides)`
+returns a copy with fields replaced, which is also how tests shrink one. The paper's values are the
+named constants below, read from the official code (deepmind-research `byol/configs/byol.py`) and
+`../shared/BYOL_RECIPE.md`.
+"""
+
+import copy
+
+# Official BYOL presets by number of pretraining epochs (configs/byol.py).
+PAPER_LR_PRESETS = {40: 0.45, 100: 0.45, 300: 0.3, 1000: 0.2}
+PAPER_WD_PRESETS = {40: 1e-6, 100: 1e-6, 300: 1e-6, 1000: 1.5e-6}
+PAPER_EMA_PRESETS = {40: 0.97, 100: 0.99, 300: 0.99, 1000: 0.996}
+PAPER_BATCH_SIZE = 4096
+PAPER_WARMUP_EPOCHS = 10
+
+# Every field a preset has, with its meaning. `training.pretrain` reads exactly these.
+FIELDS = {
+    "source": "where the values come from",
+    "data": "TFDS name, image folder or 'digits'",
+    "train_split": "split (or sub-folder) to pretrain on",
+    "test_split": "split used as kNN queries (None: no kNN monitor)",
+    "data_dir": "TFDS data directory (None: TFDS default)",
+    "image_size": "side of the augmented views",
+    "load_size": "side images are resized to before the random crop",
+    "blur": "Gaussian blur in the views (off at 32 px)",
+    "encoder": "dict: name ('resnet18' | 'resnet50') and its arguments",
+    "projection_dim": "projector/predictor output",
+    "projection_hidden_dim": "projector hidden width",
+    "prediction_hidden_dim": "predictor hidden width",
+    "epochs": "pretraining epochs",
+    "batch_size": "global batch size",
+    "optimizer": "'lars' or 'sgd'",
+    "base_learning_rate": "LR for batch 256 (scaled by batch_size / 256)",
+    "weight_decay": "weight decay (biases and BN excluded for LARS)",
+    "momentum": "optimizer momentum",
+    "warmup_epochs": "linear LR warm-up epochs",
+    "base_tau": "τ_base of the target EMA",
+    "knn_bank_per_class": "kNN bank: first N training images of each class (None: all)",
+    "knn_queries_per_class": "kNN queries: first N test images of each class (None: all)",
+    "knn_every_n_epochs": "kNN monitor frequency",
+    "limit_per_class": "pretrain on the first N images of each class only (None: all)",
+    "probe": "train the online linear probe when labels exist",
+}
+
+_BASE = {
+    "source": "",
+    "data": "digits",
+    "train_split": "train",
+    "test_split": "test",
+    "data_dir": None,
+    "image_size": 32,
+    "load_size": 32,
+    "blur": False,
+    "encoder": {"name": "resnet18", "width": 64, "cifar_stem": True},
+    "projection_dim": 256,
+    "projection_hidden_dim": 4096,
+    "prediction_hidden_dim": 4096,
+    "epochs": 100,
+    "batch_size": 256,
+    "optimizer": "lars",
+    "base_learning_rate": 0.45,
+    "weight_decay": 1e-6,
+    "momentum": 0.9,
+    "warmup_epochs": 10,
+    "base_tau": 0.99,
+    "knn_bank_per_class": None,
+    "knn_queries_per_class": None,
+    "knn_every_n_epochs": 1,
+    "limit_per_class": None,
+    "probe": True,
+}
+
+
+def imagenet_resnet50(epochs=1000):
+    """The paper's ImageNet ResNet-50 run for 40, 100, 300 or 1000 epochs (batch 4096, LARS)."""
+    if epochs not in PAPER_LR_PRESETS:
+        raise ValueError(
+            f"`epochs` must be one of the paper's presets {sorted(PAPER_LR_PRESETS)}. Received: epochs={epochs!r}"
+        )
+    return dict(
+        _BASE,
+        source="Grill et al. 2020, configs/byol.py: LARS, batch 4096, 10 warm-up epochs, LR/WD/τ by length",
+        data="imagenet2012",
+        test_split="validation",
+        image_size=224,
+        load_size=256,
+        blur=True,
+        encoder={"name": "resnet50"},
+        epochs=epochs,
+        batch_size=PAPER_BATCH_SIZE,
+        base_learning_rate=PAPER_LR_PRESETS[epochs],
+        weight_decay=PAPER_WD_PRESETS[epochs],
+        warmup_epochs=PAPER_WARMUP_EPOCHS,
+        base_tau=PAPER_EMA_PRESETS[epochs],
+        knn_bank_per_class=50,
+        knn_queries_per_class=10,
+        knn_every_n_epochs=10,
+    )
+
+
+PRESETS = {
+    "imagenet-resnet50": imagenet_resnet50(1000),
+    "imagenet-resnet50-300": imagenet_resnet50(300),
+    "imagenet-resnet50-100": imagenet_resnet50(100),
+    # CIFAR-10 with the 3×3-stem ResNet-18 (solo-learn's scripts/pretrain/cifar/byol.yaml: LARS,
+    # batch 256, LR 1.0, weight decay 1e-5, τ 0.99 → 1, 1000 epochs; blur off at 32 px).
+    "cifar10-resnet18": dict(
+        _BASE,
+        source="solo-learn cifar/byol.yaml (LARS 1.0, wd 1e-5, batch 256, τ 0.99); blur off at 32 px",
+        data="cifar10",
+        epochs=1000,
+        batch_size=256,
+        base_learning_rate=1.0,
+        weight_decay=1e-5,
+        base_tau=0.99,
+        knn_every_n_epochs=10,
+    ),
+    # STL-10 at 96 px, pretraining on train + unlabelled (100k + 5k images), ImageNet stem.
+    "stl10-resnet18": dict(
+        _BASE,
+        source="paper's augmentations at 96 px (blur on); LARS as cifar10-resnet18",
+        data="stl10",
+        train_split="train+unlabelled",
+        image_size=96,
+        load_size=96,
+        blur=True,
+        encoder={"name": "resnet18", "width": 64, "cifar_stem": False},
+        epochs=400,
+        batch_size=256,
+        base_learning_rate=1.0,
+        weight_decay=1e-5,
+        base_tau=0.99,
+        knn_bank_per_class=500,
+        knn_every_n_epochs=10,
+    ),
+    # The README's first command: scikit-learn's bundled handwritten digits (offline), a narrow
+    # ResNet-18 and small heads, a few minutes on 2 CPU cores.
+    "demo": dict(
+        _BASE,
+        source="small enough for 2 CPU cores; otherwise the CIFAR recipe",
+        data="digits",
+        encoder={"name": "resnet18", "width": 8, "cifar_stem": True},
+        projection_dim=64,
+        projection_hidden_dim=256,
+        prediction_hidden_dim=256,
+        epochs=15,
+        batch_size=128,
+        base_learning_rate=1.0,
+        weight_decay=1e-5,
+        warmup_epochs=2,
+        base_tau=0.99,
+    ),
+}
+
+
+def get_preset(name, **overrides):
+    """A copy of preset `name` with `overrides` applied.
+
+    Args:
+        name: str, one of `PRESETS`.
+        **overrides: fields to replace; `None` values are ignored (unset command-line flags).
+
+    Returns:
+        dict with every key of `FIELDS`.
+
+    Raises:
+        ValueError: unknown preset or unknown field.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset. Expected one of {sorted(PRESETS)}. Received: preset={name!r}")
+    config = copy.deepcopy(PRESETS[name])
+    for key, value in overrides.items():
+        if key not in FIELDS:
+            raise ValueError(f"Unknown preset field. Expected one of {sorted(FIELDS)}. Received: {key}={value!r}")
+        if value is not None:
+            config[key] = value
+    config["preset"] = name
+    return config

@@ -1,0 +1,265 @@
+"""Pretrain an image encoder with BYOL.
+
+    python -m training.pretrain --preset demo
+    python -m training.pretrain --preset cifar10-resnet18 --data ../shared/data/cifar10 --epochs 100 --out runs/cifar10
+    python -m training.pretrain --preset imagenet-resnet50 --data imagenet2012 --data-dir /data/tfds --out runs/in1k
+
+Flags left unset keep the preset's value (`byol_keras/presets.py`). The run directory (`--out`, default
+`runs/<preset>`) receives:
+
+    config.json      the resolved configuration (preset + flags + derived values)
+    logs/            TensorBoard: per-step loss, τ, learning rate, representation_std; kNN; views; projector
+    backup/          the fault-tolerance backup (running the same command again resumes from it)
+    checkpoints/     latest.keras, the full BYOL model after the last finished epoch
+    model.keras      the final BYOL model (online and target networks, optimizer state)
+    summary.json     kNN top-1 before and after, losses, wall time
+and the encoder is exported for TF Serving to `--export` (default `saved_models/<preset>/<version>`).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="demo", help="named configuration (default: demo)")
+    parser.add_argument("--data", help="TFDS name, image folder or 'digits' (default: the preset's)")
+    parser.add_argument("--data-dir", dest="data_dir", help="TFDS data directory")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", dest="batch_size", type=int, help="global batch size")
+    parser.add_argument("--image-size", dest="image_size", type=int)
+    parser.add_argument("--learning-rate", dest="base_learning_rate", type=float, help="base LR for batch 256")
+    parser.add_argument("--weight-decay", dest="weight_decay", type=float)
+    parser.add_argument("--base-tau", dest="base_tau", type=float)
+    parser.add_argument("--optimizer", choices=("lars", "sgd"))
+    parser.add_argument("--width", type=int, help="ResNet-18 width (64 = the standard network)")
+    parser.add_argument("--limit-per-class", dest="limit_per_class", type=int,
+                        help="pretrain on the first N images of each class")
+    parser.add_argument("--knn-every", dest="knn_every_n_epochs", type=int, help="kNN monitor every N epochs")
+    parser.add_argument("--steps-per-epoch", dest="steps_per_epoch", type=int,
+                        help="cap the steps of each epoch (quick runs)")
+    parser.add_argument("--out", help="run directory (default: runs/<preset>)")
+    parser.add_argument("--export", help="TF Serving base path (default: saved_models/<preset>; 'none' to skip)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--verbose", type=int, default=1, help="Keras progress: 0 silent, 1 bar, 2 a line per epoch")
+    return parser.parse_args(argv)
+
+
+def resolve_config(args):
+    """Preset + command-line overrides + derived values, as one JSON-serialisable dict."""
+    from byol_keras.presets import get_preset
+
+    overrides = {
+        key: getattr(args, key)
+        for key in ("data", "data_dir", "epochs", "batch_size", "image_size", "base_learning_rate",
+                    "weight_decay", "base_tau", "optimizer", "limit_per_class", "knn_every_n_epochs")
+    }
+    config = get_preset(args.preset, **overrides)
+    if args.image_size is not None:
+        config["load_size"] = max(config["load_size"], args.image_size)
+    if args.width is not None:
+        config["encoder"] = dict(config["encoder"], width=args.width)
+    config["seed"] = args.seed
+    config["steps_per_epoch_cap"] = args.steps_per_epoch
+    config["run_dir"] = os.path.abspath(args.out or os.path.join("runs", args.preset))
+    export = args.export or os.path.join("saved_models", args.preset)
+    config["export_base_path"] = None if export.lower() == "none" else os.path.abspath(export)
+    return config
+
+
+def build_encoder(spec, image_size):
+    from byol_keras import encoders
+
+    spec = dict(spec)
+    name = spec.pop("name")
+    if name == "resnet18":
+        return encoders.resnet18(input_shape=(image_size, image_size, 3), **spec)
+    if name == "resnet50":
+        return encoders.resnet50(input_shape=(image_size, image_size, 3), **spec)
+    raise ValueError(f"Unknown encoder. Expected 'resnet18' or 'resnet50'. Received: encoder name={name!r}")
+
+
+def build_optimizer(config, steps_per_epoch, total_steps):
+    import keras
+
+    from byol_keras.optimizers import LARS
+    from byol_keras.schedules import WarmupCosine, scale_learning_rate
+
+    learning_rate = scale_learning_rate(config["base_learning_rate"], config["batch_size"])
+    warmup_steps = min(config["warmup_epochs"] * steps_per_epoch, total_steps - 1)
+    schedule = WarmupCosine(learning_rate, warmup_steps, total_steps)
+    if config["optimizer"] == "lars":
+        return LARS(schedule, momentum=config["momentum"], weight_decay=config["weight_decay"])
+    # Plain SGD: decoupled weight decay on every variable, as the CIFAR baselines use it.
+    return keras.optimizers.SGD(schedule, momentum=config["momentum"], weight_decay=config["weight_decay"])
+
+
+def _labelled_arrays(source, image_size, per_class):
+    from byol_keras.augment import normalize
+    from byol_keras.data import load_arrays
+    from byol_keras.evaluation import default_crop_fraction
+
+    images, labels = load_arrays(source, image_size, per_class, crop_fraction=default_crop_fraction(image_size))
+    return images, normalize(images).numpy(), labels
+
+
+def run(config):
+    """Pretrain as `config` says; returns the summary dict (also written to `summary.json`)."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from byol_keras import callbacks as monitors
+    from byol_keras.augment import BYOLAugment
+    from byol_keras.byol import BYOL
+    from byol_keras.data import load_source, pretrain_dataset
+
+    started = time.time()
+    run_dir = config["run_dir"]
+    os.makedirs(run_dir, exist_ok=True)
+    keras.utils.set_random_seed(config["seed"])
+    image_size, batch_size = config["image_size"], config["batch_size"]
+
+    source = load_source(config["data"], split=config["train_split"], data_dir=config["data_dir"])
+    if config["limit_per_class"]:
+        source = _subset_per_class(source, config["limit_per_class"])
+    augment = BYOLAugment(image_size, blur=config["blur"], seed=config["seed"])
+    dataset = pretrain_dataset(source, augment, batch_size, config["load_size"], seed=config["seed"])
+    steps_per_epoch = source.num_examples // batch_size
+    if config["steps_per_epoch_cap"]:
+        steps_per_epoch = min(steps_per_epoch, config["steps_per_epoch_cap"])
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"`batch_size` is larger than the dataset ({source.num_examples} images in {source.name}). "
+            f"Received: batch_size={batch_size}"
+        )
+    total_steps = config["epochs"] * steps_per_epoch
+    config.update(steps_per_epoch=steps_per_epoch, total_steps=total_steps, num_examples=source.num_examples)
+
+    # kNN bank (training images) and queries (test split), evaluation transform, kept in memory.
+    knn_bank = knn_queries = None
+    view_images = None
+    if source.num_classes and config["test_split"]:
+        test_source = load_source(config["data"], split=config["test_split"], data_dir=config["data_dir"])
+        bank_raw, bank_x, bank_y = _labelled_arrays(source, image_size, config["knn_bank_per_class"])
+        query_raw, query_x, query_y = _labelled_arrays(test_source, image_size, config["knn_queries_per_class"])
+        knn_bank, knn_queries = (bank_x, bank_y), (query_x, query_y)
+        view_images = bank_raw[:8]
+        # A class-balanced sample of the queries for the embedding projector.
+        order = np.argsort(np.arange(len(query_y)) % max(source.num_classes, 1), kind="stable")
+        projector_idx = np.sort(order[: min(500, len(query_y))])
+
+    model = BYOL(
+        build_encoder(config["encoder"], image_size),
+        projection_dim=config["projection_dim"],
+        projection_hidden_dim=config["projection_hidden_dim"],
+        prediction_hidden_dim=config["prediction_hidden_dim"],
+        base_tau=config["base_tau"],
+        total_steps=total_steps,
+        num_classes=source.num_classes if (config["probe"] and source.num_classes > 1) else None,
+    )
+    model.compile(optimizer=build_optimizer(config, steps_per_epoch, total_steps))
+
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+
+    log_dir = os.path.join(run_dir, "logs")
+    callbacks = [keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"))]
+    callbacks += monitors.make_callbacks(
+        log_dir,
+        knn_bank=knn_bank,
+        knn_queries=knn_queries,
+        knn_every_n_epochs=config["knn_every_n_epochs"],
+        view_images=view_images,
+        augment=augment,
+        projector_images=None if knn_queries is None else query_raw[projector_idx],
+        projector_labels=None if knn_queries is None else query_y[projector_idx],
+        class_names=list(source.class_names) or None,
+    )
+    os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
+    callbacks.append(keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "checkpoints", "latest.keras")))
+    knn = next((c for c in callbacks if isinstance(c, monitors.KNNMonitor)), None)
+
+    history = model.fit(
+        dataset.repeat() if config["steps_per_epoch_cap"] else dataset,
+        epochs=config["epochs"],
+        steps_per_epoch=steps_per_epoch,
+        callbacks=callbacks,
+        verbose=config.get("verbose", 1),
+        shuffle=False,  # the pipeline shuffles (seeded); Keras would only warn
+    )
+    model.save(os.path.join(run_dir, "model.keras"))
+
+    export_dir = None
+    if config["export_base_path"]:
+        from byol_keras.export import export_version
+
+        info = export_version(model, config["export_base_path"], image_size)
+        export_dir = info.get("export_dir") if isinstance(info, dict) else None
+
+    losses = history.history.get("loss", [])
+    summary = {
+        "preset": config["preset"],
+        "data": source.name,
+        "epochs": config["epochs"],
+        "steps": int(model.optimizer.iterations.numpy()),
+        "loss_first_epoch": losses[0] if losses else None,
+        "loss_last_epoch": losses[-1] if losses else None,
+        "knn_top1_random_init": None if knn is None else knn.initial_value,
+        "knn_top1_pretrained": history.history.get("knn_top1", [None])[-1],
+        "export_dir": export_dir,
+        "run_dir": run_dir,
+        "seconds": round(time.time() - started, 1),
+    }
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+def _subset_per_class(source, limit):
+    """The same source restricted to the first `limit` records of each class (quality budgets)."""
+    import dataclasses
+
+    import numpy as np
+    import tensorflow as tf
+
+    if source.labels is None:
+        raise ValueError(
+            f"`limit_per_class` needs a source whose labels are known up front (a class folder or digits); "
+            f"{source.name} has none. Received: limit_per_class={limit}"
+        )
+    keep = np.zeros(len(source.labels), dtype=bool)
+    for label in np.unique(source.labels):
+        keep[np.flatnonzero(source.labels == label)[:limit]] = True
+    mask = tf.constant(keep)
+    records = source.records.enumerate().filter(lambda i, record: mask[i]).map(lambda i, record: record)
+    records = records.apply(tf.data.experimental.assert_cardinality(int(keep.sum())))
+    return dataclasses.replace(
+        source,
+        records=records,
+        num_examples=int(keep.sum()),
+        labels=source.labels[keep],
+        image_sizes=None if source.image_sizes is None else source.image_sizes[keep],
+    )
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    config = resolve_config(args)
+    config["verbose"] = args.verbose
+    summary = run(config)
+    before, after = summary["knn_top1_random_init"], summary["knn_top1_pretrained"]
+    line = f"BYOL {summary['preset']}: {summary['steps']} steps in {summary['seconds']:.0f} s"
+    if before is not None and after is not None:
+        line += f"; kNN top-1 {before:.4f} (random init) -> {after:.4f} (pretrained)"
+    if summary["export_dir"]:
+        line += f"; encoder exported to {summary['export_dir']}"
+    print(line)
+    return summary
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
