@@ -5,6 +5,7 @@ normalised with the ImageNet mean and standard deviation (on the [0, 1] scale), 
 augmenting.
 """
 
+import keras
 from keras import ops
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -59,3 +60,670 @@ def center_crop_resize(images, image_size, crop_fraction=0.875):
     left = (new_w - image_size) // 2
     images = images[..., top : top + image_size, left : left + image_size, :]
     return tf.clip_by_value(images, 0.0, 255.0)
+
+
+# --- The BYOL views -------------------------------------------------------------------------------
+#
+# Paper Table 6 (and the official `utils/augmentations.py`). Everything below is per image: every
+# image in a batch draws its own crop, flip, jitter parameters and order, and its own apply decisions.
+# Random draws (`BYOLView.sample_transform`) are kept apart from the deterministic maths
+# (`BYOLView.apply_transform` and the pure functions it calls), so that a test can read the decisions
+# and a faster path can reuse either half.
+
+# The per-view probabilities of Table 6; everything else is shared by the two views.
+PAPER_VIEW_PROBS = (
+    {"blur_prob": 1.0, "solarize_prob": 0.0},
+    {"blur_prob": 0.1, "solarize_prob": 0.2},
+)
+# Index of each colour-jitter operation in `jitter_order`.
+JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
+# Attempts at drawing a crop that fits in the image before falling back to the whole image, as
+# `tf.image.sample_distorted_bounding_box(max_attempts=10)` in the official input pipeline.
+CROP_MAX_ATTEMPTS = 10
+
+
+def default_blur_kernel_size(image_size):
+    """The paper's blur kernel side: 10% of the image side, made odd (23 at 224 px, 3 at 32 px).
+
+    The official code passes `kernel_size = image_size // 10` and builds a kernel of
+    `2 * (kernel_size // 2) + 1` taps.
+
+    Args:
+        image_size: int, side of the (square) augmented image.
+
+    Returns:
+        Odd int >= 1.
+    """
+    return 2 * ((image_size // 10) // 2) + 1
+
+
+def _keys_cubic(x, a=-0.5):
+    """Keys' cubic convolution kernel at distances `x` (TensorFlow's bicubic uses a = -0.5)."""
+    x = ops.abs(x)
+    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    far = ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+    return ops.where(x <= 1.0, near, ops.where(x < 2.0, far, 0.0))
+
+
+def interpolation_matrix(start, length, in_size, out_size, interpolation="bicubic"):
+    """Per-image matrix that resamples the segment `[start, start + length)` of an axis to `out_size`.
+
+    Pixel centres follow TensorFlow 2's `tf.image.resize` (half-pixel centres): output pixel `s` reads
+    source position `start + (s + 0.5) * length / out_size - 0.5`, in pixel-index units. At the image
+    border, bilinear repeats the edge pixel and bicubic drops the missing taps and renormalises, both
+    as TensorFlow's kernels: on a whole-image box this equals `tf.image.resize(..., antialias=False)`,
+    the official code's resize. Because the map reads the whole image, a crop's border pixels
+    interpolate with their true neighbours outside the box, as `tf.image.crop_and_resize` does (the
+    official code crops, then resizes; the two differ within one source pixel of the crop's edge).
+
+    Args:
+        start: `(batch,)` float, segment start in pixels (0 is the image's outer edge).
+        length: `(batch,)` float, segment length in pixels.
+        in_size: int or scalar int tensor, source axis length.
+        out_size: int, output axis length.
+        interpolation: `"bicubic"` (Keys, a = -0.5, as TensorFlow) or `"bilinear"`.
+            Defaults to `"bicubic"`.
+
+    Returns:
+        float32 `(batch, out_size, in_size)`; every row sums to 1.
+    """
+    start = ops.cast(start, "float32")
+    length = ops.cast(length, "float32")
+    steps = (ops.arange(out_size, dtype="float32") + 0.5) / out_size
+    src = start[:, None] + steps[None, :] * length[:, None] - 0.5  # (batch, out)
+    base = ops.floor(src)
+    frac = src - base
+    if interpolation == "bilinear":
+        taps = ((0, 1.0 - frac), (1, frac))
+    elif interpolation == "bicubic":
+        taps = tuple((k, _keys_cubic(frac - k)) for k in (-1, 0, 1, 2))
+    else:
+        raise ValueError(
+            "`interpolation` must be 'bilinear' or 'bicubic'. "
+            f"Received: interpolation={interpolation}"
+        )
+    positions = ops.arange(in_size, dtype="int32")
+    base = ops.cast(base, "int32")
+    matrix = 0.0
+    for offset, weight in taps:
+        index = base + offset
+        if interpolation == "bicubic":
+            # TensorFlow's bicubic kernel drops the taps outside the image (renormalised below).
+            inside = ops.logical_and(index >= 0, index < in_size)
+            weight = ops.where(inside, weight, 0.0)
+        # A one-hot row per tap. Bilinear taps outside the image land on the edge pixel, as
+        # TensorFlow's bilinear kernel clamps its indices.
+        index = ops.clip(index, 0, in_size - 1)
+        hits = ops.cast(ops.equal(index[..., None], positions), "float32")
+        matrix = matrix + hits * weight[..., None]
+    if interpolation == "bicubic":
+        matrix = matrix / ops.sum(matrix, axis=-1, keepdims=True)
+    return matrix
+
+
+def separable_transform(images, rows, cols):
+    """Apply a per-image linear map to each image axis: `out[b] = rows[b] @ images[b] @ cols[b].T`.
+
+    Args:
+        images: `(batch, height, width, channels)` float32.
+        rows: `(batch, out_height, height)` float32.
+        cols: `(batch, out_width, width)` float32.
+
+    Returns:
+        float32 `(batch, out_height, out_width, channels)`.
+    """
+    images = ops.einsum("bsh,bhwc->bswc", rows, images)
+    return ops.einsum("btw,bswc->bstc", cols, images)
+
+
+def gaussian_blur_matrix(sigma, size, kernel_size):
+    """Per-image banded matrix of a 1-D Gaussian blur with zero padding ("SAME" convolution).
+
+    The kernel `exp(-t^2 / (2 sigma^2))`, `t` in `[-kernel_size // 2, kernel_size // 2]`, is
+    normalised over all its taps, so pixels near the border lose the weight of the taps that fall
+    outside the image, as in the official code's zero-padded depthwise convolution.
+
+    Args:
+        sigma: `(batch,)` float, standard deviation in pixels.
+        size: int, length of the image axis.
+        kernel_size: odd int, number of taps.
+
+    Returns:
+        float32 `(batch, size, size)`, symmetric.
+    """
+    radius = kernel_size // 2
+    sigma = ops.cast(sigma, "float32")[:, None, None]
+    taps = ops.arange(-radius, radius + 1, dtype="float32")
+    norm = ops.sum(ops.exp(-ops.square(taps)[None, :] / (2.0 * sigma[:, 0] ** 2)), axis=-1)
+    position = ops.arange(size, dtype="float32")
+    distance = position[:, None] - position[None, :]
+    inside = ops.cast(ops.abs(distance) <= radius, "float32")
+    weights = ops.exp(-ops.square(distance)[None] / (2.0 * ops.square(sigma))) * inside
+    return weights / norm[:, None, None]
+
+
+def adjust_brightness(images, delta):
+    """Add a per-image `delta` to every channel and clip to [0, 1] (TensorFlow-style brightness).
+
+    Args:
+        images: `(batch, h, w, 3)` float32 in [0, 1].
+        delta: `(batch,)` float, additive shift on the [0, 1] scale.
+
+    Returns:
+        float32 `(batch, h, w, 3)` in [0, 1].
+    """
+    return ops.clip(images + ops.cast(delta, "float32")[:, None, None, None], 0.0, 1.0)
+
+
+def adjust_contrast(images, factor):
+    """Scale each channel's deviation from its own spatial mean by `factor`, then clip to [0, 1].
+
+    Args:
+        images: `(batch, h, w, 3)` float32 in [0, 1].
+        factor: `(batch,)` float, 1 keeps the image.
+
+    Returns:
+        float32 `(batch, h, w, 3)` in [0, 1].
+    """
+    mean = ops.mean(images, axis=(1, 2), keepdims=True)
+    factor = ops.cast(factor, "float32")[:, None, None, None]
+    return ops.clip((images - mean) * factor + mean, 0.0, 1.0)
+
+
+def adjust_saturation_hue(images, saturation_factor, hue_delta):
+    """Multiply the HSV saturation by `saturation_factor` (clipped to [0, 1]), rotate hue by `hue_delta`.
+
+    Args:
+        images: `(batch, h, w, 3)` float32 in [0, 1].
+        saturation_factor: `(batch,)` float, 1 keeps the saturation.
+        hue_delta: `(batch,)` float, rotation in turns of the colour wheel (0.5 is half a turn).
+
+    Returns:
+        float32 `(batch, h, w, 3)` in [0, 1].
+    """
+    hsv = ops.image.rgb_to_hsv(images)
+    saturation_factor = ops.cast(saturation_factor, "float32")[:, None, None]
+    hue_delta = ops.cast(hue_delta, "float32")[:, None, None]
+    hue = hsv[..., 0] + hue_delta
+    hue = hue - ops.floor(hue)  # Wrap around the colour wheel.
+    saturation = ops.clip(hsv[..., 1] * saturation_factor, 0.0, 1.0)
+    rgb = ops.image.hsv_to_rgb(ops.stack([hue, saturation, hsv[..., 2]], axis=-1))
+    return ops.clip(rgb, 0.0, 1.0)
+
+
+def color_jitter(images, brightness, contrast, saturation, hue, order):
+    """The official colour jitter: four adjustments, each image in its own order, clipped after each.
+
+    Each slot applies, per image, the adjustment `order[:, slot]` names (0 brightness, 1 contrast,
+    2 saturation, 3 hue); the other three run with their identity parameters (delta 0, factor 1), which
+    keeps the computation vectorised.
+
+    Args:
+        images: `(batch, h, w, 3)` float32 in [0, 1].
+        brightness: `(batch,)` additive brightness delta.
+        contrast: `(batch,)` contrast factor.
+        saturation: `(batch,)` saturation factor.
+        hue: `(batch,)` hue delta in turns.
+        order: `(batch, 4)` int, a permutation of `(0, 1, 2, 3)` per image.
+
+    Returns:
+        float32 `(batch, h, w, 3)` in [0, 1].
+    """
+    zero = ops.zeros_like(brightness)
+    one = ops.ones_like(brightness)
+    for slot in range(4):
+        op = order[:, slot]
+        images = adjust_brightness(images, ops.where(op == 0, brightness, zero))
+        images = adjust_contrast(images, ops.where(op == 1, contrast, one))
+        images = adjust_saturation_hue(
+            images, ops.where(op == 2, saturation, one), ops.where(op == 3, hue, zero)
+        )
+    return images
+
+
+def _select(mask, new, old):
+    """Per-image choice: `new[b]` where `mask[b]`, else `old[b]`. mask: `(batch,)` bool."""
+    return ops.where(mask[:, None, None, None], new, old)
+
+
+def _check_probability(name, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"`{name}` must be a number in [0, 1]. Received: {name}={value}")
+    return float(value)
+
+
+def _check_range(name, value, low, high, low_open=False):
+    """Validate a `(min, max)` pair inside [low, high] (or (low, high] when `low_open`)."""
+    ok = isinstance(value, (tuple, list)) and len(value) == 2
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if ok:
+        lo, hi = value
+        ok = (lo > low if low_open else lo >= low) and lo <= hi and (high is None or hi <= high)
+    if not ok:
+        bounds = f"{'(' if low_open else '['}{low}, {'inf)' if high is None else f'{high}]'}"
+        raise ValueError(
+            f"`{name}` must be a pair (min, max) with min <= max inside {bounds}. "
+            f"Received: {name}={value}"
+        )
+    return (float(value[0]), float(value[1]))
+
+
+def _check_strength(name, value, high):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= high:
+        raise ValueError(f"`{name}` must be a number in [0, {high}]. Received: {name}={value}")
+    return float(value)
+
+
+@keras.saving.register_keras_serializable(package="byol_keras")
+class BYOLView(keras.layers.Layer):
+    """One BYOL augmentation view: crop, flip, colour jitter, grayscale, blur, solarize, normalise.
+
+    Implements one column of the paper's Table 6, in the official order: random resized crop
+    (bicubic) with horizontal flip; colour jitter with probability `jitter_prob`; grayscale with
+    probability `grayscale_prob`; Gaussian blur with probability `blur_prob`; solarization with
+    probability `solarize_prob`; then ImageNet normalisation (`normalize`). Every image draws its
+    own crop, flip, jitter parameters and order, and its own apply decision for every stage.
+
+    Where this departs from KerasCV 0.9.0 (and Keras 3.15), and why:
+
+    - Crop: `keras_cv.layers.RandomCropAndResize` cannot resize bicubically
+      (`tf.image.crop_and_resize` is bilinear/nearest only), has no XLA kernel, and instead of
+      retrying a crop that does not fit it clips its sides to the image (which changes the area and
+      aspect ratio drawn). Here, as `tf.image.sample_distorted_bounding_box` in the official code,
+      area fraction and aspect ratio (width / height in pixels) are drawn uniformly, up to
+      `CROP_MAX_ATTEMPTS` times until the crop fits, else the whole image is used; boxes are
+      sub-pixel (not rounded to whole pixels); the resize is a per-image separable matrix product
+      (`interpolation_matrix`), which is vectorised and XLA-compilable.
+    - Colour jitter: KerasCV's and Keras' `RandomColorJitter` apply the four adjustments in a fixed
+      order, and their hue and saturation factors mean something else (a hue factor `f` rotates by at
+      most `f / 2`; a saturation factor `t` multiplies saturation by `t / (1 - t)`, and Keras 3.15
+      clips the result to `value_range` instead of [0, 1]). Here, as in the official code: brightness
+      adds a delta in `[-brightness, brightness]` on the [0, 1] scale (so +-0.4 * 255 on [0, 255]);
+      contrast and saturation multiply by a factor in `[1 - x, 1 + x]` (contrast about each channel's
+      mean); hue rotates by a delta in `[-hue, hue]` turns; the four run in a random order per image,
+      with a clip to the valid range after each (`color_jitter`).
+    - Blur: `keras_cv.layers.RandomGaussianBlur` works image by image (`tf.vectorized_map` over
+      per-image convolutions), and Keras'
+      `RandomGaussianBlur` draws one sigma per batch and rejects sigma > 1. Here each image draws
+      sigma uniformly in `blur_sigma` and the blur is a per-image banded matrix product with zero
+      padding, as the official "SAME" convolution (`gaussian_blur_matrix`).
+    - Apply decisions: `keras_cv.layers.RandomApply` (with its default `batchwise=False`) does draw
+      per image, but maps the wrapped layer over the batch one image at a time and keeps its draws to
+      itself. Here each stage's decision is a `(batch,)` boolean drawn by `sample_transform`, and the
+      stage's output is selected per image.
+    - Grayscale (`keras_cv.layers.Grayscale`, luma 0.2989 / 0.5870 / 0.1140) and solarization
+      (`keras_cv.layers.Solarization` with a fixed threshold and no addition) are KerasCV's layers,
+      computed for the batch and selected per image.
+
+    Random draws come from a `keras.random.SeedGenerator(seed)`: two views built with the same seed
+    give the same outputs for the same sequence of calls. The layer works eagerly, inside
+    `tf.function` (also with `jit_compile=True`) and as a `tf.data` map over batches; with a parallel
+    `map` the order in which batches consume the generator, hence reproducibility, is not guaranteed.
+
+    Args:
+        image_size: int > 0, side of the square output.
+        crop_area: (min, max) fraction of the image area covered by the crop, in (0, 1].
+            Defaults to `(0.08, 1.0)`.
+        crop_aspect_ratio: (min, max) crop width / height, > 0. Defaults to `(3/4, 4/3)`.
+        interpolation: `"bicubic"` or `"bilinear"`. Defaults to `"bicubic"`.
+        flip_prob: probability of a horizontal flip. Defaults to 0.5.
+        jitter_prob: probability of the colour jitter. Defaults to 0.8.
+        brightness: max additive brightness delta on the [0, 1] scale, in [0, 1]. Defaults to 0.4.
+        contrast: contrast factor drawn in `[1 - contrast, 1 + contrast]`, contrast in [0, 1].
+            Defaults to 0.4.
+        saturation: saturation factor drawn in `[1 - saturation, 1 + saturation]`, in [0, 1].
+            Defaults to 0.2.
+        hue: max hue rotation in turns, in [0, 0.5]. Defaults to 0.1.
+        grayscale_prob: probability of grayscale conversion. Defaults to 0.2.
+        blur_prob: probability of the Gaussian blur. Defaults to 1.0 (view 1).
+        blur_sigma: (min, max) blur standard deviation in pixels, > 0. Defaults to `(0.1, 2.0)`.
+        blur_kernel_size: odd int > 0, or `None` for `default_blur_kernel_size(image_size)`
+            (23 at 224 px). Defaults to `None`.
+        solarize_prob: probability of solarization. Defaults to 0.0 (view 1).
+        solarize_threshold: pixels at or above this fraction of the range are inverted, in [0, 1].
+            Defaults to 0.5.
+        seed: int or `None`, seed of the layer's random draws. Defaults to `None`.
+        **kwargs: `keras.layers.Layer` arguments (`name`, ...). The layer computes in float32.
+
+    Returns (when called):
+        float32 `(batch, image_size, image_size, 3)`, ImageNet-normalised. `call(images,
+        training=False)` skips the augmentation: resize the shorter side, centre crop, normalise.
+
+    Example:
+
+    >>> view = BYOLView(image_size=32, blur_prob=0.0, seed=0)
+    >>> images = np.random.default_rng(0).integers(0, 256, (4, 40, 40, 3), dtype="uint8")
+    >>> tuple(view(images).shape)
+    (4, 32, 32, 3)
+    """
+
+    def __init__(
+        self,
+        image_size,
+        crop_area=(0.08, 1.0),
+        crop_aspect_ratio=(3.0 / 4.0, 4.0 / 3.0),
+        interpolation="bicubic",
+        flip_prob=0.5,
+        jitter_prob=0.8,
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.2,
+        hue=0.1,
+        grayscale_prob=0.2,
+        blur_prob=1.0,
+        blur_sigma=(0.1, 2.0),
+        blur_kernel_size=None,
+        solarize_prob=0.0,
+        solarize_threshold=0.5,
+        seed=None,
+        **kwargs,
+    ):
+        # Augmentation maths stay in float32 even under a mixed-precision policy.
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
+            raise ValueError(
+                f"`image_size` must be a positive int. Received: image_size={image_size}"
+            )
+        if interpolation not in ("bilinear", "bicubic"):
+            raise ValueError(
+                "`interpolation` must be 'bilinear' or 'bicubic'. "
+                f"Received: interpolation={interpolation}"
+            )
+        if blur_kernel_size is None:
+            blur_kernel_size = default_blur_kernel_size(image_size)
+        if (
+            not isinstance(blur_kernel_size, int)
+            or isinstance(blur_kernel_size, bool)
+            or blur_kernel_size <= 0
+            or blur_kernel_size % 2 == 0
+        ):
+            raise ValueError(
+                "`blur_kernel_size` must be a positive odd int. "
+                f"Received: blur_kernel_size={blur_kernel_size}"
+            )
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise TypeError(f"`seed` must be an int or None. Received: seed={seed}")
+        self.image_size = image_size
+        self.crop_area = _check_range("crop_area", crop_area, 0.0, 1.0, low_open=True)
+        self.crop_aspect_ratio = _check_range(
+            "crop_aspect_ratio", crop_aspect_ratio, 0.0, None, low_open=True
+        )
+        self.interpolation = interpolation
+        self.flip_prob = _check_probability("flip_prob", flip_prob)
+        self.jitter_prob = _check_probability("jitter_prob", jitter_prob)
+        self.brightness = _check_strength("brightness", brightness, 1.0)
+        self.contrast = _check_strength("contrast", contrast, 1.0)
+        self.saturation = _check_strength("saturation", saturation, 1.0)
+        self.hue = _check_strength("hue", hue, 0.5)
+        self.grayscale_prob = _check_probability("grayscale_prob", grayscale_prob)
+        self.blur_prob = _check_probability("blur_prob", blur_prob)
+        self.blur_sigma = _check_range("blur_sigma", blur_sigma, 0.0, None, low_open=True)
+        self.blur_kernel_size = blur_kernel_size
+        self.solarize_prob = _check_probability("solarize_prob", solarize_prob)
+        self.solarize_threshold = _check_probability("solarize_threshold", solarize_threshold)
+        self.seed = seed
+
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        import keras_cv  # Imported here: keras_cv is heavy and only the views need it.
+
+        self.grayscale = keras_cv.layers.Grayscale(output_channels=3, dtype="float32")
+        threshold = 255.0 * self.solarize_threshold
+        # A (t, t) range makes KerasCV's threshold constant; a bare float would draw it in [0, t].
+        self.solarize = keras_cv.layers.Solarization(
+            value_range=(0, 255),
+            addition_factor=0.0,
+            threshold_factor=(threshold, threshold),
+            dtype="float32",
+        )
+        # All state (the seed generator, the stateless KerasCV layers) exists now: nothing to build.
+        self.built = True
+
+    def _uniform(self, shape, low=0.0, high=1.0):
+        return keras.random.uniform(shape, low, high, seed=self.seed_generator)
+
+    def _bernoulli(self, batch_size, prob):
+        return self._uniform((batch_size,)) < prob
+
+    def sample_transform(self, images):
+        """Draw every random choice of this view for a batch, one draw per image and stage.
+
+        Always draws the same tensors whatever the probabilities, so the random stream (and a seeded
+        run) does not depend on which stages are switched on.
+
+        Args:
+            images: `(batch, height, width, 3)`; only its shape is used.
+
+        Returns:
+            dict of tensors, all with leading axis `batch`:
+            `crop_box` `(batch, 4)` float (y1, x1, y2, x2) as fractions of height and width;
+            `flip` bool; `jitter` bool; `brightness`, `contrast`, `saturation`, `hue` float;
+            `jitter_order` `(batch, 4)` int32 (indices into `JITTER_OPS`); `grayscale` bool;
+            `blur` bool; `blur_sigma` float; `solarize` bool.
+        """
+        shape = ops.shape(images)
+        batch_size = shape[0]
+        height = ops.cast(shape[1], "float32")
+        width = ops.cast(shape[2], "float32")
+
+        # Crop: draw area fraction and aspect ratio, keep the first attempt that fits.
+        attempts = (batch_size, CROP_MAX_ATTEMPTS)
+        area = self._uniform(attempts, *self.crop_area)
+        aspect = self._uniform(attempts, *self.crop_aspect_ratio)
+        box_h = ops.sqrt(area * width / (height * aspect))  # fraction of the height
+        box_w = ops.sqrt(area * height * aspect / width)  # fraction of the width
+        fits = ops.logical_and(box_h <= 1.0, box_w <= 1.0)
+        first = ops.argmax(ops.cast(fits, "int32"), axis=1)[:, None]
+        any_fit = ops.any(fits, axis=1)
+        box_h = ops.where(any_fit, ops.take_along_axis(box_h, first, axis=1)[:, 0], 1.0)
+        box_w = ops.where(any_fit, ops.take_along_axis(box_w, first, axis=1)[:, 0], 1.0)
+        y1 = self._uniform((batch_size,)) * (1.0 - box_h)
+        x1 = self._uniform((batch_size,)) * (1.0 - box_w)
+
+        return {
+            "crop_box": ops.stack([y1, x1, y1 + box_h, x1 + box_w], axis=-1),
+            "flip": self._bernoulli(batch_size, self.flip_prob),
+            "jitter": self._bernoulli(batch_size, self.jitter_prob),
+            "brightness": self._uniform((batch_size,), -self.brightness, self.brightness),
+            "contrast": self._uniform((batch_size,), 1.0 - self.contrast, 1.0 + self.contrast),
+            "saturation": self._uniform(
+                (batch_size,), 1.0 - self.saturation, 1.0 + self.saturation
+            ),
+            "hue": self._uniform((batch_size,), -self.hue, self.hue),
+            # argsort of i.i.d. uniforms is a uniformly random permutation per image.
+            "jitter_order": ops.cast(ops.argsort(self._uniform((batch_size, 4)), axis=-1), "int32"),
+            "grayscale": self._bernoulli(batch_size, self.grayscale_prob),
+            "blur": self._bernoulli(batch_size, self.blur_prob),
+            "blur_sigma": self._uniform((batch_size,), *self.blur_sigma),
+            "solarize": self._bernoulli(batch_size, self.solarize_prob),
+        }
+
+    def apply_transform(self, images, transform):
+        """Apply drawn choices to a batch: deterministic given `transform`.
+
+        Stages whose probability is 0 are skipped outright (their decisions are all False anyway).
+
+        Args:
+            images: `(batch, height, width, 3)` uint8 or float in [0, 255].
+            transform: dict from `sample_transform` (or built by hand, same keys and shapes).
+
+        Returns:
+            float32 `(batch, image_size, image_size, 3)` in [0, 255], before normalisation.
+        """
+        images = ops.cast(images, "float32")
+        shape = ops.shape(images)
+        height, width = shape[1], shape[2]
+        box = ops.cast(transform["crop_box"], "float32")
+        height_f = ops.cast(height, "float32")
+        width_f = ops.cast(width, "float32")
+        rows = interpolation_matrix(
+            box[:, 0] * height_f, (box[:, 2] - box[:, 0]) * height_f, height,
+            self.image_size, self.interpolation,
+        )
+        cols = interpolation_matrix(
+            box[:, 1] * width_f, (box[:, 3] - box[:, 1]) * width_f, width,
+            self.image_size, self.interpolation,
+        )
+        # A horizontal flip is the column map read backwards: folded in, it costs nothing.
+        cols = ops.where(transform["flip"][:, None, None], ops.flip(cols, axis=1), cols)
+        # Bicubic overshoots near edges; the colour maths below expect the valid range.
+        images = ops.clip(separable_transform(images, rows, cols), 0.0, 255.0)
+
+        if self.jitter_prob > 0.0:
+            jittered = 255.0 * color_jitter(
+                images / 255.0,
+                transform["brightness"],
+                transform["contrast"],
+                transform["saturation"],
+                transform["hue"],
+                transform["jitter_order"],
+            )
+            images = _select(transform["jitter"], jittered, images)
+        if self.grayscale_prob > 0.0:
+            images = _select(transform["grayscale"], self.grayscale(images), images)
+        if self.blur_prob > 0.0 and self.blur_kernel_size > 1:
+            blur = gaussian_blur_matrix(
+                transform["blur_sigma"], self.image_size, self.blur_kernel_size
+            )
+            images = _select(transform["blur"], separable_transform(images, blur, blur), images)
+        if self.solarize_prob > 0.0:
+            images = _select(transform["solarize"], self.solarize(images), images)
+        return ops.clip(images, 0.0, 255.0)
+
+    def call(self, images, training=True):
+        if not training:
+            return normalize(center_crop_resize(images, self.image_size, crop_fraction=1.0))
+        return normalize(self.apply_transform(images, self.sample_transform(images)))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.image_size, self.image_size, 3)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "image_size": self.image_size,
+                "crop_area": self.crop_area,
+                "crop_aspect_ratio": self.crop_aspect_ratio,
+                "interpolation": self.interpolation,
+                "flip_prob": self.flip_prob,
+                "jitter_prob": self.jitter_prob,
+                "brightness": self.brightness,
+                "contrast": self.contrast,
+                "saturation": self.saturation,
+                "hue": self.hue,
+                "grayscale_prob": self.grayscale_prob,
+                "blur_prob": self.blur_prob,
+                "blur_sigma": self.blur_sigma,
+                "blur_kernel_size": self.blur_kernel_size,
+                "solarize_prob": self.solarize_prob,
+                "solarize_threshold": self.solarize_threshold,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+
+_VIEW_ARGS = (
+    "crop_area", "crop_aspect_ratio", "interpolation", "flip_prob", "jitter_prob", "brightness",
+    "contrast", "saturation", "hue", "grayscale_prob", "blur_prob", "blur_sigma",
+    "blur_kernel_size", "solarize_prob", "solarize_threshold",
+)
+
+
+def view_configs(image_size, blur=True, **overrides):
+    """The constructor arguments of the paper's two views (Table 6), optionally overridden.
+
+    View 1 always blurs and never solarizes; view 2 blurs with probability 0.1 and solarizes with
+    probability 0.2. Everything else is shared.
+
+    Args:
+        image_size: int, side of the augmented images.
+        blur: bool, `False` drops the blur from both views (the usual practice at 32 px, where a
+            blur destroys the image). Defaults to `True`.
+        **overrides: `BYOLView` arguments (not `image_size` or `seed`), applied to both views.
+
+    Returns:
+        `(view1_kwargs, view2_kwargs)`, two dicts of `BYOLView` keyword arguments (without `seed`).
+
+    Example:
+
+    >>> first, second = view_configs(224)
+    >>> (first["blur_prob"], first["solarize_prob"], second["blur_prob"], second["solarize_prob"])
+    (1.0, 0.0, 0.1, 0.2)
+    >>> BYOLView(**first).blur_kernel_size
+    23
+    """
+    unknown = sorted(set(overrides) - set(_VIEW_ARGS))
+    if unknown:
+        raise TypeError(
+            f"Unknown view argument(s) {unknown}; expected some of {list(_VIEW_ARGS)}. "
+            f"Received: overrides={overrides}"
+        )
+    if not isinstance(blur, bool):
+        raise TypeError(f"`blur` must be a bool. Received: blur={blur}")
+    configs = []
+    for probs in PAPER_VIEW_PROBS:
+        config = {"image_size": image_size, **probs}
+        if not blur:
+            config["blur_prob"] = 0.0
+        config.update(overrides)
+        configs.append(config)
+    return tuple(configs)
+
+
+@keras.saving.register_keras_serializable(package="byol_keras")
+class BYOLAugment(keras.layers.Layer):
+    """Both BYOL views of a batch: `(view1, view2) = augment(images)`.
+
+    Holds two `BYOLView`s built from `view_configs(image_size, blur, **overrides)`. With a seed, view 1
+    uses `seed` and view 2 `seed + 1`, so the two views draw independently yet reproducibly.
+
+    Args:
+        image_size: int > 0, side of the augmented images.
+        blur: bool, `False` drops the blur from both views (32 px). Defaults to `True`.
+        seed: int or `None`. Defaults to `None`.
+        **overrides: `BYOLView` arguments shared by both views (see `view_configs`), plus
+            `keras.layers.Layer` arguments (`name`, ...).
+
+    Returns (when called):
+        A tuple of two float32 `(batch, image_size, image_size, 3)` ImageNet-normalised tensors.
+
+    Example:
+
+    >>> augment = BYOLAugment(32, blur=False, seed=0)
+    >>> images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype="uint8")
+    >>> dataset = tf.data.Dataset.from_tensor_slices(images).batch(4).map(augment)
+    >>> view1, view2 = next(iter(dataset))
+    >>> tuple(view1.shape), tuple(view2.shape)
+    ((4, 32, 32, 3), (4, 32, 32, 3))
+    """
+
+    def __init__(self, image_size, blur=True, seed=None, **overrides):
+        layer_kwargs = {k: overrides.pop(k) for k in list(overrides) if k not in _VIEW_ARGS}
+        layer_kwargs.setdefault("dtype", "float32")
+        super().__init__(**layer_kwargs)
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise TypeError(f"`seed` must be an int or None. Received: seed={seed}")
+        self.image_size = image_size
+        self.blur = blur
+        self.seed = seed
+        self.overrides = dict(overrides)
+        first, second = view_configs(image_size, blur=blur, **overrides)
+        self.view1 = BYOLView(**first, seed=seed, name="view1")
+        self.view2 = BYOLView(**second, seed=None if seed is None else seed + 1, name="view2")
+        self.built = True
+
+    def call(self, images, training=True):
+        return self.view1(images, training=training), self.view2(images, training=training)
+
+    def compute_output_shape(self, input_shape):
+        shape = (input_shape[0], self.image_size, self.image_size, 3)
+        return shape, shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {"image_size": self.image_size, "blur": self.blur, "seed": self.seed, **self.overrides}
+        )
+        return config

@@ -58,14 +58,15 @@ def load_run(run_dir):
     return model, config
 
 
-def export_run(run_dir, out=None, version=None, crop_fraction=0.875, include_projector=True):
+def export_run(run_dir, out=None, version=None, crop_fraction=None, include_projector=True):
     """Export the model of `run_dir` to `out/VERSION/` for TF Serving.
 
     Args:
         run_dir: str or path-like, the training run folder.
         out: str or path-like, the model base path. Defaults to `saved_models/<basename of run_dir>`.
         version: int or None, the version folder. Defaults to the next free version.
-        crop_fraction: float in (0, 1], evaluation centre-crop fraction. Defaults to 0.875.
+        crop_fraction: float in (0, 1], evaluation centre-crop fraction. Defaults to the run's
+            `config.json` "crop_fraction" (what its kNN monitor used), else 0.875.
         include_projector: bool, add the `project` signature when the model has a projector.
             Defaults to True.
 
@@ -84,6 +85,8 @@ def export_run(run_dir, out=None, version=None, crop_fraction=0.875, include_pro
     model, config = load_run(run_dir)
     print(f"Loaded {type(model).__name__} from {os.path.join(run_dir, MODEL_FILENAME)} "
           f"(image_size={config['image_size']})", flush=True)
+    if crop_fraction is None:
+        crop_fraction = float(config.get("crop_fraction", 0.875))
     return export_version(
         model,
         out,
@@ -102,7 +105,8 @@ def parse_args(argv=None):
     parser.add_argument("run_dir", help="training run folder with config.json and model.keras")
     parser.add_argument("--out", default=None, help="model base path (default: saved_models/<run name>)")
     parser.add_argument("--version", type=int, default=None, help="version folder (default: next free)")
-    parser.add_argument("--crop-fraction", type=float, default=0.875, help="evaluation centre crop (default: 0.875)")
+    parser.add_argument("--crop-fraction", type=float, default=None,
+                        help="evaluation centre crop (default: the run's config, else 0.875)")
     parser.add_argument("--no-projector", action="store_true", help="omit the `project` signature")
     return parser.parse_args(argv)
 

@@ -97,12 +97,11 @@ def build_optimizer(config, steps_per_epoch, total_steps):
     return keras.optimizers.SGD(schedule, momentum=config["momentum"], weight_decay=config["weight_decay"])
 
 
-def _labelled_arrays(source, image_size, per_class):
+def _labelled_arrays(source, image_size, per_class, crop_fraction):
     from byol_keras.augment import normalize
     from byol_keras.data import load_arrays
-    from byol_keras.evaluation import default_crop_fraction
 
-    images, labels = load_arrays(source, image_size, per_class, crop_fraction=default_crop_fraction(image_size))
+    images, labels = load_arrays(source, image_size, per_class, crop_fraction=crop_fraction)
     return images, normalize(images).numpy(), labels
 
 
@@ -137,15 +136,23 @@ def run(config):
             f"Received: batch_size={batch_size}"
         )
     total_steps = config["epochs"] * steps_per_epoch
-    config.update(steps_per_epoch=steps_per_epoch, total_steps=total_steps, num_examples=source.num_examples)
+    from byol_keras.evaluation import default_crop_fraction
+
+    config.update(
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        num_examples=source.num_examples,
+        # The evaluation transform of the kNN monitor, and of the exported serving signature.
+        crop_fraction=default_crop_fraction(image_size),
+    )
 
     # kNN bank (training images) and queries (test split), evaluation transform, kept in memory.
     knn_bank = knn_queries = None
     view_images = None
     if source.num_classes and config["test_split"]:
         test_source = load_source(config["data"], split=config["test_split"], data_dir=config["data_dir"])
-        bank_raw, bank_x, bank_y = _labelled_arrays(source, image_size, config["knn_bank_per_class"])
-        query_raw, query_x, query_y = _labelled_arrays(test_source, image_size, config["knn_queries_per_class"])
+        bank_raw, bank_x, bank_y = _labelled_arrays(source, image_size, config["knn_bank_per_class"], config["crop_fraction"])
+        query_raw, query_x, query_y = _labelled_arrays(test_source, image_size, config["knn_queries_per_class"], config["crop_fraction"])
         knn_bank, knn_queries = (bank_x, bank_y), (query_x, query_y)
         view_images = bank_raw[:8]
         # A class-balanced sample of the queries for the embedding projector.
@@ -197,9 +204,12 @@ def run(config):
     if config["export_base_path"]:
         from byol_keras.export import export_version
 
-        info = export_version(model, config["export_base_path"], image_size)
+        info = export_version(model, config["export_base_path"], image_size, crop_fraction=config["crop_fraction"])
         export_dir = info.get("export_dir") if isinstance(info, dict) else None
 
+    with open(os.path.join(run_dir, "history.json"), "w") as f:
+        json.dump({"knn_top1_random_init": None if knn is None else knn.initial_value,
+                   **{k: [float(v) for v in vs] for k, vs in history.history.items()}}, f, indent=1)
     losses = history.history.get("loss", [])
     summary = {
         "preset": config["preset"],

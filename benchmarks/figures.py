@@ -1,0 +1,92 @@
+"""Make the README's pictures from real data and a real run.
+
+    python benchmarks/figures.py views                       # docs/views.png from ../shared/data/cifar10
+    python benchmarks/figures.py knn runs/quality-ours ...   # docs/knn_curve.png from runs' history.json
+
+`views`: eight CIFAR-10 test images (one per class, first eight classes), each with the two BYOL views
+the pretraining pipeline makes of it (32 px, blur off, as the quality benchmark), un-normalised.
+`knn`: kNN top-1 on the CIFAR-10 test split after every epoch of the quality benchmark runs
+(`benchmarks/quality.py`), with the random-initialised floor at epoch 0.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def views_figure(data, out, seed=0):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from byol_keras.augment import IMAGENET_MEAN, IMAGENET_STD, BYOLAugment
+    from byol_keras.data import load_arrays, load_source
+
+    source = load_source(data, split="test")
+    images, labels = load_arrays(source, 32, limit_per_class=1)
+    images, labels = images[:8], labels[:8]
+    view1, view2 = BYOLAugment(32, blur=False, seed=seed)(images)
+
+    def show(x):
+        return np.clip(np.asarray(x) * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN), 0, 1)
+
+    fig, axes = plt.subplots(3, len(images), figsize=(1.3 * len(images), 4.2))
+    for j in range(len(images)):
+        for i, (row, title) in enumerate(((images[j] / 255.0, "image"), (show(view1[j]), "view 1"), (show(view2[j]), "view 2"))):
+            axes[i, j].imshow(row, interpolation="nearest")
+            axes[i, j].set_xticks([])
+            axes[i, j].set_yticks([])
+            if j == 0:
+                axes[i, j].set_ylabel(title)
+        axes[0, j].set_title(source.class_names[labels[j]], fontsize=8)
+    fig.suptitle("BYOL views (view 1: blur p=1 → off at 32 px, no solarize; view 2: solarize p=0.2)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=80)
+    print(f"wrote {out}")
+
+
+def knn_figure(run_dirs, out):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for run_dir in run_dirs:
+        with open(os.path.join(run_dir, "history.json")) as f:
+            history = json.load(f)
+        curve = [history["knn_top1_random_init"]] + history["knn_top1"]
+        ax.plot(range(len(curve)), curve, marker="o", label=os.path.basename(os.path.normpath(run_dir)))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("kNN top-1 (CIFAR-10 test)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=80)
+    print(f"wrote {out}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("figure", choices=("views", "knn"))
+    parser.add_argument("runs", nargs="*", help="run directories (knn)")
+    parser.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "cifar10"))
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    os.makedirs(os.path.join(ROOT, "docs"), exist_ok=True)
+    if args.figure == "views":
+        views_figure(args.data, args.out or os.path.join(ROOT, "docs", "views.png"))
+    else:
+        if not args.runs:
+            raise SystemExit("error: give at least one run directory with a history.json")
+        knn_figure(args.runs, args.out or os.path.join(ROOT, "docs", "knn_curve.png"))
+
+
+if __name__ == "__main__":
+    main()

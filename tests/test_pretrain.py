@@ -1,0 +1,90 @@
+"""training/pretrain.py end to end: the demo preset, shrunk, in a temporary folder."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from byol_keras.presets import FIELDS, PRESETS, get_preset
+from training.pretrain import parse_args, resolve_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def event_tags(folder):
+    tags = set()
+    for path in glob.glob(os.path.join(folder, "**", "events.out.tfevents.*"), recursive=True):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                tags.add(value.tag)
+    return tags
+
+
+def test_presets_have_every_field_and_overrides_apply():
+    for name, preset in PRESETS.items():
+        assert set(FIELDS) <= set(preset), (name, set(FIELDS) - set(preset))
+    config = get_preset("cifar10-resnet18", epochs=3, batch_size=None)
+    assert config["epochs"] == 3 and config["batch_size"] == 256
+    paper = get_preset("imagenet-resnet50")
+    assert (paper["base_learning_rate"], paper["weight_decay"], paper["base_tau"]) == (0.2, 1.5e-6, 0.996)
+    assert get_preset("imagenet-resnet50-300")["base_learning_rate"] == 0.3
+    with pytest.raises(ValueError, match="preset='nope'"):
+        get_preset("nope")
+    with pytest.raises(ValueError, match="colour=1"):
+        get_preset("demo", colour=1)
+
+
+def test_flags_override_the_preset(tmp_path):
+    args = parse_args(["--preset", "demo", "--epochs", "4", "--width", "4", "--out", str(tmp_path), "--export", "none"])
+    config = resolve_config(args)
+    assert config["epochs"] == 4 and config["encoder"]["width"] == 4
+    assert config["run_dir"] == str(tmp_path) and config["export_base_path"] is None
+    assert config["batch_size"] == PRESETS["demo"]["batch_size"]
+
+
+@pytest.mark.slow
+def test_demo_command_end_to_end(tmp_path):
+    run_dir, export = tmp_path / "run", tmp_path / "saved_models" / "demo"
+    command = [
+        sys.executable, "-m", "training.pretrain", "--preset", "demo", "--epochs", "2", "--steps-per-epoch", "2",
+        "--width", "4", "--out", str(run_dir), "--export", str(export), "--verbose", "2",
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # The printed summary line with both accuracies and the export.
+    line = [l for l in result.stdout.splitlines() if l.startswith("BYOL demo")][-1]
+    assert "kNN top-1" in line and "(random init)" in line and "(pretrained)" in line, line
+    print(line)
+
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["total_steps"] == 4 and config["encoder"]["width"] == 4
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 4
+    assert 0.0 <= summary["knn_top1_random_init"] <= 1.0 and 0.0 <= summary["knn_top1_pretrained"] <= 1.0
+
+    tags = event_tags(str(run_dir / "logs"))
+    for tag in ("loss", "tau", "learning_rate", "representation_std", "knn_top1", "views"):
+        assert any(t == tag or t.endswith("/" + tag) for t in tags), (tag, sorted(tags))
+    assert glob.glob(str(run_dir / "logs" / "projector" / "projector_config.pbtxt"))
+    assert (run_dir / "checkpoints" / "latest.keras").exists()
+
+    # The final model loads and is the same embedder as the export's `.keras` twin.
+    import byol_keras.byol  # noqa: F401  (registers BYOL for loading)
+
+    model = keras.saving.load_model(str(run_dir / "model.keras"))
+    assert int(model.optimizer.iterations.numpy()) == 4
+    version_dir = export / "1"
+    assert (version_dir / "saved_model.pb").exists()
+    served = tf.saved_model.load(str(version_dir))
+    pixels = np.random.default_rng(0).integers(0, 255, size=(2, 32, 32, 3), dtype=np.uint8)
+    out = served.signatures["embed_pixels"](images=tf.constant(pixels))
+    from byol_keras.augment import center_crop_resize, normalize
+
+    expected = model(normalize(center_crop_resize(pixels, 32, 1.0)))
+    np.testing.assert_allclose(out["embedding"].numpy(), np.array(expected), atol=1e-4)

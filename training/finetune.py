@@ -1,0 +1,214 @@
+r"""Semi-supervised evaluation: fine-tune a pretrained BYOL encoder on 1 % or 10 % of the labels.
+
+    python -m training.finetune runs/cifar10 --data /work/shared/data/cifar10 --fraction 0.01 \
+        --seed 0 --epochs 30 --batch-size 256 --lr 0.01 --out runs/cifar10/finetune_1pct.json
+
+The paper's semi-supervised protocol: the encoder and a linear head are fine-tuned on a class-balanced
+subset of 1 % or 10 % of the labelled training set (SimCLR's subsets). Here: SGD with Nesterov momentum
+0.9, no weight decay, cosine decay, and the linear protocol's training and test transforms. The subset comes from `byol_keras.evaluation.balanced_subset`
+with `--seed`, so runs with the same seed see the same labelled images. Unlike the linear protocol the
+encoder trains, BatchNorm included. Prints top-1 / top-5 and writes them as JSON.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from byol_keras.evaluation import (
+    balanced_subset,
+    classification_dataset,
+    classifier_on_encoder,
+    default_crop_fraction,
+    evaluate_classifier,
+    load_encoder,
+    train_classifier,
+)
+
+
+def labelled_subset(train_data, fraction, seed, labels=None):
+    """Keep the `balanced_subset` of a labelled set.
+
+    Args:
+        train_data: `(images, labels)` arrays, or an unbatched dataset of `(image, label)` in a fixed
+            order.
+        fraction: float in (0, 1].
+        seed: int.
+        labels: int array or None, the dataset's labels in order when known without decoding
+            (`Source.labels` of folders and digits). Defaults to None: for a dataset, read them with
+            one pass, which decodes every image once.
+
+    Returns:
+        Tuple `(subset, indices)`: the subset in the form of `train_data`, and the kept indices.
+    """
+    import tensorflow as tf
+
+    is_dataset = isinstance(train_data, tf.data.Dataset)
+    if labels is None:
+        if is_dataset:
+            labels = [int(label) for label in train_data.map(lambda image, label: label)]
+        else:
+            labels = train_data[1]
+    labels = np.asarray(labels).reshape(-1)
+    # Unlabelled examples (-1) never enter the subset.
+    labelled = np.flatnonzero(labels >= 0)
+    indices = labelled[balanced_subset(labels[labelled], fraction, seed)]
+    if not is_dataset:
+        return (np.asarray(train_data[0])[indices], labels[indices]), indices
+    keep = np.zeros(len(labels), dtype=bool)
+    keep[indices] = True
+    keep = tf.constant(keep)
+    subset = (
+        train_data.enumerate()
+        .filter(lambda index, pair: tf.gather(keep, index))
+        .map(lambda index, pair: pair)
+        # `filter` forgets the length; restore it so that `fit` knows its steps per epoch.
+        .apply(tf.data.experimental.assert_cardinality(len(indices)))
+    )
+    return subset, indices
+
+
+def run_finetune(
+    encoder,
+    train_data,
+    test_data,
+    num_classes,
+    image_size,
+    fraction,
+    seed=0,
+    epochs=30,
+    batch_size=256,
+    learning_rate=0.01,
+    weight_decay=0.0,
+    crop_fraction=None,
+    train_labels=None,
+    verbose=1,
+):
+    """Fine-tune `encoder` and a linear head on a class-balanced label subset; measure on `test_data`.
+
+    The encoder's weights are updated in place.
+
+    Args:
+        encoder: `keras.Model` from ImageNet-normalised images to pooled features `(batch, dim)`.
+        train_data: `(images, labels)` arrays in [0, 255] or an unbatched, fixed-order dataset of
+            `(image, label)`.
+        test_data: `(images, labels)` arrays or an unbatched dataset.
+        num_classes: int.
+        image_size: int, side of the encoder's input images.
+        fraction: float in (0, 1], the labelled fraction (0.01 and 0.1 in the paper).
+        seed: int, chooses the subset and the shuffling. Defaults to 0.
+        epochs: int. Defaults to 30.
+        batch_size: int. Defaults to 256.
+        learning_rate: float, peak SGD learning rate. Defaults to 0.01.
+        weight_decay: float. Defaults to 0.0.
+        crop_fraction: float or None, the test centre-crop fraction. Defaults to None:
+            `default_crop_fraction(image_size)`.
+        train_labels: int array or None, the labels of a `train_data` dataset, when known without
+            decoding (`Source.labels`). Defaults to None.
+        verbose: int, 1 shows progress bars. Defaults to 1.
+
+    Returns:
+        Dict `{"top1": float, "top5": float, "num_labelled": int}`.
+    """
+    if crop_fraction is None:
+        crop_fraction = default_crop_fraction(image_size)
+    subset, indices = labelled_subset(train_data, fraction, seed, labels=train_labels)
+    train = classification_dataset(subset, image_size, batch_size, training=True, seed=seed)
+    test = classification_dataset(
+        test_data, image_size, batch_size, training=False, crop_fraction=crop_fraction
+    )
+    model = classifier_on_encoder(encoder, num_classes, freeze=False, image_size=image_size)
+    train_classifier(
+        model,
+        train,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=weight_decay,
+        verbose=verbose,
+    )
+    results = evaluate_classifier(model, test, verbose=verbose)
+    results["num_labelled"] = int(len(indices))
+    return results
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("run_dir", nargs="?", help="pretraining run directory (config.json, model.keras)")
+    parser.add_argument("--encoder", help="a .keras file holding the encoder alone (overrides the run's)")
+    parser.add_argument("--image-size", type=int, help="input side; defaults to the run's image_size")
+    parser.add_argument("--data", required=True, help="image folder, TFDS name, or 'digits'")
+    parser.add_argument("--data-dir", help="TFDS data directory")
+    parser.add_argument("--train-split", help="training split or sub-folder (default: train)")
+    parser.add_argument("--test-split", help="test split or sub-folder (default: test / validation)")
+    parser.add_argument("--crop-fraction", type=float, help="test centre crop (default 0.875, 1.0 < 96 px)")
+    parser.add_argument("--fraction", type=float, default=0.01, help="labelled fraction, e.g. 0.01 or 0.1")
+    parser.add_argument("--seed", type=int, default=0, help="chooses the labelled subset")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=0.01, help="peak learning rate (cosine decay to 0)")
+    parser.add_argument("--out", help="results JSON; defaults to RUN_DIR/finetune_<percent>pct.json")
+    args = parser.parse_args(argv)
+    if args.run_dir is None and args.encoder is None:
+        parser.error("give RUN_DIR or --encoder")
+    return args
+
+
+def main(argv=None):
+    from training.linear_eval import load_eval_data
+
+    args = parse_args(argv)
+    encoder, config = load_encoder(args.run_dir, args.encoder)
+    image_size = args.image_size or config.get("image_size")
+    if image_size is None:
+        raise ValueError("The image size is unknown: pass --image-size. Received: image_size=None")
+    train, test = load_eval_data(args.data, args.data_dir, image_size, args.train_split, args.test_split)
+    results = run_finetune(
+        encoder,
+        train.dataset,
+        test.dataset,
+        train.num_classes,
+        image_size,
+        fraction=args.fraction,
+        seed=args.seed,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        crop_fraction=args.crop_fraction,
+        train_labels=train.labels,
+    )
+    results.update(
+        {
+            "protocol": "finetune",
+            "fraction": args.fraction,
+            "seed": args.seed,
+            "data": args.data,
+            "run_dir": args.run_dir,
+            "encoder": args.encoder,
+            "image_size": image_size,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+        }
+    )
+    print(
+        f"fine-tune on {results['num_labelled']} labels ({args.fraction:.0%}): "
+        f"top-1 {results['top1']:.4f}  top-5 {results['top5']:.4f}"
+    )
+    out = args.out
+    if out is None and args.run_dir:
+        out = os.path.join(args.run_dir, f"finetune_{args.fraction * 100:g}pct.json")
+    if out:
+        with open(out, "w") as f:
+            json.dump(results, f, indent=2)
+        print(f"wrote {out}")
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

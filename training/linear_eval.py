@@ -1,0 +1,194 @@
+r"""Linear evaluation of a pretrained BYOL encoder: the paper's protocol.
+
+    python -m training.linear_eval runs/cifar10 --data /work/shared/data/cifar10 \
+        --epochs 100 --batch-size 256 --lr 0.1 --out runs/cifar10/linear_eval.json
+
+    python -m training.linear_eval --encoder encoder.keras --image-size 32 --data digits --epochs 10
+
+The paper's linear protocol (its appendix on ImageNet linear evaluation): the encoder is frozen, with
+BatchNorm in inference mode, and a single linear layer on its pooled features is trained with SGD,
+Nesterov momentum 0.9 and no weight decay; training images get a random resized crop and a horizontal
+flip, test images are resized and centre-cropped (256 -> 224 on ImageNet; below 96 px no crop, as
+solo-learn does on CIFAR). The learning rate decays with a cosine to 0 (the schedule is this code's
+choice). Prints top-1 / top-5 and writes them as JSON.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from byol_keras.evaluation import (
+    classification_dataset,
+    classifier_on_encoder,
+    default_crop_fraction,
+    evaluate_classifier,
+    load_encoder,
+    train_classifier,
+)
+
+# TFDS sets whose held-out split is called "validation" rather than "test".
+_VALIDATION_SPLIT = ("imagenet2012", "imagenette")
+
+
+def run_linear_eval(
+    encoder,
+    train_data,
+    test_data,
+    num_classes,
+    image_size,
+    epochs=100,
+    batch_size=256,
+    learning_rate=0.1,
+    crop_fraction=None,
+    seed=0,
+    verbose=1,
+):
+    """Train a linear classifier on the frozen `encoder` and measure it on `test_data`.
+
+    Args:
+        encoder: `keras.Model` from ImageNet-normalised images to pooled features `(batch, dim)`.
+            Set non-trainable here.
+        train_data: `(images, labels)` arrays in [0, 255] or an unbatched dataset of `(image, label)`.
+        test_data: same forms as `train_data`.
+        num_classes: int.
+        image_size: int, side of the encoder's input images.
+        epochs: int. Defaults to 100.
+        batch_size: int. Defaults to 256.
+        learning_rate: float, peak SGD learning rate. Defaults to 0.1.
+        crop_fraction: float or None, the test centre-crop fraction. Defaults to None:
+            `default_crop_fraction(image_size)`.
+        seed: int, shuffle seed. Defaults to 0.
+        verbose: int, 1 shows progress bars. Defaults to 1.
+
+    Returns:
+        Dict `{"top1": float, "top5": float}` on the test set.
+    """
+    if crop_fraction is None:
+        crop_fraction = default_crop_fraction(image_size)
+    train = classification_dataset(train_data, image_size, batch_size, training=True, seed=seed)
+    test = classification_dataset(
+        test_data, image_size, batch_size, training=False, crop_fraction=crop_fraction
+    )
+    classifier = classifier_on_encoder(encoder, num_classes, freeze=True, image_size=image_size)
+    train_classifier(
+        classifier,
+        train,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=0.0,
+        verbose=verbose,
+    )
+    return evaluate_classifier(classifier, test, verbose=verbose)
+
+
+def load_eval_data(data, data_dir=None, image_size=None, train_split=None, test_split=None):
+    """Open the labelled train and test splits of a data source with `byol_keras.data.load_source`.
+
+    An image folder with `train/` and `test/` (or `val/`, `validation/`) sub-folders gives one split
+    each; a TFDS name uses `train` and `test` (`validation` for ImageNet and Imagenette); `digits`
+    uses its fixed split.
+
+    Args:
+        data: str, an image-folder path, a TFDS name or "digits".
+        data_dir: str or None, the TFDS data directory. Defaults to None.
+        image_size: int or None, passed on (digits are upsampled to it). Defaults to None.
+        train_split: str or None, overrides the training split (a TFDS split or sub-folder name).
+            Defaults to None.
+        test_split: str or None, overrides the test split. Defaults to None.
+
+    Returns:
+        Tuple `(train_source, test_source)` of `byol_keras.data.Source`.
+    """
+    from byol_keras.data import TFDS_NAMES, load_source
+
+    if data != "digits" and data.split("/")[0] not in TFDS_NAMES:
+        train_dir = os.path.join(data, train_split or "train")
+        if test_split is None:
+            names = ("test", "val", "validation")
+            test_split = next((n for n in names if os.path.isdir(os.path.join(data, n))), "test")
+        test_dir = os.path.join(data, test_split)
+        if not os.path.isdir(train_dir) or not os.path.isdir(test_dir):
+            raise ValueError(
+                "An image folder for evaluation needs `train/` and `test/` (or `val/`) sub-folders, "
+                f"one class folder each. Received: data={data!r}"
+            )
+        return (
+            load_source(train_dir, image_size=image_size),
+            load_source(test_dir, image_size=image_size),
+        )
+    if test_split is None:
+        test_split = "validation" if data.split("/")[0] in _VALIDATION_SPLIT else "test"
+    return (
+        load_source(data, train_split or "train", data_dir, image_size=image_size),
+        load_source(data, test_split, data_dir, image_size=image_size),
+    )
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("run_dir", nargs="?", help="pretraining run directory (config.json, model.keras)")
+    parser.add_argument("--encoder", help="a .keras file holding the encoder alone (overrides the run's)")
+    parser.add_argument("--image-size", type=int, help="input side; defaults to the run's image_size")
+    parser.add_argument("--data", required=True, help="image folder, TFDS name, or 'digits'")
+    parser.add_argument("--data-dir", help="TFDS data directory")
+    parser.add_argument("--train-split", help="training split or sub-folder (default: train)")
+    parser.add_argument("--test-split", help="test split or sub-folder (default: test / validation)")
+    parser.add_argument("--crop-fraction", type=float, help="test centre crop (default 0.875, 1.0 < 96 px)")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=0.1, help="peak learning rate (cosine decay to 0)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="results JSON; defaults to RUN_DIR/linear_eval.json")
+    args = parser.parse_args(argv)
+    if args.run_dir is None and args.encoder is None:
+        parser.error("give RUN_DIR or --encoder")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    encoder, config = load_encoder(args.run_dir, args.encoder)
+    image_size = args.image_size or config.get("image_size")
+    if image_size is None:
+        raise ValueError("The image size is unknown: pass --image-size. Received: image_size=None")
+    train, test = load_eval_data(args.data, args.data_dir, image_size, args.train_split, args.test_split)
+    results = run_linear_eval(
+        encoder,
+        train.dataset,
+        test.dataset,
+        train.num_classes,
+        image_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        crop_fraction=args.crop_fraction,
+        seed=args.seed,
+    )
+    results.update(
+        {
+            "protocol": "linear",
+            "data": args.data,
+            "run_dir": args.run_dir,
+            "encoder": args.encoder,
+            "image_size": image_size,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+        }
+    )
+    print(f"linear eval: top-1 {results['top1']:.4f}  top-5 {results['top5']:.4f}")
+    out = args.out or (os.path.join(args.run_dir, "linear_eval.json") if args.run_dir else None)
+    if out:
+        with open(out, "w") as f:
+            json.dump(results, f, indent=2)
+        print(f"wrote {out}")
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
