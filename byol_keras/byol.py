@@ -1,5 +1,7 @@
 """BYOL as a `keras.Model`: online and target networks, the symmetric loss, and the target EMA."""
 
+import copy
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -339,7 +341,8 @@ class BYOL(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        # Deep copy: Keras' deserialisation consumes parts of the nested dict it is given.
+        config = copy.deepcopy(config)
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         return cls(**config)
 
