@@ -50,6 +50,23 @@ def _input_image_shape(encoder):
     return None
 
 
+def _reducible_logs(logs):
+    """Scalar logs, or length-1 logs where Keras' multi-worker reduction cannot take scalars.
+
+    Keras 3.15 reduces the logs of a step under a multi-worker `MultiWorkerMirroredStrategy` with
+    `strategy.reduce("MEAN", value, axis=0)`, which rejects scalars ("Invalid reduction dimension 0 for
+    input with 0 dimensions", tensorflow/tensorflow#72388). There each log gets a length-1 axis; the
+    reduction averages it over the workers and returns a scalar again. Everywhere else logs stay scalars.
+    """
+    strategy = tf.distribute.get_strategy()
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+        strategy.extended._in_multi_worker_mode()  # The test Keras itself uses to take that path.
+    )
+    if not multi_worker:
+        return logs
+    return {name: ops.reshape(value, (1,)) for name, value in logs.items()}
+
+
 class _TotalStepsFromFit(keras.callbacks.Callback):
     """Sets `BYOL.total_steps` to epochs × steps per epoch when `fit` starts (τ's horizon)."""
 
@@ -94,6 +111,16 @@ class BYOL(keras.Model):
             Defaults to None.
         synchronized_bn: bool or None, cross-replica BatchNorm in the heads. None means "when the
             current `tf.distribute` strategy has more than one replica". Defaults to None.
+        augment: a layer mapping a batch of uint8 (or [0, 255] float) images to the two views
+            `(view1, view2)`, e.g. `byol_keras.augment.BYOLAugment`; only with
+            `augment_on="device"`. Defaults to None.
+        augment_on: `"data"` or `"device"`. `"data"`: batches arrive as views made in `tf.data`,
+            `(view1, view2)` or `(view1, view2, labels)`. `"device"`: batches arrive as raw images,
+            `images` or `(images, labels)` (`pretrain_dataset(..., views=None)`), and `augment` makes
+            the views inside the compiled `train_step` (and `test_step`), for accelerator hosts with
+            few CPU cores. The views have the same distribution either way (under XLA TensorFlow's
+            stateless RNG uses another algorithm, so a seed gives other, equally distributed, draws).
+            Defaults to `"data"`.
 
     Example:
 
@@ -116,6 +143,8 @@ class BYOL(keras.Model):
         num_classes=None,
         image_shape=None,
         synchronized_bn=None,
+        augment=None,
+        augment_on="data",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -145,6 +174,21 @@ class BYOL(keras.Model):
             raise ValueError(
                 f"`num_classes` must be an integer > 1 or None. Received: num_classes={num_classes!r}"
             )
+        if augment_on not in ("data", "device"):
+            raise ValueError(
+                f"`augment_on` must be 'data' or 'device'. Received: augment_on={augment_on!r}"
+            )
+        if augment is not None and not isinstance(augment, keras.layers.Layer):
+            raise TypeError(
+                "`augment` must be a keras layer returning (view1, view2), e.g. BYOLAugment. "
+                f"Received: augment={augment!r} of type {type(augment).__name__}"
+            )
+        if (augment_on == "device") != (augment is not None):
+            raise ValueError(
+                "`augment` is needed with augment_on='device' and only used there (with 'data' the "
+                "dataset makes the views). "
+                f"Received: augment_on={augment_on!r}, augment={augment!r}"
+            )
         if image_shape is None:
             image_shape = _input_image_shape(encoder)
         if image_shape is not None:
@@ -164,6 +208,8 @@ class BYOL(keras.Model):
         self.num_classes = num_classes
         self.image_shape = image_shape
         self.synchronized_bn = synchronized_bn
+        self.augment = augment
+        self.augment_on = augment_on
 
         # τ's horizon K lives in a variable so that `fit` can set it without retracing and a saved
         # model carries it.
@@ -195,7 +241,8 @@ class BYOL(keras.Model):
         # The target has the online encoder's and projector's structure (no predictor) and starts
         # as a copy of their weights, never an independent random initialisation.
         self.target_encoder = _clone_structure(self.encoder)
-        self.target_encoder.build(input_shape)
+        # Tracing it symbolically builds any encoder, also a subclassed one without `build()`.
+        feature_shape(self.target_encoder, input_shape)
         self.target_projector = _clone_structure(self.projector)
         self._ema_pairs = []
         for online, target in ((self.encoder, self.target_encoder), (self.projector, self.target_projector)):
@@ -244,6 +291,62 @@ class BYOL(keras.Model):
             self._total_steps.assign(self.total_steps)
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
+    def compile(self, optimizer="rmsprop", jit_compile="auto", **kwargs):
+        """`keras.Model.compile`, with XLA on by default wherever it works (also on CPU).
+
+        Keras' own `"auto"` turns XLA off on CPU-only hosts; there the BYOL step is ~1.7x faster
+        with it (`benchmarks/README.md`). `"auto"` here asks `distribute.resolve_jit_compile`, which
+        keeps it off where it fails (several replicas, TPUStrategy, op determinism).
+        """
+        if jit_compile == "auto":
+            if kwargs.get("run_eagerly"):
+                jit_compile = False
+            else:
+                from byol_keras.distribute import resolve_jit_compile
+
+                jit_compile, _ = resolve_jit_compile(self.distribute_strategy)
+        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
+
+    def _views(self, data):
+        """The `(view1, view2, labels or None)` of a batch: as given, or made here (augment_on="device")."""
+        if self.augment_on == "data":
+            return _unpack_views(data)
+        if isinstance(data, (list, tuple)):
+            # `train_on_batch(images)` hands over `(images, None, None)`.
+            data = tuple(data)
+            while len(data) > 1 and data[-1] is None:
+                data = data[:-1]
+            if len(data) not in (1, 2):
+                raise ValueError(
+                    "With augment_on='device' BYOL expects each batch to be `images` or "
+                    f"`(images, labels)`. Received: a batch with {len(data)} elements"
+                )
+            images, labels = data[0], (data[1] if len(data) == 2 else None)
+        else:
+            images, labels = data, None
+        view1, view2 = self.augment(images, training=True)
+        return view1, view2, labels
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.15 (TF trainer) first pulls a batch and reduces it across replicas with
+        # `strategy.reduce("MEAN", batch)`, which fails under MultiWorkerMirroredStrategy for a
+        # `(view1, view2)` tuple ("Attempt to convert a value (PerReplica ...) to a Tensor"). A built
+        # BYOL has no compiled loss or metrics to build from a sample batch: only the optimizer's
+        # variables are missing, and `_symbolic_build` creates them without data.
+        if all(layer.built for layer in self._flatten_layers()):
+            with self.distribute_strategy.scope():
+                self._symbolic_build(data_batch=None)
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def train_on_batch(self, *args, **kwargs):
+        if int(keras.ops.convert_to_numpy(self._total_steps)) <= 0:
+            raise ValueError(
+                "BYOL needs the total number of training steps for its τ schedule; `train_on_batch` "
+                "cannot infer it. Pass `total_steps=` to `BYOL(...)`. Received: total_steps=None"
+            )
+        return super().train_on_batch(*args, **kwargs)
+
     def _forward(self, view1, view2, training):
         """Online projections and predictions, and stop-gradient target projections, of both views."""
         # Target: same mode as the online network (training mode = batch statistics and its own
@@ -280,7 +383,7 @@ class BYOL(keras.Model):
         self.std_tracker.update_state(representation_std(ops.concatenate([z1, z2], axis=0)))
 
     def train_step(self, data):
-        view1, view2, labels = _unpack_views(data)
+        view1, view2, labels = self._views(data)
         optimizer = self.optimizer
         # The global step before this update: τ_k and the learning rate of this step.
         # `tf.identity` takes a snapshot: `ops.convert_to_tensor` would hand back the variable itself,
@@ -312,15 +415,15 @@ class BYOL(keras.Model):
         logs = {m.name: m.result() for m in self.metrics}
         logs["tau"] = tau
         logs["learning_rate"] = learning_rate
-        return logs
+        return _reducible_logs(logs)
 
     def test_step(self, data):
-        view1, view2, labels = _unpack_views(data)
+        view1, view2, labels = self._views(data)
         h1, z1, z2, loss = self._forward(view1, view2, training=False)
         if self.num_classes is not None and labels is not None:
             self._probe_loss(h1, labels, training=False)
         self._update_trackers(loss, z1, z2, ops.shape(view1)[0])
-        return {m.name: m.result() for m in self.metrics}
+        return _reducible_logs({m.name: m.result() for m in self.metrics})
 
     def get_config(self):
         config = super().get_config()
@@ -335,6 +438,8 @@ class BYOL(keras.Model):
                 "num_classes": self.num_classes,
                 "image_shape": self.image_shape,
                 "synchronized_bn": self.synchronized_bn,
+                "augment": None if self.augment is None else keras.saving.serialize_keras_object(self.augment),
+                "augment_on": self.augment_on,
             }
         )
         return config
@@ -344,6 +449,8 @@ class BYOL(keras.Model):
         # Deep copy: Keras' deserialisation consumes parts of the nested dict it is given.
         config = copy.deepcopy(config)
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        if config.get("augment") is not None:
+            config["augment"] = keras.saving.deserialize_keras_object(config["augment"])
         return cls(**config)
 
 

@@ -312,3 +312,15 @@ def test_representation_std_golden():
     assert float(representation_std(z)) == pytest.approx(0.5, abs=1e-6)
     collapsed = np.tile([[3.0, 4.0]], (5, 1)).astype("float32")
     assert float(representation_std(collapsed)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_train_on_batch_needs_total_steps():
+    model = tiny_model()
+    model.compile(optimizer="sgd", jit_compile=False)
+    v1, v2 = views()
+    with pytest.raises(ValueError, match="total_steps"):
+        model.train_on_batch(v1, v2)
+    model = tiny_model(total_steps=3)
+    model.compile(optimizer="sgd", jit_compile=False)
+    logs = model.train_on_batch(v1, v2, return_dict=True)
+    assert logs["tau"] == pytest.approx(0.996)

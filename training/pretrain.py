@@ -245,7 +245,14 @@ def _subset_per_class(source, limit):
     for label in np.unique(source.labels):
         keep[np.flatnonzero(source.labels == label)[:limit]] = True
     mask = tf.constant(keep)
-    records = source.records.enumerate().filter(lambda i, record: mask[i]).map(lambda i, record: record)
+
+    def kept(index, record):
+        return mask[index]
+
+    def drop_index(index, record):
+        return record
+
+    records = source.records.enumerate().filter(kept).map(drop_index)
     records = records.apply(tf.data.experimental.assert_cardinality(int(keep.sum())))
     return dataclasses.replace(
         source,
