@@ -74,6 +74,10 @@ def main(argv=None):
         run_dir=os.path.abspath(args.out or os.path.join("runs", f"quality-{args.recipe}")),
         export_base_path=None,
         verbose=2,
+        strategy="auto",
+        precision="float32",
+        sync_bn=False,
+        backup_every=None,
     )
     summary = run(config)
     print(json.dumps({

@@ -307,6 +307,14 @@ class BYOL(keras.Model):
                 jit_compile, _ = resolve_jit_compile(self.distribute_strategy)
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
 
+    def compile_from_config(self, config):
+        # Keras skips re-compiling a loaded model whose class overrides `compile` (it only warns), which
+        # would load a BYOL without its optimizer, global step and so τ. Ours keeps Keras' signature.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def _views(self, data):
         """The `(view1, view2, labels or None)` of a batch: as given, or made here (augment_on="device")."""
         if self.augment_on == "data":
@@ -332,8 +340,9 @@ class BYOL(keras.Model):
         # `strategy.reduce("MEAN", batch)`, which fails under MultiWorkerMirroredStrategy for a
         # `(view1, view2)` tuple ("Attempt to convert a value (PerReplica ...) to a Tensor"). A built
         # BYOL has no compiled loss or metrics to build from a sample batch: only the optimizer's
-        # variables are missing, and `_symbolic_build` creates them without data.
-        if all(layer.built for layer in self._flatten_layers()):
+        # variables are missing, and `_symbolic_build` creates them without data. (An unbuilt BYOL, e.g. a
+        # subclassed encoder without `image_shape`, still takes Keras' path.)
+        if self._distribute_strategy is not None and all(layer.built for layer in self._flatten_layers()):
             with self.distribute_strategy.scope():
                 self._symbolic_build(data_batch=None)
             return

@@ -40,6 +40,8 @@ FIELDS = {
     "knn_bank_per_class": "kNN bank: first N training images of each class (None: all)",
     "knn_queries_per_class": "kNN queries: first N test images of each class (None: all)",
     "knn_every_n_epochs": "kNN monitor frequency",
+    "knn_k": "kNN neighbours (200 as solo-learn and lightly; fewer for tiny banks)",
+    "augment": "dict of BYOLView overrides for both views (e.g. crop_area); {} = the paper's",
     "limit_per_class": "pretrain on the first N images of each class only (None: all)",
     "probe": "train the online linear probe when labels exist",
 }
@@ -68,6 +70,8 @@ _BASE = {
     "knn_bank_per_class": None,
     "knn_queries_per_class": None,
     "knn_every_n_epochs": 1,
+    "knn_k": 200,
+    "augment": {},
     "limit_per_class": None,
     "probe": True,
 }

@@ -41,6 +41,13 @@ def parse_args(argv=None):
     parser.add_argument("--knn-every", dest="knn_every_n_epochs", type=int, help="kNN monitor every N epochs")
     parser.add_argument("--steps-per-epoch", dest="steps_per_epoch", type=int,
                         help="cap the steps of each epoch (quick runs)")
+    parser.add_argument("--strategy", default="auto", choices=("auto", "mirrored", "multi-worker", "tpu", "one-device"),
+                        help="tf.distribute strategy (auto: MirroredStrategy when >1 GPU is visible)")
+    parser.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16", "mixed_float16"))
+    parser.add_argument("--sync-bn", dest="sync_bn", action="store_true",
+                        help="cross-replica BatchNorm in the encoder even on one replica (always on with several)")
+    parser.add_argument("--backup-every", dest="backup_every", type=int,
+                        help="global steps between fault-tolerance backups (default: min(steps per epoch, 1000))")
     parser.add_argument("--out", help="run directory (default: runs/<preset>)")
     parser.add_argument("--export", help="TF Serving base path (default: saved_models/<preset>; 'none' to skip)")
     parser.add_argument("--seed", type=int, default=0)
@@ -63,6 +70,7 @@ def resolve_config(args):
     if args.width is not None:
         config["encoder"] = dict(config["encoder"], width=args.width)
     config["seed"] = args.seed
+    config.update(strategy=args.strategy, precision=args.precision, sync_bn=args.sync_bn, backup_every=args.backup_every)
     config["steps_per_epoch_cap"] = args.steps_per_epoch
     config["run_dir"] = os.path.abspath(args.out or os.path.join("runs", args.preset))
     export = args.export or os.path.join("saved_models", args.preset)
@@ -82,7 +90,14 @@ def build_encoder(spec, image_size):
     raise ValueError(f"Unknown encoder. Expected 'resnet18' or 'resnet50'. Received: encoder name={name!r}")
 
 
-def build_optimizer(config, steps_per_epoch, total_steps):
+def build_optimizer(config, steps_per_epoch, total_steps, model=None):
+    """LARS (or SGD) with the warm-up + cosine schedule at the scaled learning rate.
+
+    With LARS, biases and BatchNorm parameters (rank ≤ 1) are excluded from weight decay and trust-ratio
+    adaptation, as in the paper. Deviation: the online linear probe (a monitor, not part of BYOL) is
+    excluded too. Under LARS a weight moves by about lr·η = 1e-3·lr of its norm per step, which the
+    paper's 300k steps absorb but a short run does not: the probe would stay at chance.
+    """
     import keras
 
     from byol_keras.optimizers import LARS
@@ -92,7 +107,12 @@ def build_optimizer(config, steps_per_epoch, total_steps):
     warmup_steps = min(config["warmup_epochs"] * steps_per_epoch, total_steps - 1)
     schedule = WarmupCosine(learning_rate, warmup_steps, total_steps)
     if config["optimizer"] == "lars":
-        return LARS(schedule, momentum=config["momentum"], weight_decay=config["weight_decay"])
+        exclude = None
+        if model is not None and getattr(model, "probe", None) is not None:
+            exclude = [v.path for v in model.trainable_variables if len(v.shape) <= 1]
+            exclude += [v.path for v in model.probe.trainable_variables]
+        return LARS(schedule, momentum=config["momentum"], weight_decay=config["weight_decay"],
+                    exclude_from_adaptation=exclude)
     # Plain SGD: decoupled weight decay on every variable, as the CIFAR baselines use it.
     return keras.optimizers.SGD(schedule, momentum=config["momentum"], weight_decay=config["weight_decay"])
 
@@ -105,16 +125,30 @@ def _labelled_arrays(source, image_size, per_class, crop_fraction):
     return images, normalize(images).numpy(), labels
 
 
+class NonFiniteLossError(RuntimeError):
+    """Training stopped at a non-finite loss; the last good backup is kept."""
+
+
 def run(config):
     """Pretrain as `config` says; returns the summary dict (also written to `summary.json`)."""
     import keras
     import numpy as np
-    import tensorflow as tf
 
     from byol_keras import callbacks as monitors
     from byol_keras.augment import BYOLAugment
     from byol_keras.byol import BYOL
     from byol_keras.data import load_source, pretrain_dataset
+    from byol_keras.distribute import (
+        StepBackup,
+        StopOnNonFiniteLoss,
+        make_strategy,
+        per_replica_batch_size,
+        set_precision,
+        sync_batchnorm,
+        worker_dir,
+    )
+    from byol_keras.evaluation import default_crop_fraction
+    from byol_keras.export import export_version
 
     started = time.time()
     run_dir = config["run_dir"]
@@ -122,10 +156,14 @@ def run(config):
     keras.utils.set_random_seed(config["seed"])
     image_size, batch_size = config["image_size"], config["batch_size"]
 
+    strategy = make_strategy(config["strategy"])
+    per_replica_batch_size(batch_size, strategy)  # a batch that does not split evenly is an error
+    set_precision(config["precision"])
+
     source = load_source(config["data"], split=config["train_split"], data_dir=config["data_dir"])
     if config["limit_per_class"]:
         source = _subset_per_class(source, config["limit_per_class"])
-    augment = BYOLAugment(image_size, blur=config["blur"], seed=config["seed"])
+    augment = BYOLAugment(image_size, blur=config["blur"], seed=config["seed"], **config["augment"])
     dataset = pretrain_dataset(source, augment, batch_size, config["load_size"], seed=config["seed"])
     steps_per_epoch = source.num_examples // batch_size
     if config["steps_per_epoch_cap"]:
@@ -136,96 +174,110 @@ def run(config):
             f"Received: batch_size={batch_size}"
         )
     total_steps = config["epochs"] * steps_per_epoch
-    from byol_keras.evaluation import default_crop_fraction
-
     config.update(
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
         num_examples=source.num_examples,
+        replicas=strategy.num_replicas_in_sync,
         # The evaluation transform of the kNN monitor, and of the exported serving signature.
         crop_fraction=default_crop_fraction(image_size),
     )
 
     # kNN bank (training images) and queries (test split), evaluation transform, kept in memory.
-    knn_bank = knn_queries = None
-    view_images = None
+    knn_bank = knn_queries = view_images = None
     if source.num_classes and config["test_split"]:
         test_source = load_source(config["data"], split=config["test_split"], data_dir=config["data_dir"])
-        bank_raw, bank_x, bank_y = _labelled_arrays(source, image_size, config["knn_bank_per_class"], config["crop_fraction"])
-        query_raw, query_x, query_y = _labelled_arrays(test_source, image_size, config["knn_queries_per_class"], config["crop_fraction"])
+        crop = config["crop_fraction"]
+        bank_raw, bank_x, bank_y = _labelled_arrays(source, image_size, config["knn_bank_per_class"], crop)
+        query_raw, query_x, query_y = _labelled_arrays(test_source, image_size, config["knn_queries_per_class"], crop)
         knn_bank, knn_queries = (bank_x, bank_y), (query_x, query_y)
         view_images = bank_raw[:8]
         # A class-balanced sample of the queries for the embedding projector.
         order = np.argsort(np.arange(len(query_y)) % max(source.num_classes, 1), kind="stable")
         projector_idx = np.sort(order[: min(500, len(query_y))])
 
-    model = BYOL(
-        build_encoder(config["encoder"], image_size),
-        projection_dim=config["projection_dim"],
-        projection_hidden_dim=config["projection_hidden_dim"],
-        prediction_hidden_dim=config["prediction_hidden_dim"],
-        base_tau=config["base_tau"],
-        total_steps=total_steps,
-        num_classes=source.num_classes if (config["probe"] and source.num_classes > 1) else None,
-    )
-    model.compile(optimizer=build_optimizer(config, steps_per_epoch, total_steps))
+    # Backups every N global steps (write, then rename); running the same command again resumes from
+    # the newest complete one with its global step (hence τ and the learning rate) and epoch.
+    backup_every = config["backup_every"] or min(steps_per_epoch, 1000)
+    backup = StepBackup(os.path.join(run_dir, "backup"), backup_every)
+    resumed = backup.latest_state()
+    stopper = StopOnNonFiniteLoss()
+    with strategy.scope():
+        encoder = build_encoder(config["encoder"], image_size)
+        if strategy.num_replicas_in_sync > 1 or config["sync_bn"]:
+            encoder = sync_batchnorm(encoder)  # the paper's cross-replica BatchNorm
+        model = BYOL(
+            encoder,
+            projection_dim=config["projection_dim"],
+            projection_hidden_dim=config["projection_hidden_dim"],
+            prediction_hidden_dim=config["prediction_hidden_dim"],
+            base_tau=config["base_tau"],
+            total_steps=total_steps,
+            num_classes=source.num_classes if (config["probe"] and source.num_classes > 1) else None,
+        )
+        model.compile(optimizer=build_optimizer(config, steps_per_epoch, total_steps, model))
 
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
+    # Only the chief writes the run directory; other workers write to a temporary one, removed after.
+    with worker_dir(run_dir, strategy) as out_dir:
+        chief = out_dir == run_dir
+        with open(os.path.join(out_dir, "config.json"), "w") as f:
+            json.dump(config, f, indent=2, sort_keys=True)
+        callbacks = [backup, stopper]
+        callbacks += monitors.make_callbacks(
+            os.path.join(out_dir, "logs"),
+            knn_bank=knn_bank,
+            knn_queries=knn_queries,
+            knn_every_n_epochs=config["knn_every_n_epochs"],
+            knn_k=config["knn_k"],
+            view_images=view_images,
+            augment=augment,
+            projector_images=None if knn_queries is None else query_raw[projector_idx],
+            projector_labels=None if knn_queries is None else query_y[projector_idx],
+            class_names=list(source.class_names) or None,
+        )
+        os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
+        callbacks.append(keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "checkpoints", "latest.keras")))
+        knn = next((c for c in callbacks if isinstance(c, monitors.KNNMonitor)), None)
+        if resumed:
+            print(f"Resuming from {resumed['path']} at global step {resumed['step']} (epoch {resumed['epoch'] + 1})")
 
-    log_dir = os.path.join(run_dir, "logs")
-    callbacks = [keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"))]
-    callbacks += monitors.make_callbacks(
-        log_dir,
-        knn_bank=knn_bank,
-        knn_queries=knn_queries,
-        knn_every_n_epochs=config["knn_every_n_epochs"],
-        view_images=view_images,
-        augment=augment,
-        projector_images=None if knn_queries is None else query_raw[projector_idx],
-        projector_labels=None if knn_queries is None else query_y[projector_idx],
-        class_names=list(source.class_names) or None,
-    )
-    os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
-    callbacks.append(keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "checkpoints", "latest.keras")))
-    knn = next((c for c in callbacks if isinstance(c, monitors.KNNMonitor)), None)
+        history = model.fit(
+            dataset.repeat() if config["steps_per_epoch_cap"] else dataset,
+            epochs=config["epochs"],
+            steps_per_epoch=steps_per_epoch,
+            callbacks=callbacks,
+            verbose=config.get("verbose", 1),
+            shuffle=False,  # the pipeline shuffles (seeded); Keras would only warn
+        )
+        if stopper.message is not None:
+            raise NonFiniteLossError(stopper.message)
+        model.save(os.path.join(out_dir, "model.keras"))
 
-    history = model.fit(
-        dataset.repeat() if config["steps_per_epoch_cap"] else dataset,
-        epochs=config["epochs"],
-        steps_per_epoch=steps_per_epoch,
-        callbacks=callbacks,
-        verbose=config.get("verbose", 1),
-        shuffle=False,  # the pipeline shuffles (seeded); Keras would only warn
-    )
-    model.save(os.path.join(run_dir, "model.keras"))
+        export_dir = None
+        if config["export_base_path"] and chief:
+            info = export_version(model, config["export_base_path"], image_size, crop_fraction=config["crop_fraction"])
+            export_dir = info.get("export_dir")
 
-    export_dir = None
-    if config["export_base_path"]:
-        from byol_keras.export import export_version
-
-        info = export_version(model, config["export_base_path"], image_size, crop_fraction=config["crop_fraction"])
-        export_dir = info.get("export_dir") if isinstance(info, dict) else None
-
-    with open(os.path.join(run_dir, "history.json"), "w") as f:
-        json.dump({"knn_top1_random_init": None if knn is None else knn.initial_value,
-                   **{k: [float(v) for v in vs] for k, vs in history.history.items()}}, f, indent=1)
-    losses = history.history.get("loss", [])
-    summary = {
-        "preset": config["preset"],
-        "data": source.name,
-        "epochs": config["epochs"],
-        "steps": int(model.optimizer.iterations.numpy()),
-        "loss_first_epoch": losses[0] if losses else None,
-        "loss_last_epoch": losses[-1] if losses else None,
-        "knn_top1_random_init": None if knn is None else knn.initial_value,
-        "knn_top1_pretrained": history.history.get("knn_top1", [None])[-1],
-        "export_dir": export_dir,
-        "run_dir": run_dir,
-        "seconds": round(time.time() - started, 1),
-    }
-    with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+        history_dict = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+        with open(os.path.join(out_dir, "history.json"), "w") as f:
+            json.dump({"knn_top1_random_init": None if knn is None else knn.initial_value, **history_dict}, f, indent=1)
+        losses = history_dict.get("loss", [])
+        summary = {
+            "preset": config["preset"],
+            "data": source.name,
+            "epochs": config["epochs"],
+            "steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+            "resumed_from_step": resumed["step"] if resumed else None,
+            "loss_first_epoch": losses[0] if losses else None,
+            "loss_last_epoch": losses[-1] if losses else None,
+            "knn_top1_random_init": None if knn is None else knn.initial_value,
+            "knn_top1_pretrained": history_dict.get("knn_top1", [None])[-1],
+            "export_dir": export_dir,
+            "run_dir": run_dir,
+            "seconds": round(time.time() - started, 1),
+        }
+        with open(os.path.join(out_dir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
     return summary
 
 
@@ -264,10 +316,17 @@ def _subset_per_class(source, limit):
 
 
 def main(argv=None):
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # strategy and XLA choices
     args = parse_args(argv)
     config = resolve_config(args)
     config["verbose"] = args.verbose
-    summary = run(config)
+    try:
+        summary = run(config)
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None
     before, after = summary["knn_top1_random_init"], summary["knn_top1_pretrained"]
     line = f"BYOL {summary['preset']}: {summary['steps']} steps in {summary['seconds']:.0f} s"
     if before is not None and after is not None:
