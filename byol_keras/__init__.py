@@ -1,11 +1,19 @@
 """byol_keras: BYOL (Bootstrap Your Own Latent, Grill et al. 2020) for Keras 3 on TensorFlow.
 
-The public names import lazily, so `import byol_keras` stays cheap and free of side effects:
-
     from byol_keras import BYOL, LARS, WarmupCosine, BYOLAugment, resnet18
+
+Importing the package registers its Keras objects (BYOL, LARS, WarmupCosine, the augmentation layers),
+so that `keras.saving.load_model` finds them after `import byol_keras`; the other modules (data, callbacks,
+evaluation, export, distribute, presets) load on first use.
 """
 
 import importlib
+
+# Registration only: these modules define the serialisable classes a saved BYOL model refers to.
+from byol_keras import augment as _augment  # noqa: F401
+from byol_keras import byol as _byol  # noqa: F401
+from byol_keras import optimizers as _optimizers  # noqa: F401
+from byol_keras import schedules as _schedules  # noqa: F401
 
 __version__ = "0.1.0"
 

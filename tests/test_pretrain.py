@@ -75,7 +75,7 @@ def test_demo_command_end_to_end(tmp_path):
     assert (run_dir / "checkpoints" / "latest.keras").exists()
 
     # The final model loads and is the same embedder as the export's `.keras` twin.
-    import byol_keras.byol  # noqa: F401  (registers BYOL for loading)
+    import byol_keras  # noqa: F401  (registers BYOL, LARS, WarmupCosine for loading)
 
     model = keras.saving.load_model(str(run_dir / "model.keras"))
     assert int(model.optimizer.iterations.numpy()) == 4
