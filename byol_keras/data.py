@@ -186,7 +186,9 @@ def pretrain_dataset(
     Args:
         source: `Source` from `load_source`.
         views: callable mapping a uint8 batch `(batch, image_size, image_size, 3)` to two float32
-            tensors `(view1, view2)` (the BYOL augmentations, ImageNet-normalised).
+            tensors `(view1, view2)` (the BYOL augmentations, ImageNet-normalised), or None to
+            yield the uint8 images themselves, `(images, labels)`, for a model that makes the views
+            on the accelerator (`BYOL(augment=..., augment_on="device")`).
         batch_size: int, positive, at most `source.num_examples`.
         image_size: int, side of the square images handed to `views`. For ImageNet use a size a bit
             larger than the augmentation crop (e.g. 256 for 224 crops).
@@ -199,11 +201,12 @@ def pretrain_dataset(
             10,000.
 
     Returns:
-        `tf.data.Dataset` of `(view1, view2, labels)`; labels int32 `(batch,)`, `-1` when unlabelled.
+        `tf.data.Dataset` of `(view1, view2, labels)` (or `(images, labels)` when `views` is None);
+        labels int32 `(batch,)`, `-1` when unlabelled.
     """
     _check_source(source)
-    if not callable(views):
-        raise TypeError(f"`views` must be callable. Received: views={views!r}")
+    if views is not None and not callable(views):
+        raise TypeError(f"`views` must be callable or None. Received: views={views!r}")
     _check_positive_int("batch_size", batch_size)
     _check_positive_int("image_size", image_size)
     _check_positive_int("shuffle_buffer", shuffle_buffer)
@@ -231,6 +234,8 @@ def pretrain_dataset(
         buffer = source.num_examples if cache else min(shuffle_buffer, source.num_examples)
         images = images.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     batches = images.batch(batch_size, drop_remainder=True)
+    if views is None:
+        return batches.prefetch(tf.data.AUTOTUNE)
 
     def make_views(images, labels):
         pair = views(images)

@@ -1,0 +1,123 @@
+"""Paired comparison with the peer (lightly on PyTorch): run peer and ours alternately, report ratios.
+
+    python benchmarks/paired.py step --rounds 5                  # train step, batch 128, 32 px
+    python benchmarks/paired.py pipeline32 --rounds 5            # views at 32 px, no blur
+    python benchmarks/paired.py pipeline96 --rounds 5            # views at 96 px, the paper's blur
+    python benchmarks/paired.py all --rounds 5
+
+Each round starts the peer's script (`../shared/bench/`, run with `--peer-python`, default
+`/tmp/peer/bin/python`) and then ours as subprocesses, one after the other, so that both see the same
+machine load in turn. Every subprocess prints one JSON line; its peak resident memory comes from
+`os.wait4` (the child's own `ru_maxrss`), measured the same way for both. Prints one JSON line per
+figure: the peer's and our per-run figures, their medians, min and max, the ratio of the medians, and
+the peak memory of each.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import report  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PEER_DIR = os.path.normpath(os.path.join(report.ROOT, "..", "shared", "bench"))
+OURS_PYTHON = os.path.join(report.ROOT, ".venv", "bin", "python")
+
+
+def figures(args):
+    """name -> (peer command, our command, how to read images/s from each JSON line)."""
+    cifar_train = os.path.join(args.data, "train")
+    steps = str(args.steps)
+    return {
+        "step": (
+            [args.peer_python, os.path.join(PEER_DIR, "peer_step.py"), "--batch", "128", "--size", "32",
+             "--threads", "2", "--steps", steps, "--warmup", "1"],
+            [OURS_PYTHON, os.path.join(HERE, "step.py"), "--batch", "128", "--size", "32", "--threads", "2",
+             "--steps", "1", "--runs", str(args.our_runs), "--warmup", "1"],
+        ),
+        "pipeline32": (
+            [args.peer_python, os.path.join(PEER_DIR, "peer_augment.py"), cifar_train, "--size", "32",
+             "--workers", "2", "--blur", "0"],
+            [OURS_PYTHON, os.path.join(HERE, "pipeline.py"), "--data", args.data, "--size", "32", "--blur", "0",
+             "--runs", str(args.our_runs)],
+        ),
+        "pipeline96": (
+            [args.peer_python, os.path.join(PEER_DIR, "peer_augment.py"), cifar_train, "--size", "96",
+             "--workers", "2"],
+            [OURS_PYTHON, os.path.join(HERE, "pipeline.py"), "--data", args.data, "--size", "96", "--blur", "1",
+             "--runs", str(args.our_runs), "--batches", "5"],
+        ),
+    }
+
+
+def run_child(command):
+    """Run `command`; return (its last JSON line as a dict, its peak RSS in MiB, wall seconds)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    lines = [line for line in output.splitlines() if line.startswith("{")]
+    if process.returncode != 0 or not lines:
+        raise RuntimeError(f"{' '.join(command)} failed (exit {process.returncode}):\n{output[-2000:]}")
+    return json.loads(lines[-1]), usage.ru_maxrss / 1024.0, time.perf_counter() - start
+
+
+def compare(name, peer_command, our_command, rounds):
+    peer_runs, our_runs, peer_rss, our_rss, our_lines = [], [], [], [], []
+    for round_index in range(rounds):
+        line, rss, seconds = run_child(peer_command)
+        peer_runs.append(line["images_per_second"])
+        peer_rss.append(rss)
+        print(f"# {name} round {round_index + 1}: peer {line['images_per_second']} images/s "
+              f"({rss:.0f} MiB, {seconds:.0f} s)", file=sys.stderr, flush=True)
+        line, rss, seconds = run_child(our_command)
+        our_runs.extend(line["runs"])
+        our_rss.append(rss)
+        our_lines.append(line)
+        print(f"# {name} round {round_index + 1}: ours {line['median']} images/s "
+              f"({rss:.0f} MiB, {seconds:.0f} s)", file=sys.stderr, flush=True)
+    ours, peer = report.summary(our_runs), report.summary(peer_runs)
+    result = {
+        "benchmark": f"paired_{name}",
+        "unit": "images/s",
+        "ratio_of_medians": round(ours["median"] / peer["median"], 3),
+        "ours": ours,
+        "peer": peer,
+        "ours_peak_rss_mb": round(max(our_rss), 1),
+        "peer_peak_rss_mb": round(max(peer_rss), 1),
+        "ours_config": our_lines[-1]["config"],
+        "peer_command": " ".join(os.path.basename(part) if part.startswith("/tmp") else part for part in peer_command),
+        "rounds": rounds,
+        "machine": report.machine(),
+    }
+    for key in ("fraction_of_matmul", "achieved_gflops", "matmul_gflops"):
+        if key in our_lines[-1]:
+            result[f"ours_{key}"] = report.summary([line[key] for line in our_lines])
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("figure", choices=("step", "pipeline32", "pipeline96", "all"))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--our-runs", dest="our_runs", type=int, default=5, help="timed runs inside each of our processes")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps of each peer train-step process")
+    parser.add_argument("--peer-python", dest="peer_python", default="/tmp/peer/bin/python")
+    parser.add_argument("--data", default=report.DEFAULT_CIFAR)
+    args = parser.parse_args(argv)
+    table = figures(args)
+    names = ("pipeline32", "pipeline96", "step") if args.figure == "all" else (args.figure,)
+    for name in names:
+        compare(name, *table[name], rounds=args.rounds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""What every benchmark script prints: one JSON line per figure, with machine, versions and config.
+
+Not a benchmark itself. The scripts in this folder import it as `from report import ...` (they put
+their own folder on `sys.path`), so they run as plain files: `python benchmarks/step.py ...`.
+"""
+
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CIFAR = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "cifar10"))
+
+
+def set_threads(threads):
+    """Pin TensorFlow's thread pools before TensorFlow runs anything (the peer's `torch.set_num_threads`).
+
+    Args:
+        threads: int, intra-op threads (the one that matters for convolutions and matmuls). The
+            inter-op pool gets the same number: a train step has few independent ops to overlap.
+    """
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def peak_rss_mb():
+    """Peak resident memory of this process so far, in MiB (`ru_maxrss` is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def machine():
+    info = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    info["simd"] = [f for f in ("avx2", "fma", "avx512f", "amx_tile") if f in flags]
+                    break
+    except OSError:
+        pass
+    return info
+
+
+def versions():
+    import keras
+    import tensorflow as tf
+
+    result = {"tensorflow": tf.__version__, "keras": keras.__version__}
+    try:
+        import keras_cv
+
+        result["keras_cv"] = keras_cv.__version__
+    except ImportError:
+        pass
+    return result
+
+
+def summary(values):
+    """Median, min, max (and the raw values) of a list of per-run measurements."""
+    values = [float(v) for v in values]
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+        "runs": [round(v, 3) for v in values],
+    }
+
+
+def emit(benchmark, config, values, unit, **extra):
+    """Print one JSON line: benchmark name, machine, versions, config, median/min/max of `values`."""
+    line = {
+        "benchmark": benchmark,
+        "unit": unit,
+        **summary(values),
+        "config": config,
+        **extra,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "machine": machine(),
+        "versions": versions(),
+    }
+    print(json.dumps(line), flush=True)
+    return line
+
+
+def add_root_to_path():
+    """Make `byol_keras` importable when a script runs as `python benchmarks/<script>.py`."""
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
