@@ -105,7 +105,9 @@ class BYOL(keras.Model):
             epochs × steps per epoch. Defaults to None.
         num_classes: int or None. When set, an online linear probe on the stop-gradient encoder
             output is trained alongside from batches that carry labels (label -1 means unlabelled),
-            as the paper's monitor; logs `probe_loss` and `probe_accuracy`. Defaults to None.
+            as the paper's monitor; logs `probe_loss` and `probe_accuracy`. Its input is the
+            L2-normalised features, so that it trains stably at BYOL's learning rate whatever the
+            scale of the features. Defaults to None.
         image_shape: tuple `(height, width, channels)` or None. When None it is read from the
             encoder's input if the encoder has one, otherwise the model is built at its first call.
             Defaults to None.
@@ -376,8 +378,13 @@ class BYOL(keras.Model):
 
     def _probe_loss(self, features, labels, training):
         """Masked cross-entropy of the linear probe on stop-gradient features (labels < 0 ignored)."""
-        # Stop-gradient: the probe monitors the representation, it must not shape it.
-        logits = ops.cast(self.probe(ops.stop_gradient(features), training=training), "float32")
+        # Stop-gradient: the probe monitors the representation, it must not shape it. L2-normalised
+        # input: the probe shares the BYOL optimizer and learning rate (0.5-5 with LARS, where the
+        # trust ratio, not the rate, sets the step), and on raw features whose norm grows during
+        # training those rates make plain cross-entropy diverge. On unit vectors the curvature of
+        # the loss is at most 1/2 whatever the encoder, so any of those rates is stable.
+        features = l2_normalize(ops.cast(ops.stop_gradient(features), "float32"))
+        logits = ops.cast(self.probe(features, training=training), "float32")
         labels = ops.cast(labels, "int32")
         mask = ops.cast(labels >= 0, "float32")
         safe_labels = ops.maximum(labels, 0)

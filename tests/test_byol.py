@@ -155,6 +155,47 @@ def test_train_step_loss_matches_plain_tensorflow():
     assert history.history["loss"][0] == pytest.approx(float(expected), rel=1e-4)
 
 
+def test_one_sgd_step_and_ema_match_plain_tensorflow():
+    """Gradients reach only the online network, through the predictor; then ξ ← τξ + (1 − τ)θ."""
+    model = tiny_model(total_steps=5, base_tau=0.9)
+    lr = 0.05
+    model.compile(optimizer=keras.optimizers.SGD(lr), jit_compile=False)
+    v1, v2 = views(seed=4)
+    online = model.encoder.trainable_variables + model.projector.trainable_variables + model.predictor.trainable_variables
+    theta = numpy_weights(online)
+    xi = numpy_weights(model.target_encoder.weights + model.target_projector.weights)
+
+    def normalized(x):
+        return x / tf.norm(x, axis=1, keepdims=True)
+
+    with tf.GradientTape() as tape:
+        p1 = model.predictor(model.projector(model.encoder(v1, training=True), training=True), training=True)
+        p2 = model.predictor(model.projector(model.encoder(v2, training=True), training=True), training=True)
+        t1 = tf.stop_gradient(model.target_projector(model.target_encoder(v1, training=True), training=True))
+        t2 = tf.stop_gradient(model.target_projector(model.target_encoder(v2, training=True), training=True))
+        loss = tf.reduce_mean(2 - 2 * tf.reduce_sum(normalized(p1) * normalized(t2), axis=1)) + tf.reduce_mean(
+            2 - 2 * tf.reduce_sum(normalized(p2) * normalized(t1), axis=1)
+        )
+    gradients = tape.gradient(loss, online)
+    expected_theta = [w - lr * np.asarray(g) for w, g in zip(theta, gradients)]
+    # The plain-TF forward pass above moved the BN moving statistics; put them back.
+    for variable, value in zip(model.target_encoder.weights + model.target_projector.weights, xi):
+        variable.assign(value)
+
+    model.fit(one_batch_dataset(v1, v2), epochs=1, verbose=0)
+    for expected, variable in zip(expected_theta, online):
+        np.testing.assert_allclose(np.asarray(variable), expected, rtol=1e-4, atol=1e-6, err_msg=variable.path)
+    tau = tau_at(0, 5, 0.9)
+    ema_pairs = {id(t): o for t, o in model._ema_pairs}
+    assert len(ema_pairs) == len(online) - len(model.predictor.trainable_variables)  # no target predictor
+    for target, old in zip(model.target_encoder.weights + model.target_projector.weights, xi):
+        if id(target) in ema_pairs:  # parameters: the EMA towards the updated online weights
+            new_online = np.asarray(ema_pairs[id(target)])
+            np.testing.assert_allclose(np.asarray(target), tau * old + (1 - tau) * new_online, rtol=1e-5, atol=1e-7)
+        else:  # BN moving statistics: moved by the target's own forward pass, not averaged
+            assert "moving" in target.path and not np.allclose(np.asarray(target), old), target.path
+
+
 def test_fit_lowers_loss_and_does_not_collapse():
     rng = np.random.default_rng(0)
     # Generated images: coloured blobs on noise; the views are random crops + flips of them.
@@ -206,6 +247,30 @@ def test_probe_trains_from_labels():
     # First step: untrained probe, loss ≈ log(3) on the 6 labelled examples only.
     assert history.history["probe_loss"][0] == pytest.approx(math.log(3), abs=0.6)
     assert 0.0 <= history.history["probe_accuracy"][1] <= 1.0
+
+
+def test_probe_learns_at_byol_learning_rates_whatever_the_feature_scale():
+    """The probe sees L2-normalised features: a large rate on huge features still converges."""
+    encoder = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(8, 3, padding="same"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Rescaling(1000.0),  # features of norm ~1e3, as a long run's can be
+        ]
+    )
+    model = BYOL(encoder, projection_dim=8, projection_hidden_dim=16, prediction_hidden_dim=16,
+                 total_steps=40, num_classes=3)
+    model.compile(optimizer=keras.optimizers.SGD(2.0, momentum=0.9), jit_compile=False)
+    rng = np.random.default_rng(0)
+    labels = np.tile(np.arange(3, dtype="int32"), 16)  # 48 images, class c is bright in channel c
+    images = rng.normal(0.0, 0.3, (48, 8, 8, 3)).astype("float32")
+    images[np.arange(48), :, :, labels] += 2.0
+    dataset = tf.data.Dataset.from_tensor_slices((images, images, labels)).batch(48).repeat()
+    history = model.fit(dataset, epochs=4, steps_per_epoch=10, verbose=0)
+    assert history.history["probe_accuracy"][-1] >= 0.95, history.history["probe_accuracy"]
+    # No overshooting on the way: on the raw features the first epoch's mean loss is ~4e7.
+    assert max(history.history["probe_loss"]) < 1.0, history.history["probe_loss"]
 
 
 def test_validation_data_runs_test_step_without_updates():
