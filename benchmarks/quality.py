@@ -31,7 +31,8 @@ RECIPES = {
     # 0.06 × 256 / 128 = 0.12 at batch 256 (the LR is then scaled by 256 / 256 = 1).
     "lightly": dict(optimizer="sgd", base_learning_rate=0.12, weight_decay=5e-4,
                     warmup_epochs=0, base_tau=0.99),
-    "ours": dict(optimizer="lars", base_learning_rate=1.0, weight_decay=1e-5, warmup_epochs=1, base_tau=0.97),
+    "ours": dict(optimizer="sgd", base_learning_rate=0.12, weight_decay=5e-4, warmup_epochs=0, base_tau=0.97,
+                 augment={"crop_area": (0.2, 1.0)}),
 }
 
 
@@ -83,7 +84,7 @@ def main(argv=None):
     print(json.dumps({
         "benchmark": "quality_cifar10_knn",
         "recipe": args.recipe,
-        "config": {k: config[k] for k in ("optimizer", "base_learning_rate", "weight_decay", "warmup_epochs",
+        "config": {k: config[k] for k in ("optimizer", "base_learning_rate", "trust_coefficient", "weight_decay", "warmup_epochs",
                                           "base_tau", "epochs", "batch_size")},
         "knn_top1_random_init": summary["knn_top1_random_init"],
         "knn_top1_pretrained": summary["knn_top1_pretrained"],

@@ -106,8 +106,8 @@ class BYOL(keras.Model):
         num_classes: int or None. When set, an online linear probe on the stop-gradient encoder
             output is trained alongside from batches that carry labels (label -1 means unlabelled),
             as the paper's monitor; logs `probe_loss` and `probe_accuracy`. Its input is the
-            L2-normalised features, so that it trains stably at BYOL's learning rate whatever the
-            scale of the features. Defaults to None.
+            features standardised per dimension and scaled by 1/√dim, so that it trains stably at
+            BYOL's learning rate whatever the scale of the features. Defaults to None.
         image_shape: tuple `(height, width, channels)` or None. When None it is read from the
             encoder's input if the encoder has one, otherwise the model is built at its first call.
             Defaults to None.
@@ -271,7 +271,12 @@ class BYOL(keras.Model):
                     self._ema_pairs.append((t, o))
                 t.trainable = False
         if self.num_classes is not None:
-            self.probe = keras.layers.Dense(self.num_classes, name="probe")
+            # Standardised input (BatchNorm without γ/β) scaled by 1/√dim; see `_probe_loss`.
+            self.probe_norm = keras.layers.BatchNormalization(
+                center=False, scale=False, momentum=0.9, epsilon=1e-5, dtype="float32", name="probe_norm"
+            )
+            self.probe_norm.build((None, dim))
+            self.probe = keras.layers.Dense(self.num_classes, dtype="float32", name="probe")
             self.probe.build((None, dim))
 
     def call(self, images, training=False):
@@ -378,12 +383,15 @@ class BYOL(keras.Model):
 
     def _probe_loss(self, features, labels, training):
         """Masked cross-entropy of the linear probe on stop-gradient features (labels < 0 ignored)."""
-        # Stop-gradient: the probe monitors the representation, it must not shape it. L2-normalised
-        # input: the probe shares the BYOL optimizer and learning rate (0.5-5 with LARS, where the
-        # trust ratio, not the rate, sets the step), and on raw features whose norm grows during
-        # training those rates make plain cross-entropy diverge. On unit vectors the curvature of
-        # the loss is at most 1/2 whatever the encoder, so any of those rates is stable.
-        features = l2_normalize(ops.cast(ops.stop_gradient(features), "float32"))
+        # Stop-gradient: the probe monitors the representation, it must not shape it. Its input is
+        # standardised per dimension (batch statistics in training, moving ones in evaluation) and
+        # scaled to unit mean squared norm: the probe shares BYOL's optimizer and learning rate
+        # (0.5-5 with LARS, where the trust ratio, not the rate, sets the step), and the curvature
+        # of cross-entropy in the weights is at most |x|²/2. On raw features (norm growing during
+        # training) those rates diverge; on L2-normalised ones (post-ReLU features all point the
+        # same way, the classes differ in small deviations) the probe barely moves.
+        features = ops.cast(ops.stop_gradient(features), "float32")
+        features = self.probe_norm(features, training=training) / ops.sqrt(float(features.shape[-1]))
         logits = ops.cast(self.probe(features, training=training), "float32")
         labels = ops.cast(labels, "int32")
         mask = ops.cast(labels >= 0, "float32")
