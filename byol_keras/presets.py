@@ -142,21 +142,30 @@ PRESETS = {
         knn_every_n_epochs=10,
     ),
     # The README's first command: scikit-learn's bundled handwritten digits (offline), a narrow
-    # ResNet-18 and small heads, a few minutes on 2 CPU cores.
+    # ResNet-18 and small heads, a few minutes on 2 CPU cores. Digits are 8x8 grey strokes: the
+    # paper's views (8 % crops, flips, strong colour jitter) leave a linear classifier on them at
+    # ~25 % (pixels or random features), so BYOL has little to learn from; milder views keep ~50-85 %.
+    # Measured (k = 20 kNN): paper views + LARS 0.84 -> 0.74 after 15 epochs; these views + SGD
+    # 0.836 -> 0.853 after 25 epochs, 0.842 after 30. LARS (η 1e-3) barely moves the weights in 400 steps.
     "demo": dict(
         _BASE,
-        source="small enough for 2 CPU cores; otherwise the CIFAR recipe",
+        source="small enough for 2 CPU cores: milder views for 8x8 digits, SGD (as the CIFAR baselines)",
         data="digits",
         encoder={"name": "resnet18", "width": 8, "cifar_stem": True},
         projection_dim=64,
         projection_hidden_dim=256,
         prediction_hidden_dim=256,
-        epochs=15,
+        epochs=40,
         batch_size=128,
-        base_learning_rate=1.0,
-        weight_decay=1e-5,
-        warmup_epochs=2,
+        optimizer="sgd",
+        base_learning_rate=0.2,
+        weight_decay=5e-4,
+        warmup_epochs=0,
         base_tau=0.99,
+        knn_k=20,
+        knn_every_n_epochs=5,
+        augment={"crop_area": (0.4, 1.0), "flip_prob": 0.0, "brightness": 0.2, "contrast": 0.2,
+                 "saturation": 0.0, "hue": 0.0},
     ),
 }
 
