@@ -1,7 +1,7 @@
 """Make the README's pictures from real data and a real run.
 
     python benchmarks/figures.py views                       # docs/views.png from ../shared/data/cifar10
-    python benchmarks/figures.py knn runs/quality-ours ...   # docs/knn_curve.png from runs' history.json
+    python benchmarks/figures.py knn runs/quality-lightly ...   # docs/knn_curve.png from runs' history.json
 
 `views`: eight CIFAR-10 test images (one per class, first eight classes), each with the two BYOL views
 the pretraining pipeline makes of it (32 px, blur off, as the quality benchmark), un-normalised.
