@@ -5,7 +5,11 @@
 
 Reads the `*.xplane.pb` files the TensorFlow profiler wrote under the folder and sums the *self* time
 (time not spent in a nested event of the same thread) of every event name over the threads of the host
-plane. Prints one JSON line with the top events, their share of all self time, and their count.
+plane. XLA names every fused kernel apart (`convolution.44`, `transpose_copy_fusion.7`): by default
+the numbered suffix is dropped so that kernels of one kind add up (`--no-group` keeps them apart).
+`BlockUntilReady` (the host thread waiting for the compiled step, whose kernels run on the other
+threads) is reported but left out of the shares, which it would count twice. Prints one JSON line with
+the top events, their share of the kernels' self time, and their count.
 """
 
 import argparse
@@ -49,17 +53,28 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folder")
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--no-group", dest="group", action="store_false", help="keep XLA's numbered kernels apart")
     args = parser.parse_args(argv)
     files = sorted(glob.glob(os.path.join(args.folder, "**", "*.xplane.pb"), recursive=True))
     if not files:
         raise SystemExit(f"error: no *.xplane.pb under {args.folder!r}")
     totals = self_times(files[-1])
+    if args.group:
+        grouped = collections.defaultdict(lambda: [0, 0])
+        for name, (picoseconds, count) in totals.items():
+            stem, _, suffix = name.rpartition(".")
+            key = stem if stem and suffix.isdigit() else name
+            grouped[key][0] += picoseconds
+            grouped[key][1] += count
+        totals = grouped
+    waiting = totals.pop("BlockUntilReady", [0, 0])[0]
     grand = sum(v[0] for v in totals.values()) or 1
     top = sorted(totals.items(), key=lambda item: -item[1][0])[: args.top]
     print(json.dumps({
         "benchmark": "profile_top_self_time",
         "file": files[-1],
         "total_self_ms": round(grand / 1e9, 1),
+        "host_waiting_ms": round(waiting / 1e9, 1),
         "top": [{"event": name, "self_ms": round(ps / 1e9, 1), "share": round(ps / grand, 3), "count": count}
                 for name, (ps, count) in top],
     }))
