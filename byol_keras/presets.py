@@ -146,7 +146,9 @@ PRESETS = {
     # paper's views (8 % crops, flips, strong colour jitter) leave a linear classifier on them at
     # ~25 % (pixels or random features), so BYOL has little to learn from; milder views keep ~50-85 %.
     # Measured (k = 20 kNN): paper views + LARS 0.84 -> 0.74 after 15 epochs; these views + SGD
-    # 0.836 -> 0.853 after 25 epochs, 0.842 after 30. LARS (η 1e-3) barely moves the weights in 400 steps.
+    # 0.836 -> 0.853 after 25 epochs, 0.842 after 30 (1 thread); this preset, 40 epochs, 2 threads:
+    # 0.836 -> 0.772 (0.63 after 5 epochs, rising). Noisy: 360 queries. LARS (η 1e-3) barely moves
+    # the weights in 400 steps.
     "demo": dict(
         _BASE,
         source="small enough for 2 CPU cores: milder views for 8x8 digits, SGD (as the CIFAR baselines)",
