@@ -11,17 +11,8 @@ import tensorflow as tf
 from byol_keras.augment import BYOLAugment, BYOLView, normalize, view_configs
 from byol_keras.byol import BYOL
 from byol_keras.data import load_source, pretrain_dataset
+from test_augment import ALL_OFF  # every stage off, the crop an exact identity map
 
-# Everything off but the stage under test: the crop keeps the whole image (an exact identity map).
-ALL_OFF = dict(
-    crop_area=(1.0, 1.0),
-    crop_aspect_ratio=(1.0, 1.0),
-    flip_prob=0.0,
-    jitter_prob=0.0,
-    grayscale_prob=0.0,
-    blur_prob=0.0,
-    solarize_prob=0.0,
-)
 N_RATE = 1200
 
 
