@@ -1,6 +1,7 @@
 """Paired comparison with the peer (lightly on PyTorch): run peer and ours alternately, report ratios.
 
     python benchmarks/paired.py step --rounds 5                  # train step, batch 128, 32 px
+    python benchmarks/paired.py step --rounds 5 --jit 0          # the same, our step without XLA
     python benchmarks/paired.py pipeline32 --rounds 5            # views at 32 px, no blur
     python benchmarks/paired.py pipeline96 --rounds 5            # views at 96 px, the paper's blur
     python benchmarks/paired.py all --rounds 5
@@ -38,7 +39,7 @@ def figures(args):
             [args.peer_python, os.path.join(PEER_DIR, "peer_step.py"), "--batch", "128", "--size", "32",
              "--threads", "2", "--steps", steps, "--warmup", "1"],
             [OURS_PYTHON, os.path.join(HERE, "step.py"), "--batch", "128", "--size", "32", "--threads", "2",
-             "--steps", "1", "--runs", str(args.our_runs), "--warmup", "1"],
+             "--steps", "1", "--runs", str(args.our_runs), "--warmup", "1", "--jit", str(args.jit)],
         ),
         "pipeline32": (
             [args.peer_python, os.path.join(PEER_DIR, "peer_augment.py"), cifar_train, "--size", "32",
@@ -112,6 +113,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=2, help="timed steps of each peer train-step process")
     parser.add_argument("--peer-python", dest="peer_python", default="/tmp/peer/bin/python")
     parser.add_argument("--data", default=report.DEFAULT_CIFAR)
+    parser.add_argument("--jit", type=int, default=1, choices=(0, 1), help="our train step with XLA (1) or without (0)")
     args = parser.parse_args(argv)
     table = figures(args)
     names = ("pipeline32", "pipeline96", "step") if args.figure == "all" else (args.figure,)
