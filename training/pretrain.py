@@ -112,7 +112,7 @@ def build_optimizer(config, steps_per_epoch, total_steps, model=None):
             exclude = [v.path for v in model.trainable_variables if len(v.shape) <= 1]
             exclude += [v.path for v in model.probe.trainable_variables]
         return LARS(schedule, momentum=config["momentum"], weight_decay=config["weight_decay"],
-                    trust_coefficient=config.get("trust_coefficient", 1e-3), exclude_from_adaptation=exclude)
+                    trust_coefficient=config["trust_coefficient"], exclude_from_adaptation=exclude)
     # Plain SGD: decoupled weight decay on every variable, as the CIFAR baselines use it.
     return keras.optimizers.SGD(schedule, momentum=config["momentum"], weight_decay=config["weight_decay"])
 
