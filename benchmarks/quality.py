@@ -35,9 +35,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "cifar10")
 
 RECIPES = {
-    # 0.06 × 256 / 128 = 0.12 at batch 256 (the LR is then scaled by 256 / 256 = 1).
-    "lightly": dict(optimizer="sgd", base_learning_rate=0.12, weight_decay=5e-4,
+    # lightly's step, exactly: torch.optim.SGD(lr=0.06 × 256 / 128 = 0.12, momentum=0.9,
+    # weight_decay=5e-4) on every parameter, loss 0.5·(−cos(p₁, z₂) − cos(p₂, z₁)). Our loss is the
+    # paper's (2 − 2·cos) summed over both directions: its gradient is 4× lightly's, so the same step
+    # takes LR 0.12 / 4 = 0.03. Weight decay coupled (inside the gradient), as PyTorch applies it.
+    "lightly": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=5e-4,
                     warmup_epochs=0, base_tau=0.99),
+    # What `lightly` was before 2026-11-29 (kept for the record): Keras' SGD at 0.12, i.e. 4× lightly's
+    # step, with decoupled decay (≈ 1/10 of PyTorch's effective decay at momentum 0.9).
+    "keras-sgd": dict(optimizer="sgd", base_learning_rate=0.12, weight_decay=5e-4,
+                      warmup_epochs=0, base_tau=0.99),
     "paper-lars": dict(optimizer="lars", base_learning_rate=1.0, weight_decay=1e-5, warmup_epochs=1, base_tau=0.97),
     "lars-eta0.02": dict(optimizer="lars", base_learning_rate=1.0, trust_coefficient=0.02, weight_decay=1e-5,
                          warmup_epochs=1, base_tau=0.99),

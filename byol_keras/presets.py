@@ -31,7 +31,7 @@ FIELDS = {
     "prediction_hidden_dim": "predictor hidden width",
     "epochs": "pretraining epochs",
     "batch_size": "global batch size",
-    "optimizer": "'lars' or 'sgd'",
+    "optimizer": "'lars', 'sgd-l2' (coupled L2, as PyTorch) or 'sgd' (Keras' decoupled decay)",
     "base_learning_rate": "LR for batch 256 (scaled by batch_size / 256)",
     "weight_decay": "weight decay (biases and BN excluded for LARS)",
     "momentum": "optimizer momentum",

@@ -1,6 +1,7 @@
 """Tests for byol_keras/augment.py: the two BYOL views (paper Table 6) and their building blocks."""
 
 import doctest
+import itertools
 import json
 import math
 import pathlib
@@ -272,26 +273,30 @@ def test_colour_adjustments_equal_tf_image():
 
 
 def test_color_jitter_applies_each_images_order():
-    images = np.random.default_rng(4).uniform(0, 1, (2, 5, 5, 3)).astype("float32")
+    # All 24 orders, one per image, against tf.image's four ops applied one after the other.
+    orders = np.array(list(itertools.permutations(range(4))), "int32")
+    rng = np.random.default_rng(4)
+    images = rng.uniform(0, 1, (24, 5, 5, 3)).astype("float32")
     images[:, 0, 0] = [0.9, 0.2, 0.1]
-    b, c, s, h = (np.full(2, v, "float32") for v in (0.3, 1.3, 0.5, 0.1))
-    one, zero = np.ones(2, "float32"), np.zeros(2, "float32")
+    b = rng.uniform(-0.4, 0.4, 24).astype("float32")
+    c = rng.uniform(0.6, 1.4, 24).astype("float32")
+    s = rng.uniform(0.8, 1.2, 24).astype("float32")
+    h = rng.uniform(-0.1, 0.1, 24).astype("float32")
     steps = {
-        0: lambda x: adjust_brightness(x, b),
-        1: lambda x: adjust_contrast(x, c),
-        2: lambda x: adjust_saturation_hue(x, s, zero),
-        3: lambda x: adjust_saturation_hue(x, one, h),
+        0: lambda x, i: np.clip(x + b[i], 0, 1),
+        1: lambda x, i: np.clip(tf.image.adjust_contrast(x, c[i]).numpy(), 0, 1),
+        2: lambda x, i: tf.image.adjust_saturation(x, s[i]).numpy(),
+        3: lambda x, i: tf.image.adjust_hue(x, h[i]).numpy(),
     }
-    order = np.array([[0, 1, 2, 3], [2, 3, 1, 0]], "int32")
-    out = np.asarray(color_jitter(images, b, c, s, h, order))
-    for i in range(2):
-        expected = images
-        for op in order[i]:
-            expected = steps[op](expected)
-        np.testing.assert_allclose(out[i], np.asarray(expected)[i], atol=1e-5)
-    # The two orders really give different images (brightness before / after desaturating).
-    same_order = np.asarray(color_jitter(images, b, c, s, h, order[:1].repeat(2, 0)))
-    assert np.abs(same_order[1] - out[1]).max() > 0.05
+    out = np.asarray(color_jitter(images, b, c, s, h, orders))
+    for i, order in enumerate(orders):
+        expected = images[i]
+        for op in order:
+            expected = steps[op](expected, i)
+        np.testing.assert_allclose(out[i], expected, atol=2e-5, err_msg=f"order {order}")
+    # The orders really give different images (brightness before / after desaturating).
+    same_order = np.asarray(color_jitter(images, b, c, s, h, orders[:1].repeat(24, 0)))
+    assert np.abs(same_order - out).max() > 0.05
 
 
 def test_grayscale_and_solarize_values():

@@ -123,6 +123,35 @@ def test_two_steps_cover_momentum():
     assert int(optimizer.iterations) == 2
 
 
+def test_without_trust_ratio_it_is_pytorch_sgd_with_coupled_weight_decay():
+    # trust_coefficient=None, nothing excluded: torch.optim.SGD(lr=0.1, momentum=0.9, weight_decay=0.1).
+    # The figures were checked with torch 2.14 (w = [1, -2], g = [0.5, 0.5] twice -> [0.8266, -2.0867]).
+    variable = keras.Variable(np.array([1.0, -2.0], np.float32))
+    optimizer = LARS(learning_rate=0.1, momentum=0.9, weight_decay=0.1, trust_coefficient=None,
+                     exclude_from_adaptation=[])
+    gradient = np.array([0.5, 0.5], np.float32)
+    optimizer.apply_gradients([(gradient, variable)])
+    # g + wd·w = [.6, .3] = v₁, w₁ = w − 0.1·v₁.
+    np.testing.assert_allclose(variable.numpy(), [0.94, -2.03], atol=1e-6)
+    optimizer.apply_gradients([(gradient, variable)])
+    # g + wd·w₁ = [.594, .297], v₂ = 0.9·v₁ + that = [1.134, .567], w₂ = w₁ − 0.1·v₂.
+    np.testing.assert_allclose(variable.numpy(), [0.8266, -2.0867], atol=1e-6)
+    # Keras' SGD with the same weight_decay decays decoupled (w ← w − lr·wd·w, outside the momentum):
+    # equal after one step, different from the second on.
+    decoupled = keras.Variable(np.array([1.0, -2.0], np.float32))
+    sgd = keras.optimizers.SGD(learning_rate=0.1, momentum=0.9, weight_decay=0.1)
+    for _ in range(2):
+        sgd.apply_gradients([(gradient, decoupled)])
+    # Step 2: 0.99·[.94, −2.03] − 0.1·(0.9·.5 + .5) = [.8356, −2.1047].
+    np.testing.assert_allclose(decoupled.numpy(), [0.8356, -2.1047], atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1e-3, "1e-3", True])
+def test_trust_coefficient_must_be_none_or_positive(bad):
+    with pytest.raises(ValueError, match="trust_coefficient"):
+        LARS(trust_coefficient=bad)
+
+
 def test_nesterov_one_step():
     layer = _dense_layer()
     kernel, bias = _step(_lars(weight_decay=0.4, nesterov=True), layer)

@@ -22,6 +22,8 @@ import os
 import sys
 import time
 
+OPTIMIZERS = ("lars", "sgd-l2", "sgd")
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,7 +36,7 @@ def parse_args(argv=None):
     parser.add_argument("--learning-rate", dest="base_learning_rate", type=float, help="base LR for batch 256")
     parser.add_argument("--weight-decay", dest="weight_decay", type=float)
     parser.add_argument("--base-tau", dest="base_tau", type=float)
-    parser.add_argument("--optimizer", choices=("lars", "sgd"))
+    parser.add_argument("--optimizer", choices=OPTIMIZERS)
     parser.add_argument("--width", type=int, help="ResNet-18 width (64 = the standard network)")
     parser.add_argument("--limit-per-class", dest="limit_per_class", type=int,
                         help="pretrain on the first N images of each class")
@@ -91,30 +93,43 @@ def build_encoder(spec, image_size):
 
 
 def build_optimizer(config, steps_per_epoch, total_steps, model=None):
-    """LARS (or SGD) with the warm-up + cosine schedule at the scaled learning rate.
+    """LARS or SGD with the warm-up + cosine schedule at the scaled learning rate.
 
-    With LARS, biases and BatchNorm parameters (rank ≤ 1) are excluded from weight decay and trust-ratio
-    adaptation, as in the paper. Deviation: the online linear probe (a monitor, not part of BYOL) is
-    excluded too. Under LARS a weight moves by about lr·η = 1e-3·lr of its norm per step, which the
-    paper's 300k steps absorb but a short run does not: the probe would stay at chance.
+    - `lars`: biases and BatchNorm parameters (rank ≤ 1) are excluded from weight decay and trust-ratio
+      adaptation, as in the paper. Under LARS a weight moves by about lr·η = 1e-3·lr of its norm per
+      step, which the paper's 300k steps absorb but a short run does not.
+    - `sgd-l2`: SGD with momentum and *coupled* L2 decay on every variable, `torch.optim.SGD` exactly
+      (the CIFAR baselines: lightly, solo-learn).
+    - `sgd`: `keras.optimizers.SGD`, whose weight decay is decoupled (`w -= lr·wd·w`).
+
+    Deviation from the paper, for all three: the online linear probe (a monitor, not part of BYOL) gets
+    no weight decay and no trust ratio.
     """
     import keras
 
     from byol_keras.optimizers import LARS
     from byol_keras.schedules import WarmupCosine, scale_learning_rate
 
+    if config["optimizer"] not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer. Expected one of {OPTIMIZERS}. Received: optimizer={config['optimizer']!r}")
     learning_rate = scale_learning_rate(config["base_learning_rate"], config["batch_size"])
     warmup_steps = min(config["warmup_epochs"] * steps_per_epoch, total_steps - 1)
     schedule = WarmupCosine(learning_rate, warmup_steps, total_steps)
+    probe = [] if model is None or getattr(model, "probe", None) is None else model.probe.trainable_variables
     if config["optimizer"] == "lars":
         exclude = None
-        if model is not None and getattr(model, "probe", None) is not None:
+        if probe:
             exclude = [v.path for v in model.trainable_variables if len(v.shape) <= 1]
-            exclude += [v.path for v in model.probe.trainable_variables]
+            exclude += [v.path for v in probe]
         return LARS(schedule, momentum=config["momentum"], weight_decay=config["weight_decay"],
                     trust_coefficient=config["trust_coefficient"], exclude_from_adaptation=exclude)
-    # Plain SGD: decoupled weight decay on every variable, as the CIFAR baselines use it.
-    return keras.optimizers.SGD(schedule, momentum=config["momentum"], weight_decay=config["weight_decay"])
+    if config["optimizer"] == "sgd-l2":
+        return LARS(schedule, momentum=config["momentum"], weight_decay=config["weight_decay"],
+                    trust_coefficient=None, exclude_from_adaptation=[v.path for v in probe])
+    optimizer = keras.optimizers.SGD(schedule, momentum=config["momentum"], weight_decay=config["weight_decay"])
+    if probe:
+        optimizer.exclude_from_weight_decay(var_list=probe)
+    return optimizer
 
 
 def _labelled_arrays(source, image_size, per_class, crop_fraction):
