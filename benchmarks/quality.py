@@ -34,6 +34,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "cifar10")
 
+# PyTorch's default for Conv2d and Linear weights: kaiming_uniform(a=√5), i.e. U(±1/√fan_in).
+TORCH_INIT = {"class_name": "VarianceScaling", "config": {"scale": 1.0 / 3.0, "mode": "fan_in", "distribution": "uniform"}}
+
 RECIPES = {
     # lightly's step, exactly: torch.optim.SGD(lr=0.06 × 256 / 128 = 0.12, momentum=0.9,
     # weight_decay=5e-4) on every parameter, loss 0.5·(−cos(p₁, z₂) − cos(p₂, z₁)). Our loss is the
@@ -45,6 +48,11 @@ RECIPES = {
     # step, with decoupled decay (≈ 1/10 of PyTorch's effective decay at momentum 0.9).
     "keras-sgd": dict(optimizer="sgd", base_learning_rate=0.12, weight_decay=5e-4,
                       warmup_epochs=0, base_tau=0.99),
+    # lightly's step *and* PyTorch's default initialisation of conv and Linear kernels (uniform within
+    # ±1/√fan_in): every kernel here feeds a BatchNorm or the normalised loss, so the initial scale sets
+    # the effective learning rate (∝ lr / ‖w‖²); Keras' he_normal convs start √6 times larger.
+    "lightly-init": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=5e-4,
+                         warmup_epochs=0, base_tau=0.99, kernel_initializer=TORCH_INIT, head_initializer=TORCH_INIT),
     "paper-lars": dict(optimizer="lars", base_learning_rate=1.0, weight_decay=1e-5, warmup_epochs=1, base_tau=0.97),
     "lars-eta0.02": dict(optimizer="lars", base_learning_rate=1.0, trust_coefficient=0.02, weight_decay=1e-5,
                          warmup_epochs=1, base_tau=0.99),
@@ -70,7 +78,10 @@ def main(argv=None):
     from byol_keras.presets import get_preset
     from training.pretrain import run
 
-    recipe = RECIPES[args.recipe]
+    recipe = dict(RECIPES[args.recipe])
+    encoder = {"name": "resnet18", "width": 16, "cifar_stem": True}
+    if "kernel_initializer" in recipe:
+        encoder["kernel_initializer"] = recipe.pop("kernel_initializer")
     config = get_preset(
         "cifar10-resnet18",
         data=os.path.abspath(args.data),
@@ -79,7 +90,7 @@ def main(argv=None):
         image_size=32,
         load_size=32,
         blur=False,
-        encoder={"name": "resnet18", "width": 16, "cifar_stem": True},
+        encoder=encoder,
         limit_per_class=1000,
         knn_bank_per_class=None,
         knn_queries_per_class=None,

@@ -1,6 +1,7 @@
 """BYOL as a `keras.Model`: online and target networks, the symmetric loss, and the target EMA."""
 
 import copy
+import json
 
 import keras
 import tensorflow as tf
@@ -123,6 +124,11 @@ class BYOL(keras.Model):
             few CPU cores. The views have the same distribution either way (under XLA TensorFlow's
             stateless RNG uses another algorithm, so a seed gives other, equally distributed, draws).
             Defaults to `"data"`.
+        head_initializer: the projector's and predictor's Dense kernel initializer, any
+            `keras.initializers.get` identifier. Defaults to "glorot_uniform". The official code
+            (Haiku) draws them with std 1/√fan_in, PyTorch (lightly, solo-learn) uniformly within
+            ±1/√fan_in; each Dense feeds a BatchNorm or the normalised loss, so this scale sets the
+            effective learning rate, not the function.
 
     Example:
 
@@ -147,6 +153,7 @@ class BYOL(keras.Model):
         synchronized_bn=None,
         augment=None,
         augment_on="data",
+        head_initializer="glorot_uniform",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -191,6 +198,13 @@ class BYOL(keras.Model):
                 "dataset makes the views). "
                 f"Received: augment_on={augment_on!r}, augment={augment!r}"
             )
+        try:
+            head_initializer = keras.initializers.serialize(keras.initializers.get(head_initializer))
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                "`head_initializer` must be a Keras initializer or its name/config. "
+                f"Received: head_initializer={head_initializer!r}"
+            ) from error
         if image_shape is None:
             image_shape = _input_image_shape(encoder)
         if image_shape is not None:
@@ -212,6 +226,8 @@ class BYOL(keras.Model):
         self.synchronized_bn = synchronized_bn
         self.augment = augment
         self.augment_on = augment_on
+        # As JSON text: a dict attribute would be tracked by Keras as layer state.
+        self._head_initializer_json = json.dumps(head_initializer)
 
         # τ's horizon K lives in a variable so that `fit` can set it without retracing and a saved
         # model carries it.
@@ -234,11 +250,12 @@ class BYOL(keras.Model):
         if synchronized is None:
             synchronized = tf.distribute.get_strategy().num_replicas_in_sync > 1
         self.projector = mlp_head(
-            dim, self.projection_hidden_dim, self.projection_dim, synchronized, name="projector"
+            dim, self.projection_hidden_dim, self.projection_dim, synchronized, name="projector",
+            kernel_initializer=self.head_initializer,
         )
         self.predictor = mlp_head(
             self.projection_dim, self.prediction_hidden_dim, self.projection_dim, synchronized,
-            name="predictor",
+            name="predictor", kernel_initializer=self.head_initializer,
         )
         # The target has the online encoder's and projector's structure (no predictor) and starts
         # as a copy of their weights, never an independent random initialisation.
@@ -449,6 +466,11 @@ class BYOL(keras.Model):
         self._update_trackers(loss, z1, z2, ops.shape(view1)[0])
         return _reducible_logs({m.name: m.result() for m in self.metrics})
 
+    @property
+    def head_initializer(self):
+        """A fresh instance of the heads' kernel initializer (from its saved configuration)."""
+        return keras.initializers.deserialize(json.loads(self._head_initializer_json))
+
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -464,6 +486,7 @@ class BYOL(keras.Model):
                 "synchronized_bn": self.synchronized_bn,
                 "augment": None if self.augment is None else keras.saving.serialize_keras_object(self.augment),
                 "augment_on": self.augment_on,
+                "head_initializer": json.loads(self._head_initializer_json),
             }
         )
         return config

@@ -12,14 +12,14 @@ _BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5
 
 
-def _conv_bn(x, filters, kernel_size, strides, name, relu=True):
+def _conv_bn(x, filters, kernel_size, strides, name, relu=True, kernel_initializer="he_normal"):
     x = keras.layers.Conv2D(
         filters,
         kernel_size,
         strides=strides,
         padding="same",
         use_bias=False,
-        kernel_initializer="he_normal",
+        kernel_initializer=keras.initializers.get(kernel_initializer),
         name=f"{name}_conv",
     )(x)
     x = keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=f"{name}_bn")(x)
@@ -28,17 +28,17 @@ def _conv_bn(x, filters, kernel_size, strides, name, relu=True):
     return x
 
 
-def _basic_block(x, filters, strides, name):
+def _basic_block(x, filters, strides, name, kernel_initializer):
     shortcut = x
-    y = _conv_bn(x, filters, 3, strides, f"{name}_1")
-    y = _conv_bn(y, filters, 3, 1, f"{name}_2", relu=False)
+    y = _conv_bn(x, filters, 3, strides, f"{name}_1", kernel_initializer=kernel_initializer)
+    y = _conv_bn(y, filters, 3, 1, f"{name}_2", relu=False, kernel_initializer=kernel_initializer)
     if strides != 1 or x.shape[-1] != filters:
-        shortcut = _conv_bn(x, filters, 1, strides, f"{name}_proj", relu=False)
+        shortcut = _conv_bn(x, filters, 1, strides, f"{name}_proj", relu=False, kernel_initializer=kernel_initializer)
     y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
-def resnet18(width=64, cifar_stem=True, input_shape=(None, None, 3), name="resnet18"):
+def resnet18(width=64, cifar_stem=True, input_shape=(None, None, 3), name="resnet18", kernel_initializer="he_normal"):
     """ResNet-18 (He et al., 2016) returning globally average-pooled features `(batch, 8 * width)`.
 
     With `cifar_stem=True` the stem is one 3×3 convolution with stride 1 and no max-pool, the variant
@@ -53,6 +53,11 @@ def resnet18(width=64, cifar_stem=True, input_shape=(None, None, 3), name="resne
         input_shape: tuple `(height, width, channels)`; `None` sides accept any size.
             Defaults to `(None, None, 3)`.
         name: str. Defaults to "resnet18".
+        kernel_initializer: the convolutions' initializer, any `keras.initializers.get` identifier.
+            Defaults to "he_normal". Every convolution is followed by BatchNorm, so the initial
+            scale does not change the function but sets the effective learning rate (∝ lr / ‖w‖²):
+            PyTorch's default (`{"class_name": "VarianceScaling", "config": {"scale": 1/3,
+            "mode": "fan_in", "distribution": "uniform"}}`) is √6 times smaller than "he_normal".
 
     Returns:
         A `keras.Model` mapping `(batch, h, w, channels)` images to `(batch, 8 * width)` features.
@@ -67,14 +72,16 @@ def resnet18(width=64, cifar_stem=True, input_shape=(None, None, 3), name="resne
         raise ValueError(f"`width` must be a positive integer. Received: width={width!r}")
     inputs = keras.Input(shape=input_shape, name="images")
     if cifar_stem:
-        x = _conv_bn(inputs, width, 3, 1, "stem")
+        x = _conv_bn(inputs, width, 3, 1, "stem", kernel_initializer=kernel_initializer)
     else:
-        x = _conv_bn(inputs, width, 7, 2, "stem")
+        x = _conv_bn(inputs, width, 7, 2, "stem", kernel_initializer=kernel_initializer)
         x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
     for stage, multiplier in enumerate((1, 2, 4, 8)):
         for block in range(2):
             strides = 2 if stage > 0 and block == 0 else 1
-            x = _basic_block(x, width * multiplier, strides, f"stage{stage + 1}_block{block + 1}")
+            x = _basic_block(
+                x, width * multiplier, strides, f"stage{stage + 1}_block{block + 1}", kernel_initializer
+            )
     outputs = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(inputs, outputs, name=name)
 

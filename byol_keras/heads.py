@@ -9,7 +9,7 @@ BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
 
-def mlp_head(input_dim, hidden_dim, output_dim, synchronized=False, name="head"):
+def mlp_head(input_dim, hidden_dim, output_dim, synchronized=False, name="head", kernel_initializer="glorot_uniform"):
     """Build Dense(hidden) → BatchNormalization → ReLU → Dense(output) as a `keras.Sequential`.
 
     Args:
@@ -19,6 +19,8 @@ def mlp_head(input_dim, hidden_dim, output_dim, synchronized=False, name="head")
         synchronized: bool, cross-replica BatchNorm (the paper's choice on many devices).
             Defaults to False.
         name: str, the model's name. Defaults to "head".
+        kernel_initializer: the two Dense kernels' initializer, any `keras.initializers.get`
+            identifier. Defaults to "glorot_uniform" (Keras' default).
 
     Returns:
         A built `keras.Sequential` mapping `(batch, input_dim)` to `(batch, output_dim)`.
@@ -29,12 +31,12 @@ def mlp_head(input_dim, hidden_dim, output_dim, synchronized=False, name="head")
     return keras.Sequential(
         [
             keras.Input(shape=(input_dim,)),
-            keras.layers.Dense(hidden_dim, name="dense_hidden"),
+            keras.layers.Dense(hidden_dim, kernel_initializer=keras.initializers.get(kernel_initializer), name="dense_hidden"),
             keras.layers.BatchNormalization(
                 momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=synchronized, name="bn"
             ),
             keras.layers.ReLU(name="relu"),
-            keras.layers.Dense(output_dim, name="dense_out"),
+            keras.layers.Dense(output_dim, kernel_initializer=keras.initializers.get(kernel_initializer), name="dense_out"),
         ],
         name=name,
     )

@@ -321,6 +321,35 @@ def test_get_config_from_config_round_trip():
     np.testing.assert_allclose(np.array(clone(v1)), np.array(model(v1)), atol=1e-6)
 
 
+def test_initializers_reach_every_kernel_and_survive_get_config():
+    # PyTorch's default, U(±1/√fan_in): every kernel inside its bound, and filling most of it.
+    torch_default = {"class_name": "VarianceScaling",
+                     "config": {"scale": 1.0 / 3.0, "mode": "fan_in", "distribution": "uniform", "seed": 1}}
+    encoder = resnet18(width=4, input_shape=(SIZE, SIZE, 3), kernel_initializer=torch_default)
+    model = BYOL(encoder, projection_dim=8, projection_hidden_dim=16, prediction_hidden_dim=16,
+                 head_initializer=torch_default)
+    model(np.zeros((2, SIZE, SIZE, 3), "float32"))
+    kernels = [v for v in model.encoder.weights + model.projector.weights + model.predictor.weights
+               if v.path.endswith("kernel")]
+    assert len(kernels) == 20 + 4
+    for kernel in kernels:
+        value = np.array(kernel)
+        bound = 1.0 / math.sqrt(np.prod(value.shape[:-1]))
+        assert np.abs(value).max() <= bound + 1e-7 and np.abs(value).max() > 0.8 * bound, kernel.path
+    # The target is a copy, whatever the initializer.
+    np.testing.assert_array_equal(np.array(model.projector.weights[0]), np.array(model.target_projector.weights[0]))
+    config = model.get_config()
+    assert config["head_initializer"]["class_name"] == "VarianceScaling"
+    assert BYOL.from_config(config).get_config()["head_initializer"] == config["head_initializer"]
+    # The default stays Keras' Glorot uniform: within ±√(6 / (fan_in + fan_out)).
+    default = tiny_model()
+    default(np.zeros((2, SIZE, SIZE, 3), "float32"))
+    kernel = np.array(default.projector.get_layer("dense_hidden").kernel)
+    assert np.abs(kernel).max() > 1.0 / math.sqrt(kernel.shape[0])  # wider than PyTorch's bound here
+    with pytest.raises(ValueError, match="head_initializer='nope'"):
+        tiny_model(head_initializer="nope")
+
+
 def test_accepts_keras_applications_and_subclassed_encoders():
     app = keras.applications.MobileNetV3Small(
         include_top=False, weights=None, pooling="avg", input_shape=(32, 32, 3), include_preprocessing=False

@@ -48,6 +48,36 @@ def test_flags_override_the_preset(tmp_path):
     assert config["batch_size"] == PRESETS["demo"]["batch_size"]
 
 
+def test_optimizer_choices_decay_as_documented():
+    from byol_keras.byol import BYOL
+    from byol_keras.encoders import resnet18
+    from byol_keras.optimizers import LARS
+    from training.pretrain import build_optimizer
+
+    model = BYOL(resnet18(width=4, input_shape=(8, 8, 3)), projection_dim=8, projection_hidden_dim=16,
+                 prediction_hidden_dim=16, num_classes=3)
+    model(np.zeros((2, 8, 8, 3), "float32"))
+    probe = {v.path for v in model.probe.trainable_variables}
+    config = get_preset("demo", optimizer="sgd-l2", weight_decay=1e-3)
+    sgd_l2 = build_optimizer(config, steps_per_epoch=10, total_steps=100, model=model)
+    assert isinstance(sgd_l2, LARS) and sgd_l2.trust_coefficient is None
+    sgd_l2.build(model.trainable_variables)
+    # Coupled decay on every variable (kernels, biases, BN) except the probe's; no trust ratio anywhere.
+    for variable, decayed in zip(model.trainable_variables, sgd_l2._decayed):
+        assert decayed == (variable.path not in probe), variable.path
+    lars = build_optimizer(dict(config, optimizer="lars"), 10, 100, model)
+    lars.build(model.trainable_variables)
+    for variable, decayed in zip(model.trainable_variables, lars._decayed):
+        assert decayed == (len(variable.shape) > 1 and variable.path not in probe), variable.path
+    sgd = build_optimizer(dict(config, optimizer="sgd"), 10, 100, model)
+    assert isinstance(sgd, keras.optimizers.SGD) and sgd.weight_decay == 1e-3
+    sgd.build(model.trainable_variables)
+    assert not any(sgd._use_weight_decay(v) for v in model.probe.trainable_variables)
+    assert all(sgd._use_weight_decay(v) for v in model.encoder.trainable_variables)
+    with pytest.raises(ValueError, match="optimizer='adam'"):
+        build_optimizer(dict(config, optimizer="adam"), 10, 100, model)
+
+
 @pytest.mark.slow
 def test_demo_command_end_to_end(tmp_path):
     run_dir, export = tmp_path / "run", tmp_path / "saved_models" / "demo"

@@ -227,6 +227,7 @@ def run(config):
             projection_hidden_dim=config["projection_hidden_dim"],
             prediction_hidden_dim=config["prediction_hidden_dim"],
             base_tau=config["base_tau"],
+            head_initializer=config["head_initializer"],
             total_steps=total_steps,
             num_classes=source.num_classes if (config["probe"] and source.num_classes > 1) else None,
         )
