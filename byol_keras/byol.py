@@ -316,11 +316,12 @@ class BYOL(keras.Model):
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
     def compile(self, optimizer="rmsprop", jit_compile="auto", **kwargs):
-        """`keras.Model.compile`, with XLA on by default wherever it works (also on CPU).
+        """`keras.Model.compile`, with `jit_compile="auto"` deciding XLA by measurement.
 
-        Keras' own `"auto"` turns XLA off on CPU-only hosts; there the BYOL step is ~1.7x faster
-        with it (`benchmarks/README.md`). `"auto"` here asks `distribute.resolve_jit_compile`, which
-        keeps it off where it fails (several replicas, TPUStrategy, op determinism).
+        Keras' own `"auto"` turns XLA off on every CPU-only host. Here `"auto"` asks
+        `distribute.resolve_jit_compile`: XLA on a GPU and on CPUs without AVX-512 (where it measured
+        faster), off on AVX-512 CPUs (TensorFlow's oneDNN kernels win there) unless the views are made
+        on the device, and off where it fails (several replicas, TPUStrategy, op determinism).
         """
         if jit_compile == "auto":
             if kwargs.get("run_eagerly"):
@@ -328,7 +329,9 @@ class BYOL(keras.Model):
             else:
                 from byol_keras.distribute import resolve_jit_compile
 
-                jit_compile, _ = resolve_jit_compile(self.distribute_strategy)
+                jit_compile, _ = resolve_jit_compile(
+                    self.distribute_strategy, augment_on_device=self.augment_on == "device"
+                )
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
 
     def compile_from_config(self, config):

@@ -331,17 +331,28 @@ def set_precision(name):
     return keras.config.dtype_policy()
 
 
-def resolve_jit_compile(strategy, requested="auto"):
+def resolve_jit_compile(strategy, requested="auto", augment_on_device=False):
     """Decide whether to compile the training step with XLA (`model.compile(jit_compile=...)`).
 
-    XLA is on by default wherever it runs: on one replica (also on CPU). It is off, with the reason, under
-    a strategy with several replicas (it fails there with Keras 3.15 / TF 2.21, see `_XLA_MULTI_REPLICA_REASON`),
-    under `TPUStrategy` (which compiles every step with XLA by itself) and when TensorFlow op determinism is
-    enabled (Keras refuses XLA then). An explicit `True` that cannot work is turned off with a warning.
+    `"auto"` chooses what measured faster for the BYOL step (`benchmarks/README.md`):
+
+    - on a GPU, and on a CPU without AVX-512: XLA on (a CPU prototype on an AVX2 machine ran 1.7x
+      faster with it than TensorFlow's graph);
+    - on a CPU-only host with AVX-512 (`avx512f` in `/proc/cpuinfo`): XLA off, because TensorFlow's
+      oneDNN kernels beat XLA's CPU kernels there (ResNet-18 width 64, batch 128, 2 cores: 19.3 vs
+      13.4 images/s) — unless the views are made inside the step (`augment_on_device`), whose
+      colour maths XLA fuses (5x faster than the graph's kernels);
+    - off, with the reason, under a strategy with several replicas (it fails there with Keras 3.15 /
+      TF 2.21, see `_XLA_MULTI_REPLICA_REASON`), under `TPUStrategy` (which compiles every step with
+      XLA by itself) and when TensorFlow op determinism is enabled (Keras refuses XLA then).
+
+    An explicit `True` that cannot work is turned off with a warning; an explicit `True` on an
+    AVX-512 CPU is kept.
 
     Args:
         strategy: a `tf.distribute.Strategy`.
         requested: `"auto"`, True or False (`--jit-compile`). Defaults to "auto".
+        augment_on_device: bool, the model makes its views inside `train_step`. Defaults to False.
 
     Returns:
         `(jit_compile, reason)`: a bool and a one-line explanation, which is also logged.
@@ -356,6 +367,11 @@ def resolve_jit_compile(strategy, requested="auto"):
         jit, reason = False, _XLA_MULTI_REPLICA_REASON
     elif _op_determinism_enabled():
         jit, reason = False, "XLA is off: TensorFlow op determinism is enabled and Keras refuses XLA with it"
+    elif requested == "auto" and not augment_on_device and _cpu_only_with_avx512():
+        jit, reason = False, (
+            "XLA is off: on a CPU with AVX-512 TensorFlow's oneDNN kernels run the BYOL step faster than "
+            "XLA's (pass jit_compile=True to override)"
+        )
     else:
         jit, reason = True, "XLA is on (one replica)"
     if requested is True and not jit:
@@ -363,6 +379,29 @@ def resolve_jit_compile(strategy, requested="auto"):
     else:
         logger.info(reason)
     return jit, reason
+
+
+def cpu_flags(path="/proc/cpuinfo"):
+    """The first processor's feature flags (Linux `/proc/cpuinfo`), or an empty set where there is none.
+
+    Args:
+        path: str. Defaults to "/proc/cpuinfo".
+
+    Returns:
+        set of str, e.g. {"avx2", "fma", "avx512f", ...}.
+    """
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _cpu_only_with_avx512():
+    return not tf.config.list_physical_devices("GPU") and "avx512f" in cpu_flags()
 
 
 def _op_determinism_enabled():

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from byol_keras import distribute
 from byol_keras.distribute import (
     PRECISIONS,
     StepBackup,
@@ -263,13 +264,27 @@ def test_set_precision_validates_and_sets_the_global_policy(float32_policy):
         set_precision("float16")
 
 
-def test_resolve_jit_compile():
-    assert resolve_jit_compile(tf.distribute.get_strategy()) == (True, "XLA is on (one replica)")
-    assert resolve_jit_compile(tf.distribute.get_strategy(), requested=False)[0] is False
+def test_resolve_jit_compile(monkeypatch, tmp_path):
+    one = tf.distribute.get_strategy()
+    monkeypatch.setattr(distribute, "_cpu_only_with_avx512", lambda: False)
+    assert resolve_jit_compile(one) == (True, "XLA is on (one replica)")
+    assert resolve_jit_compile(one, requested=False)[0] is False
     jit, reason = resolve_jit_compile(fake_strategy(2), requested=True)
     assert jit is False and "more than one replica" in reason
     with pytest.raises(ValueError, match="requested='yes'"):
         resolve_jit_compile(fake_strategy(1), requested="yes")
+    # A CPU-only host with AVX-512: oneDNN measured faster, so "auto" is off; asked for, XLA stays on;
+    # views made inside the step keep XLA (it fuses their colour maths).
+    monkeypatch.setattr(distribute, "_cpu_only_with_avx512", lambda: True)
+    jit, reason = resolve_jit_compile(one)
+    assert jit is False and "AVX-512" in reason
+    assert resolve_jit_compile(one, requested=True) == (True, "XLA is on (one replica)")
+    assert resolve_jit_compile(one, augment_on_device=True)[0] is True
+    # The flags come from /proc/cpuinfo's first "flags" line; no file, no flags.
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f\n\nflags\t: other\n")
+    assert distribute.cpu_flags(str(cpuinfo)) == {"fpu", "sse2", "avx2", "fma", "avx512f"}
+    assert distribute.cpu_flags(str(tmp_path / "missing")) == set()
 
 
 def test_mixed_bfloat16_and_float16_train(float32_policy):

@@ -203,7 +203,7 @@ def test_device_augmentation_fits_under_xla_from_raw_image_batches():
     assert images.dtype == tf.uint8 and tuple(images.shape) == (32, 16, 16, 3)
     assert labels.dtype == tf.int32 and tuple(labels.shape) == (32,)
     model = _byol(augment=BYOLAugment(16, blur=False, seed=0), augment_on="device", num_classes=10)
-    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))  # XLA: the default here
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))  # XLA: the default with device views
     assert model.jit_compile is True
     history = model.fit(dataset.take(4), epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
@@ -232,9 +232,17 @@ def test_augment_on_round_trips_and_is_validated():
         _byol(augment=lambda x: (x, x), augment_on="device")
 
 
-def test_xla_is_on_by_default_and_can_be_turned_off():
+def test_xla_default_follows_the_measured_rule_and_can_be_overridden(monkeypatch):
+    from byol_keras import distribute
+
     model = _byol()
+    monkeypatch.setattr(distribute, "_cpu_only_with_avx512", lambda: False)
     model.compile(optimizer="sgd")
+    assert model.jit_compile is True
+    monkeypatch.setattr(distribute, "_cpu_only_with_avx512", lambda: True)
+    model.compile(optimizer="sgd")
+    assert model.jit_compile is False
+    model.compile(optimizer="sgd", jit_compile=True)
     assert model.jit_compile is True
     model.compile(optimizer="sgd", jit_compile=False)
     assert model.jit_compile is False
