@@ -1,7 +1,7 @@
 """Paired comparison with the peer (lightly on PyTorch): run peer and ours alternately, report ratios.
 
     python benchmarks/paired.py step --rounds 5                  # train step, batch 128, 32 px
-    python benchmarks/paired.py step --rounds 5 --jit 0          # the same, our step without XLA
+    python benchmarks/paired.py step --rounds 5 --jit 0          # the same, our step without XLA (1: with)
     python benchmarks/paired.py pipeline32 --rounds 5            # views at 32 px, no blur
     python benchmarks/paired.py pipeline96 --rounds 5            # views at 96 px, the paper's blur
     python benchmarks/paired.py all --rounds 5
@@ -113,7 +113,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=2, help="timed steps of each peer train-step process")
     parser.add_argument("--peer-python", dest="peer_python", default="/tmp/peer/bin/python")
     parser.add_argument("--data", default=report.DEFAULT_CIFAR)
-    parser.add_argument("--jit", type=int, default=1, choices=(0, 1), help="our train step with XLA (1) or without (0)")
+    parser.add_argument("--jit", default="auto", choices=("auto", "0", "1"),
+                        help="our train step with XLA (1), without (0), or the library's choice (auto, default)")
     args = parser.parse_args(argv)
     table = figures(args)
     names = ("pipeline32", "pipeline96", "step") if args.figure == "all" else (args.figure,)

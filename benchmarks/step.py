@@ -1,7 +1,7 @@
 """Train-step throughput of `BYOL.fit` on random inputs, and its FLOP/s against TensorFlow's matmul rate.
 
     python benchmarks/step.py --batch 128 --size 32 --threads 2            # the issue's configuration
-    python benchmarks/step.py --jit 0                                        # without XLA
+    python benchmarks/step.py --jit 0                                        # without XLA (1: with; auto: the library's choice)
     python benchmarks/step.py --profile runs/profile-step                    # + TensorBoard profile of 3 steps
 
 ResNet-18 (CIFAR stem, width 64), the paper's heads (4096 → 256), SGD with momentum 0.9 (as the peer,
@@ -117,7 +117,8 @@ def build_model(args, augment=None):
         optimizer = LARS(0.05, momentum=0.9, weight_decay=1e-6)
     else:
         optimizer = keras.optimizers.SGD(0.05, momentum=0.9)
-    model.compile(optimizer=optimizer, jit_compile=bool(args.jit))
+    model.compile(optimizer=optimizer, jit_compile="auto" if args.jit == "auto" else bool(int(args.jit)))
+    args.jit_resolved = bool(model.jit_compile)
     return model
 
 
@@ -171,6 +172,7 @@ def run(args):
             fraction_of_matmul=round(achieved / matmul, 3),
         )
     config = {k: getattr(args, k) for k in ("batch", "size", "width", "hidden", "threads", "steps", "warmup", "jit", "optimizer")}
+    config["jit_compile"] = getattr(args, "jit_resolved", None)
     return report.emit("train_step", config, images_per_second, "images/s", **extra)
 
 
@@ -184,7 +186,8 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=5, help="steps per timed run")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1, help="untimed epochs first (tracing, XLA compilation)")
-    parser.add_argument("--jit", type=int, default=1, choices=(0, 1), help="XLA (jit_compile)")
+    parser.add_argument("--jit", default="auto", choices=("auto", "0", "1"),
+                        help="XLA (jit_compile): 1 on, 0 off, auto the library's choice (default)")
     parser.add_argument("--optimizer", choices=("sgd", "lars"), default="sgd")
     parser.add_argument("--profile", help="write a TensorBoard profile of a few steps to this folder")
     parser.add_argument("--profile-steps", dest="profile_steps", type=int, default=2)

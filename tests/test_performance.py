@@ -1,5 +1,5 @@
 """The fast paths give the results of the plain ones: XLA-compiled views, views made on the device
-(`BYOL(augment=..., augment_on="device")`), XLA on by default. No timings here (see benchmarks/)."""
+(`BYOL(augment=..., augment_on="device")`), XLA by default where it measured faster. No timings here (see benchmarks/)."""
 
 import math
 

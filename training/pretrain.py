@@ -284,6 +284,7 @@ def run(config):
             "epochs": config["epochs"],
             "steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
             "resumed_from_step": resumed["step"] if resumed else None,
+            "jit_compile": bool(model.jit_compile),
             "loss_first_epoch": losses[0] if losses else None,
             "loss_last_epoch": losses[-1] if losses else None,
             "knn_top1_random_init": None if knn is None else knn.initial_value,
