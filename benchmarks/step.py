@@ -101,7 +101,8 @@ def build_model(args, augment=None):
     from byol_keras.byol import BYOL
     from byol_keras.encoders import resnet18
 
-    encoder = resnet18(width=args.width, cifar_stem=True, input_shape=(args.size, args.size, 3))
+    encoder = resnet18(width=args.width, cifar_stem=True, input_shape=(args.size, args.size, 3),
+                       fused_batch_norm=getattr(args, "bn", "fused") == "fused")
     model = BYOL(
         encoder,
         projection_dim=256,
@@ -146,8 +147,10 @@ def random_views(batch, size, seed=0):
 
 def run(args):
     report.set_threads(args.threads)
+    rss_after_import = report.peak_rss_mb()
     model = build_model(args)
     dataset = random_views(args.batch, args.size)
+    rss_after_build = report.peak_rss_mb()
     timer = EpochTimer()
     model.fit(dataset, epochs=args.warmup + args.runs, steps_per_epoch=args.steps, callbacks=[timer],
               verbose=0, shuffle=False)
@@ -160,7 +163,10 @@ def run(args):
         tf.profiler.experimental.stop()
 
     flops = step_flops(model)
-    extra = {"step_flops_per_image": flops}
+    # Where the peak comes from: the runtime after `import tensorflow`, then the model (weights, both
+    # networks, optimizer slots), then the step (activations kept for the gradient, kernels' buffers).
+    extra = {"step_flops_per_image": flops, "peak_rss_mb_after_import": round(rss_after_import, 1),
+             "peak_rss_mb_after_build": round(rss_after_build, 1)}
     if not args.no_matmul:
         import statistics
 
@@ -171,7 +177,7 @@ def run(args):
             matmul_gflops=round(matmul / 1e9, 2),
             fraction_of_matmul=round(achieved / matmul, 3),
         )
-    config = {k: getattr(args, k) for k in ("batch", "size", "width", "hidden", "threads", "steps", "warmup", "jit", "optimizer")}
+    config = {k: getattr(args, k) for k in ("batch", "size", "width", "hidden", "threads", "steps", "warmup", "jit", "optimizer", "bn")}
     config["jit_compile"] = getattr(args, "jit_resolved", None)
     return report.emit("train_step", config, images_per_second, "images/s", **extra)
 
@@ -186,6 +192,8 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=5, help="steps per timed run")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1, help="untimed epochs first (tracing, XLA compilation)")
+    parser.add_argument("--bn", default="fused", choices=("fused", "keras"),
+                        help="the encoder's BatchNorm: FusedBatchNormalization (default) or Keras' own")
     parser.add_argument("--jit", default="auto", choices=("auto", "0", "1"),
                         help="XLA (jit_compile): 1 on, 0 off, auto the library's choice (default)")
     parser.add_argument("--optimizer", choices=("sgd", "lars"), default="sgd")

@@ -7,12 +7,14 @@ of feature vectors `(batch, dim)`: ours below, `keras.applications` models built
 
 import keras
 
+from byol_keras.layers import FusedBatchNormalization
+
 # PyTorch/torchvision BatchNorm defaults, which the CIFAR BYOL results (solo-learn, lightly) use.
 _BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5
 
 
-def _conv_bn(x, filters, kernel_size, strides, name, relu=True, kernel_initializer="he_normal"):
+def _conv_bn(x, filters, kernel_size, strides, name, relu=True, kernel_initializer="he_normal", fused=True):
     x = keras.layers.Conv2D(
         filters,
         kernel_size,
@@ -22,23 +24,33 @@ def _conv_bn(x, filters, kernel_size, strides, name, relu=True, kernel_initializ
         kernel_initializer=keras.initializers.get(kernel_initializer),
         name=f"{name}_conv",
     )(x)
-    x = keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=f"{name}_bn")(x)
+    batch_norm = FusedBatchNormalization if fused else keras.layers.BatchNormalization
+    x = batch_norm(momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=f"{name}_bn")(x)
     if relu:
         x = keras.layers.ReLU(name=f"{name}_relu")(x)
     return x
 
 
-def _basic_block(x, filters, strides, name, kernel_initializer):
+def _basic_block(x, filters, strides, name, kernel_initializer, fused):
     shortcut = x
-    y = _conv_bn(x, filters, 3, strides, f"{name}_1", kernel_initializer=kernel_initializer)
-    y = _conv_bn(y, filters, 3, 1, f"{name}_2", relu=False, kernel_initializer=kernel_initializer)
+    y = _conv_bn(x, filters, 3, strides, f"{name}_1", kernel_initializer=kernel_initializer, fused=fused)
+    y = _conv_bn(y, filters, 3, 1, f"{name}_2", relu=False, kernel_initializer=kernel_initializer, fused=fused)
     if strides != 1 or x.shape[-1] != filters:
-        shortcut = _conv_bn(x, filters, 1, strides, f"{name}_proj", relu=False, kernel_initializer=kernel_initializer)
+        shortcut = _conv_bn(
+            x, filters, 1, strides, f"{name}_proj", relu=False, kernel_initializer=kernel_initializer, fused=fused
+        )
     y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
-def resnet18(width=64, cifar_stem=True, input_shape=(None, None, 3), name="resnet18", kernel_initializer="he_normal"):
+def resnet18(
+    width=64,
+    cifar_stem=True,
+    input_shape=(None, None, 3),
+    name="resnet18",
+    kernel_initializer="he_normal",
+    fused_batch_norm=True,
+):
     """ResNet-18 (He et al., 2016) returning globally average-pooled features `(batch, 8 * width)`.
 
     With `cifar_stem=True` the stem is one 3×3 convolution with stride 1 and no max-pool, the variant
@@ -58,6 +70,8 @@ def resnet18(width=64, cifar_stem=True, input_shape=(None, None, 3), name="resne
             scale does not change the function but sets the effective learning rate (∝ lr / ‖w‖²):
             PyTorch's default (`{"class_name": "VarianceScaling", "config": {"scale": 1/3,
             "mode": "fan_in", "distribution": "uniform"}}`) is √6 times smaller than "he_normal".
+        fused_batch_norm: bool, `byol_keras.layers.FusedBatchNormalization` (TensorFlow's fused kernel,
+            same results, less memory) instead of `keras.layers.BatchNormalization`. Defaults to True.
 
     Returns:
         A `keras.Model` mapping `(batch, h, w, channels)` images to `(batch, 8 * width)` features.
@@ -72,15 +86,16 @@ def resnet18(width=64, cifar_stem=True, input_shape=(None, None, 3), name="resne
         raise ValueError(f"`width` must be a positive integer. Received: width={width!r}")
     inputs = keras.Input(shape=input_shape, name="images")
     if cifar_stem:
-        x = _conv_bn(inputs, width, 3, 1, "stem", kernel_initializer=kernel_initializer)
+        x = _conv_bn(inputs, width, 3, 1, "stem", kernel_initializer=kernel_initializer, fused=fused_batch_norm)
     else:
-        x = _conv_bn(inputs, width, 7, 2, "stem", kernel_initializer=kernel_initializer)
+        x = _conv_bn(inputs, width, 7, 2, "stem", kernel_initializer=kernel_initializer, fused=fused_batch_norm)
         x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
     for stage, multiplier in enumerate((1, 2, 4, 8)):
         for block in range(2):
             strides = 2 if stage > 0 and block == 0 else 1
             x = _basic_block(
-                x, width * multiplier, strides, f"stage{stage + 1}_block{block + 1}", kernel_initializer
+                x, width * multiplier, strides, f"stage{stage + 1}_block{block + 1}", kernel_initializer,
+                fused_batch_norm,
             )
     outputs = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(inputs, outputs, name=name)

@@ -1,0 +1,71 @@
+"""`FusedBatchNormalization`: Keras' BatchNormalization, computed by TensorFlow's fused kernel.
+
+Keras 3 computes BatchNormalization on TensorFlow from separate ops (`moments`, then
+`tf.nn.batch_normalization`); the gradient tape keeps their intermediate tensors, each as large as
+the activation. TensorFlow's `FusedBatchNormV3` (oneDNN on CPU, cuDNN on GPU) computes the batch
+statistics and the output in one kernel and keeps only its input and two per-channel vectors for the
+backward pass. Same maths, same variables, same moving-statistics update as Keras' layer: the
+encoder's training step uses less memory and, without XLA, less time (`benchmarks/README.md`).
+"""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="byol_keras")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` for 4-D channels-last inputs, through TensorFlow's fused kernel.
+
+    Drop-in: the same arguments, weights, `get_config` and results as the Keras layer (to float
+    rounding: the fused kernel raises `epsilon` to at least 1.001e-5). It falls back to Keras' own
+    computation whenever the fused kernel does not apply: another backend, inputs that are not 4-D
+    with channels last, a mask, `synchronized=True` (cross-replica statistics) or `renorm=True`.
+
+    In training (`training=True` and `trainable`), the output is normalised with the batch mean and
+    the biased batch variance, and the moving statistics move as in Keras:
+    `moving = momentum·moving + (1 − momentum)·batch` (the fused kernel returns the unbiased
+    variance, which is converted back first). In inference the moving statistics are used.
+
+    Example:
+
+    >>> layer = FusedBatchNormalization(momentum=0.9, epsilon=1e-5)
+    >>> tuple(layer(np.zeros((2, 4, 4, 3), "float32"), training=True).shape)
+    (2, 4, 4, 3)
+    """
+
+    def _fused_applies(self, inputs, mask):
+        return (
+            keras.backend.backend() == "tensorflow"
+            and mask is None
+            and not self.synchronized
+            and not self.renorm
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fused_applies(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        # As Keras: statistics in float32 whatever the compute dtype (mixed precision).
+        x = ops.cast(inputs, "float32")
+        channels = x.shape[-1]
+        gamma = ops.cast(self.gamma, "float32") if self.scale else tf.ones((channels,), "float32")
+        beta = ops.cast(self.beta, "float32") if self.center else tf.zeros((channels,), "float32")
+        if training and self.trainable:
+            y, mean, unbiased_variance = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, epsilon=self.epsilon, data_format="NHWC", is_training=True
+            )
+            count = ops.cast(ops.prod(ops.shape(x)[:-1]), "float32")
+            variance = unbiased_variance * (count - 1.0) / ops.maximum(count, 1.0)
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(
+                self.moving_variance * self.momentum + variance * (1.0 - self.momentum)
+            )
+        else:
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, mean=ops.cast(self.moving_mean, "float32"),
+                variance=ops.cast(self.moving_variance, "float32"), epsilon=self.epsilon,
+                data_format="NHWC", is_training=False,
+            )
+        return ops.cast(y, self.compute_dtype)
