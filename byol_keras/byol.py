@@ -383,13 +383,23 @@ class BYOL(keras.Model):
             )
         return super().train_on_batch(*args, **kwargs)
 
-    def _forward(self, view1, view2, training):
-        """Online projections and predictions, and stop-gradient target projections, of both views."""
+    def _targets(self, view1, view2, training):
+        """Stop-gradient target projections of both views."""
         # Target: same mode as the online network (training mode = batch statistics and its own
         # moving-statistics update), and no gradient: ξ is only ever moved by the EMA.
         target1 = self.target_projector(self.target_encoder(view1, training=training), training=training)
         target2 = self.target_projector(self.target_encoder(view2, training=training), training=training)
-        target1, target2 = ops.stop_gradient(target1), ops.stop_gradient(target2)
+        return ops.stop_gradient(target1), ops.stop_gradient(target2)
+
+    def _forward(self, view1, view2, training, targets=None):
+        """Online projections and predictions of both views, and the loss against the target projections.
+
+        `targets`: the pair from `_targets`, or None to compute it here. `train_step` computes it before
+        its `GradientTape`: the target's variables are tf.Variables created trainable (Keras' later
+        `trainable = False` does not reach the tape), so a tape around the target's forward pass would
+        record it; run eagerly, that keeps all its activations alive until the gradient, for nothing.
+        """
+        target1, target2 = self._targets(view1, view2, training) if targets is None else targets
         h1 = self.encoder(view1, training=training)
         h2 = self.encoder(view2, training=training)
         z1 = self.projector(h1, training=training)
@@ -435,8 +445,9 @@ class BYOL(keras.Model):
         step = tf.identity(optimizer.iterations.value)
         tau = target_tau(step, self._total_steps, self.base_tau)
         learning_rate = ops.cast(optimizer.learning_rate, "float32")
+        targets = self._targets(view1, view2, training=True)  # outside the tape: see `_forward`
         with tf.GradientTape() as tape:
-            h1, z1, z2, loss = self._forward(view1, view2, training=True)
+            h1, z1, z2, loss = self._forward(view1, view2, training=True, targets=targets)
             total = loss
             if self.num_classes is not None and labels is not None:
                 total = total + self._probe_loss(h1, labels, training=True)
