@@ -3,8 +3,8 @@
     python benchmarks/end_to_end.py                          # views made in tf.data (the default)
     python benchmarks/end_to_end.py --augment-on device      # views made inside the compiled step
 
-ResNet-18 (CIFAR stem, width 64), paper heads, batch 128, 32 px, SGD with momentum; XLA on (the
-default of `BYOL.compile`). One model is compiled once; then, `--runs` times, one epoch of `--steps`
+ResNet-18 (CIFAR stem, width 64), paper heads, batch 128, 32 px, SGD with momentum; the defaults of
+`resnet18` (fused BatchNorm) and `BYOL.compile` (`jit_compile="auto"`). One model is compiled once; then, `--runs` times, one epoch of `--steps`
 steps on random views (the step-only figure of `step.py`) and one epoch on
 `pretrain_dataset(load_source(cifar10/train), BYOLAugment(32, blur=False), 128, 32)` (decoding,
 caching, shuffling, both views; the pipeline runs on the same two cores as the step). Alternating
@@ -33,7 +33,7 @@ def run(args):
         raise SystemExit(f"error: no CIFAR-10 image folder at {args.data!r} (expected train/)")
     source = load_source(args.data, split="train", verify=False)
     augment = BYOLAugment(32, blur=False, seed=0)
-    model_args = argparse.Namespace(width=args.width, size=32, hidden=args.hidden, optimizer="sgd", jit=1)
+    model_args = argparse.Namespace(width=args.width, size=32, hidden=args.hidden, optimizer="sgd", jit="auto")
     if args.augment_on == "device":
         # The model makes the views; the dataset hands over uint8 images and labels.
         real = pretrain_dataset(source, None, args.batch, 32, seed=0).repeat()

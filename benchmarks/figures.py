@@ -51,7 +51,7 @@ def views_figure(data, out, seed=0):
     print(f"wrote {out}")
 
 
-def knn_figure(run_dirs, out):
+def knn_figure(run_dirs, out, references=()):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,6 +63,11 @@ def knn_figure(run_dirs, out):
             history = json.load(f)
         curve = [history["knn_top1_random_init"]] + history["knn_top1"]
         ax.plot(range(len(curve)), curve, marker="o", label=os.path.basename(os.path.normpath(run_dir)))
+    for reference in references:
+        label, value = reference.rsplit("=", 1)
+        ax.axhline(float(value), color="grey", linestyle="--", linewidth=1)
+        ax.annotate(f"{label} {float(value):.4f}", (0, float(value)), textcoords="offset points", xytext=(2, -10),
+                    fontsize=8, color="dimgrey")
     ax.set_xlabel("epoch")
     ax.set_ylabel("kNN top-1 (CIFAR-10 test)")
     ax.grid(alpha=0.3)
@@ -78,6 +83,8 @@ def main(argv=None):
     parser.add_argument("runs", nargs="*", help="run directories (knn)")
     parser.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "cifar10"))
     parser.add_argument("--out", default=None)
+    parser.add_argument("--reference", action="append", default=[], metavar="LABEL=VALUE",
+                        help="a dashed horizontal line (knn), e.g. 'lightly, 10 epochs=0.3474'; repeatable")
     args = parser.parse_args(argv)
     os.makedirs(os.path.join(ROOT, "docs"), exist_ok=True)
     if args.figure == "views":
@@ -85,7 +92,7 @@ def main(argv=None):
     else:
         if not args.runs:
             raise SystemExit("error: give at least one run directory with a history.json")
-        knn_figure(args.runs, args.out or os.path.join(ROOT, "docs", "knn_curve.png"))
+        knn_figure(args.runs, args.out or os.path.join(ROOT, "docs", "knn_curve.png"), args.reference)
 
 
 if __name__ == "__main__":

@@ -48,8 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "cifar10")
 
-# PyTorch's default for Conv2d and Linear weights: kaiming_uniform(a=√5), i.e. U(±1/√fan_in).
-TORCH_INIT = {"class_name": "VarianceScaling", "config": {"scale": 1.0 / 3.0, "mode": "fan_in", "distribution": "uniform"}}
+from byol_keras.presets import PYTORCH_DEFAULT_INIT as TORCH_INIT  # noqa: E402  U(±1/√fan_in)
 
 RECIPES = {
     # lightly's step, exactly: torch.optim.SGD(lr=0.06 × 256 / 128 = 0.12, momentum=0.9,

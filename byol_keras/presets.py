@@ -48,6 +48,15 @@ FIELDS = {
     "probe": "train the online linear probe when labels exist",
 }
 
+# PyTorch's default for Conv2d and Linear weights, kaiming_uniform(a=√5) = U(±1/√fan_in), as a Keras
+# initializer config (for `encoder={"kernel_initializer": ...}` and `head_initializer`). Every kernel of
+# these networks feeds a BatchNorm or the normalised loss, so the initial scale sets the effective
+# learning rate (∝ lr / ‖w‖²): Keras' he_normal convolutions start √6 times larger (6× slower).
+PYTORCH_DEFAULT_INIT = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 1.0 / 3.0, "mode": "fan_in", "distribution": "uniform"},
+}
+
 _BASE = {
     "source": "",
     "data": "digits",

@@ -208,15 +208,16 @@ def test_sync_batchnorm_resnet18_keeps_weights_and_outputs():
     assert not any(l.synchronized for l in batchnorms(encoder)), "the original must stay untouched"
     for a, b in zip(encoder.weights, synced.weights):
         np.testing.assert_array_equal(np.array(a), np.array(b))
-    # On one replica a synchronised BN is an ordinary BN: same outputs in both modes.
-    np.testing.assert_allclose(np.array(synced(x, training=False)), np.array(encoder(x, training=False)), atol=1e-6)
+    # On one replica a synchronised BN is an ordinary BN: same outputs in both modes (to float rounding:
+    # resnet18's FusedBatchNormalization uses TensorFlow's fused kernel, the synchronised one Keras' ops).
+    np.testing.assert_allclose(np.array(synced(x, training=False)), np.array(encoder(x, training=False)), atol=1e-5)
     # In training mode the synchronised BN computes the variance as E[x²] − E[x]² (one pass, so that it can
     # all-reduce both sums) instead of two passes: float32 rounding differs by ~3e-5 after 20 BN layers.
     np.testing.assert_allclose(np.array(synced(x, training=True)), np.array(encoder(x, training=True)),
                                rtol=1e-4, atol=1e-4)
     # The BYOL target is rebuilt from the config: it must carry the flag too.
-    assert all(l["config"].get("synchronized") for l in synced.get_config()["layers"]
-               if l["class_name"] == "BatchNormalization")
+    norms = [l for l in synced.get_config()["layers"] if l["class_name"].endswith("BatchNormalization")]
+    assert len(norms) == 20 and all(l["config"].get("synchronized") for l in norms)
 
 
 def test_sync_batchnorm_keras_applications_nested_and_subclassed():

@@ -188,9 +188,12 @@ def test_device_augmentation_gives_the_same_step_as_views_from_the_dataset():
         logs_data = on_data.train_on_batch(views, views, return_dict=True)  # packed as (view1, view2)
         logs_device = on_device.train_on_batch(images, return_dict=True)
         np.testing.assert_allclose(logs_device["loss"], logs_data["loss"], rtol=1e-5)
-    for a, b in zip(on_data.get_weights(), on_device.get_weights()):
-        # atol: a bias before BatchNorm has a zero gradient up to rounding (values ~1e-6 here).
-        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    for variable, a, b in zip(on_data.weights, on_data.get_weights(), on_device.get_weights()):
+        if variable.path.endswith(("conv2d/bias", "dense_hidden/bias")):
+            # A bias right before BatchNorm has a zero gradient up to rounding: both stay at noise level.
+            assert np.abs(a).max() < 1e-3 and np.abs(b).max() < 1e-3, variable.path
+            continue
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, err_msg=variable.path)
     # The target moved by the EMA in both.
     np.testing.assert_allclose(on_device.target_encoder.get_weights()[0], on_data.target_encoder.get_weights()[0],
                                rtol=1e-4, atol=1e-6)
