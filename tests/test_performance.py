@@ -52,7 +52,7 @@ def _tiny_encoder(size=16):
     return keras.Sequential(
         [
             keras.Input((size, size, 3)),
-            keras.layers.Conv2D(4, 3, padding="same"),
+            keras.layers.Conv2D(4, 3, padding="same", use_bias=False),  # a bias before BN only adds noise
             keras.layers.BatchNormalization(),
             keras.layers.ReLU(),
             keras.layers.GlobalAveragePooling2D(),
@@ -189,7 +189,7 @@ def test_device_augmentation_gives_the_same_step_as_views_from_the_dataset():
         logs_device = on_device.train_on_batch(images, return_dict=True)
         np.testing.assert_allclose(logs_device["loss"], logs_data["loss"], rtol=1e-5)
     for variable, a, b in zip(on_data.weights, on_data.get_weights(), on_device.get_weights()):
-        if variable.path.endswith(("conv2d/bias", "dense_hidden/bias")):
+        if variable.path.endswith("dense_hidden/bias"):
             # A bias right before BatchNorm has a zero gradient up to rounding: both stay at noise level.
             assert np.abs(a).max() < 1e-3 and np.abs(b).max() < 1e-3, variable.path
             continue
