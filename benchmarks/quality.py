@@ -24,6 +24,8 @@ lightly itself, from the issue: 0.2875 (random init) → 0.3474. kNN per epoch, 
   **0.3175**.
 - `lightly-init-b0.2`: `lightly-init` with brightness ±0.2 (see the recipe's comment). 698 s:
   0.2947 → 0.2745, 0.2904, 0.2934, 0.3084, 0.3168, 0.3199, 0.3226, 0.3253, 0.3273, **0.3253**.
+  Again with `--seed 1` (fused BatchNorm, 594 s): 0.2791 → 0.2967, 0.2980, 0.3074, 0.3097, 0.3082,
+  0.3139, 0.3152, 0.3201, 0.3202, **0.3241**.
 - `tuned`: that and τ_base 0.97. 620 s: 0.2947 → 0.2936, 0.3011, 0.3031, 0.3090, 0.3171, 0.3126,
   0.3125, 0.3237, 0.3263, **0.3239**.
 - `jitter-half`: `lightly-init` with all four colour-jitter strengths halved. 472 s (fused BatchNorm,
