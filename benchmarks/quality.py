@@ -52,7 +52,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "cifar10")
 
-from byol_keras.presets import PYTORCH_DEFAULT_INIT as TORCH_INIT  # noqa: E402  U(±1/√fan_in)
+from byol_keras.presets import PYTORCH_DEFAULT_INIT  # noqa: E402  U(±1/√fan_in)
 
 RECIPES = {
     # lightly's step, exactly: torch.optim.SGD(lr=0.06 × 256 / 128 = 0.12, momentum=0.9,
@@ -69,29 +69,29 @@ RECIPES = {
     # ±1/√fan_in): every kernel here feeds a BatchNorm or the normalised loss, so the initial scale sets
     # the effective learning rate (∝ lr / ‖w‖²); Keras' he_normal convs start √6 times larger.
     "lightly-init": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=5e-4,
-                         warmup_epochs=0, base_tau=0.99, kernel_initializer=TORCH_INIT, head_initializer=TORCH_INIT),
+                         warmup_epochs=0, base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT),
     # Our best: lightly-init with a larger step (LR 0.1, 3.3× lightly's) — the budget is 390 steps.
     "best": dict(optimizer="sgd-l2", base_learning_rate=0.1, weight_decay=5e-4,
-                 warmup_epochs=0, base_tau=0.99, kernel_initializer=TORCH_INIT, head_initializer=TORCH_INIT),
+                 warmup_epochs=0, base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT),
     # lightly-init with the brightness delta halved (±0.2 instead of the paper's ±0.4): the paper's
     # additive TF-style delta is harsher on CIFAR's dark images than torchvision's multiplicative
     # factor in [0.6, 1.4] that lightly applies (about ±0.2 at a typical pixel value of 0.45).
     "lightly-init-b0.2": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=5e-4, warmup_epochs=0,
-                              base_tau=0.99, kernel_initializer=TORCH_INIT, head_initializer=TORCH_INIT,
+                              base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
                               augment={"brightness": 0.2}),
     # lightly-init with τ_base 0.97, the official preset for its shortest (40-epoch) schedule: with
     # τ → 1 over only 390 steps, a target at 0.99 barely moves in the second half.
     "lightly-init-tau0.97": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=5e-4, warmup_epochs=0,
-                                 base_tau=0.97, kernel_initializer=TORCH_INIT, head_initializer=TORCH_INIT),
+                                 base_tau=0.97, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT),
     # lightly-init with the whole colour jitter at half the paper's strength (brightness ±0.2,
     # contrast and saturation factors in [0.8, 1.2] and [0.9, 1.1], hue ±0.05): halving brightness
     # alone gained 0.8 points, and 390 steps may favour milder views generally.
     "jitter-half": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=5e-4, warmup_epochs=0,
-                        base_tau=0.99, kernel_initializer=TORCH_INIT, head_initializer=TORCH_INIT,
+                        base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
                         augment={"brightness": 0.2, "contrast": 0.2, "saturation": 0.1, "hue": 0.05}),
     # The two above together: brightness ±0.2 and τ_base 0.97.
     "tuned": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=5e-4, warmup_epochs=0,
-                  base_tau=0.97, kernel_initializer=TORCH_INIT, head_initializer=TORCH_INIT,
+                  base_tau=0.97, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
                   augment={"brightness": 0.2}),
     "paper-lars": dict(optimizer="lars", base_learning_rate=1.0, weight_decay=1e-5, warmup_epochs=1, base_tau=0.97),
     "lars-eta0.02": dict(optimizer="lars", base_learning_rate=1.0, trust_coefficient=0.02, weight_decay=1e-5,

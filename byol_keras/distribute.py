@@ -341,8 +341,8 @@ def resolve_jit_compile(strategy, requested="auto", augment_on_device=False):
     - on a CPU-only host with AVX-512 (`avx512f` in `/proc/cpuinfo`): XLA off, because TensorFlow's
       oneDNN kernels beat XLA's CPU kernels there (ResNet-18 width 64, batch 128, 2 cores: 28.6 vs
       17.1 images/s with the fused BatchNorm, 19.3 vs 13.4 with Keras') — unless the views are made
-      inside the step (`augment_on_device`), whose colour jitter XLA runs 4.6x faster than the
-      graph's kernels (127 vs 580 ms for 256 images at 96 px);
+      inside the step (`augment_on_device`), whose colour jitter XLA fuses into a few kernels
+      (several times faster than the graph's op-by-op kernels);
     - off, with the reason, under a strategy with several replicas (it fails there with Keras 3.15 /
       TF 2.21, see `_XLA_MULTI_REPLICA_REASON`), under `TPUStrategy` (which compiles every step with
       XLA by itself) and when TensorFlow op determinism is enabled (Keras refuses XLA then).

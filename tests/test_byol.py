@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from byol_keras.byol import BYOL, representation_std
 from byol_keras.encoders import resnet18
+from byol_keras.presets import PYTORCH_DEFAULT_INIT
 
 SIZE = 16
 BATCH = 8
@@ -323,8 +324,7 @@ def test_get_config_from_config_round_trip():
 
 def test_initializers_reach_every_kernel_and_survive_get_config():
     # PyTorch's default, U(±1/√fan_in): every kernel inside its bound, and filling most of it.
-    torch_default = {"class_name": "VarianceScaling",
-                     "config": {"scale": 1.0 / 3.0, "mode": "fan_in", "distribution": "uniform", "seed": 1}}
+    torch_default = dict(PYTORCH_DEFAULT_INIT, config=dict(PYTORCH_DEFAULT_INIT["config"], seed=1))
     encoder = resnet18(width=4, input_shape=(SIZE, SIZE, 3), kernel_initializer=torch_default)
     model = BYOL(encoder, projection_dim=8, projection_hidden_dim=16, prediction_hidden_dim=16,
                  head_initializer=torch_default)
