@@ -93,6 +93,14 @@ RECIPES = {
     "tuned": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=5e-4, warmup_epochs=0,
                   base_tau=0.97, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
                   augment={"brightness": 0.2}),
+    # Weight decay in lightly's units. With coupled L2 the step is lr·(g + wd·w); our gradient is 4×
+    # lightly's and our LR ¼ of theirs, so the same decay per step takes wd = 4 × 5e-4 = 2e-3 (the
+    # recipes above decay 4× less than lightly does).
+    "lightly-wd": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=2e-3, warmup_epochs=0,
+                       base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT),
+    "lightly-wd-b0.2": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=2e-3, warmup_epochs=0,
+                            base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
+                            augment={"brightness": 0.2}),
     "paper-lars": dict(optimizer="lars", base_learning_rate=1.0, weight_decay=1e-5, warmup_epochs=1, base_tau=0.97),
     "lars-eta0.02": dict(optimizer="lars", base_learning_rate=1.0, trust_coefficient=0.02, weight_decay=1e-5,
                          warmup_epochs=1, base_tau=0.99),
