@@ -253,33 +253,107 @@ def adjust_saturation_hue(images, saturation_factor, hue_delta):
     return ops.clip(rgb, 0.0, 1.0)
 
 
-def color_jitter(images, brightness, contrast, saturation, hue, order):
+GRAYSCALE_WEIGHTS = (0.2989, 0.5870, 0.1140)  # ITU-R 601 luma, as KerasCV's and torchvision's grayscale
+
+
+def _luma(images):
+    """`(batch, h, w, 1)` grayscale of `(batch, h, w, 3)` RGB images (`GRAYSCALE_WEIGHTS`)."""
+    return ops.sum(images * ops.convert_to_tensor(GRAYSCALE_WEIGHTS, "float32"), axis=-1, keepdims=True)
+
+
+def _blend(images, other, factor):
+    """`clip(factor * images + (1 - factor) * other, 0, 1)`, per image; torchvision's `_blend`."""
+    factor = ops.cast(factor, "float32")[:, None, None, None]
+    return ops.clip(factor * images + (1.0 - factor) * other, 0.0, 1.0)
+
+
+def adjust_brightness_torchvision(images, factor):
+    """Multiply every pixel by a per-image `factor`, clip to [0, 1] (torchvision's `adjust_brightness`).
+
+    Args:
+        images: `(batch, h, w, 3)` float32 in [0, 1].
+        factor: `(batch,)` float >= 0, 1 keeps the image.
+
+    Returns:
+        float32 `(batch, h, w, 3)` in [0, 1].
+    """
+    return _blend(images, 0.0, factor)
+
+
+def adjust_contrast_torchvision(images, factor):
+    """Blend each image with the mean of its grayscale, one scalar per image (torchvision's).
+
+    Args:
+        images: `(batch, h, w, 3)` float32 in [0, 1].
+        factor: `(batch,)` float >= 0, 1 keeps the image.
+
+    Returns:
+        float32 `(batch, h, w, 3)` in [0, 1].
+    """
+    return _blend(images, ops.mean(_luma(images), axis=(1, 2, 3), keepdims=True), factor)
+
+
+def adjust_saturation_torchvision(images, factor):
+    """Blend each image with its own grayscale (torchvision's `adjust_saturation`).
+
+    Args:
+        images: `(batch, h, w, 3)` float32 in [0, 1].
+        factor: `(batch,)` float >= 0, 1 keeps the image, 0 makes it gray.
+
+    Returns:
+        float32 `(batch, h, w, 3)` in [0, 1].
+    """
+    return _blend(images, _luma(images), factor)
+
+
+JITTER_STYLES = ("tensorflow", "torchvision")
+
+
+def color_jitter(images, brightness, contrast, saturation, hue, order, style="tensorflow"):
     """The official colour jitter: four adjustments, each image in its own order, clipped after each.
 
     Each slot applies, per image, the adjustment `order[:, slot]` names (0 brightness, 1 contrast,
     2 saturation, 3 hue); the other three run with their identity parameters (delta 0, factor 1), which
     keeps the computation vectorised.
 
+    `style="torchvision"` computes what `torchvision.transforms.ColorJitter` (which lightly and most
+    PyTorch BYOL code use) computes for the same draws: brightness multiplies by `1 + brightness`
+    (a factor in `[1 - b, 1 + b]` rather than a shift by up to `b`), contrast blends towards the
+    image's mean *grayscale* value (one scalar, not each channel's mean), saturation blends with the
+    image's grayscale (not a multiplication of HSV saturation, which keeps each pixel's maximum);
+    hue is the same rotation. Each adjustment clips to [0, 1], as torchvision's do.
+
     Args:
         images: `(batch, h, w, 3)` float32 in [0, 1].
-        brightness: `(batch,)` additive brightness delta.
+        brightness: `(batch,)` brightness draw in `[-b, b]`: the additive delta (TensorFlow style)
+            or the factor minus 1 (torchvision style).
         contrast: `(batch,)` contrast factor.
         saturation: `(batch,)` saturation factor.
         hue: `(batch,)` hue delta in turns.
         order: `(batch, 4)` int, a permutation of `(0, 1, 2, 3)` per image.
+        style: `"tensorflow"` (the official code's maths) or `"torchvision"`. Defaults to
+            `"tensorflow"`.
 
     Returns:
         float32 `(batch, h, w, 3)` in [0, 1].
     """
+    if style not in JITTER_STYLES:
+        raise ValueError(f"`style` must be one of {JITTER_STYLES}. Received: style={style!r}")
     zero = ops.zeros_like(brightness)
     one = ops.ones_like(brightness)
     for slot in range(4):
         op = order[:, slot]
-        images = adjust_brightness(images, ops.where(op == 0, brightness, zero))
-        images = adjust_contrast(images, ops.where(op == 1, contrast, one))
-        images = adjust_saturation_hue(
-            images, ops.where(op == 2, saturation, one), ops.where(op == 3, hue, zero)
-        )
+        if style == "tensorflow":
+            images = adjust_brightness(images, ops.where(op == 0, brightness, zero))
+            images = adjust_contrast(images, ops.where(op == 1, contrast, one))
+            images = adjust_saturation_hue(
+                images, ops.where(op == 2, saturation, one), ops.where(op == 3, hue, zero)
+            )
+        else:
+            images = adjust_brightness_torchvision(images, ops.where(op == 0, 1.0 + brightness, one))
+            images = adjust_contrast_torchvision(images, ops.where(op == 1, contrast, one))
+            images = adjust_saturation_torchvision(images, ops.where(op == 2, saturation, one))
+            images = adjust_saturation_hue(images, one, ops.where(op == 3, hue, zero))
     return images
 
 
@@ -376,6 +450,11 @@ class BYOLView(keras.layers.Layer):
         saturation: saturation factor drawn in `[1 - saturation, 1 + saturation]`, in [0, 1].
             Defaults to 0.2.
         hue: max hue rotation in turns, in [0, 0.5]. Defaults to 0.1.
+        jitter_style: `"tensorflow"` (the official code's colour maths, as above) or
+            `"torchvision"` (`torchvision.transforms.ColorJitter`'s: brightness multiplies by a
+            factor in `[1 - brightness, 1 + brightness]`, contrast blends towards the mean grayscale
+            value, saturation blends with the grayscale image; see `color_jitter`). The draws are
+            the same either way. Defaults to `"tensorflow"`.
         grayscale_prob: probability of grayscale conversion. Defaults to 0.2.
         blur_prob: probability of the Gaussian blur. Defaults to 1.0 (view 1).
         blur_sigma: (min, max) blur standard deviation in pixels, > 0. Defaults to `(0.1, 2.0)`.
@@ -417,6 +496,7 @@ class BYOLView(keras.layers.Layer):
         contrast=0.4,
         saturation=0.2,
         hue=0.1,
+        jitter_style="tensorflow",
         grayscale_prob=0.2,
         blur_prob=1.0,
         blur_sigma=(0.1, 2.0),
@@ -438,6 +518,10 @@ class BYOLView(keras.layers.Layer):
             raise ValueError(
                 "`interpolation` must be 'bilinear' or 'bicubic'. "
                 f"Received: interpolation={interpolation}"
+            )
+        if jitter_style not in JITTER_STYLES:
+            raise ValueError(
+                f"`jitter_style` must be one of {JITTER_STYLES}. Received: jitter_style={jitter_style!r}"
             )
         if blur_kernel_size is None:
             blur_kernel_size = default_blur_kernel_size(image_size)
@@ -468,6 +552,7 @@ class BYOLView(keras.layers.Layer):
         self.contrast = _check_strength("contrast", contrast, 1.0)
         self.saturation = _check_strength("saturation", saturation, 1.0)
         self.hue = _check_strength("hue", hue, 0.5)
+        self.jitter_style = jitter_style
         self.grayscale_prob = _check_probability("grayscale_prob", grayscale_prob)
         self.blur_prob = _check_probability("blur_prob", blur_prob)
         self.blur_sigma = _check_range("blur_sigma", blur_sigma, 0.0, None, low_open=True)
@@ -589,6 +674,7 @@ class BYOLView(keras.layers.Layer):
                 transform["saturation"],
                 transform["hue"],
                 transform["jitter_order"],
+                style=self.jitter_style,
             )
             images = _select(transform["jitter"], jittered, images)
         if self.grayscale_prob > 0.0:
@@ -627,6 +713,7 @@ class BYOLView(keras.layers.Layer):
                 "contrast": self.contrast,
                 "saturation": self.saturation,
                 "hue": self.hue,
+                "jitter_style": self.jitter_style,
                 "grayscale_prob": self.grayscale_prob,
                 "blur_prob": self.blur_prob,
                 "blur_sigma": self.blur_sigma,
@@ -664,7 +751,7 @@ def _xla_apply_transform():
 
 _VIEW_ARGS = (
     "crop_area", "crop_aspect_ratio", "interpolation", "flip_prob", "jitter_prob", "brightness",
-    "contrast", "saturation", "hue", "grayscale_prob", "blur_prob", "blur_sigma",
+    "contrast", "saturation", "hue", "jitter_style", "grayscale_prob", "blur_prob", "blur_sigma",
     "blur_kernel_size", "solarize_prob", "solarize_threshold", "jit_compile",
 )
 

@@ -485,3 +485,95 @@ def test_real_cifar10_images():
     for view in (view1, view2):
         assert view.shape == images.shape and np.isfinite(np.asarray(view)).all()
     assert np.abs(np.asarray(view1) - np.asarray(view2)).mean() > 0.1
+
+
+
+# torchvision 0.29.1's functional ops on these float images (CHW tensors), printed once and kept here;
+# the jitter row applies each image's four ops in its order (torchvision's `ColorJitter` with fixed draws).
+TORCHVISION_IMAGES = np.array([
+    0.95, 0.9, 0.97, 0.5822, 0.0941, 0.4331, 0.4791, 0.1597, 0.7346,
+    0.1137, 0.3912, 0.5167, 0.4306, 0.5868, 0.7378, 0.9563, 0.2842, 0.6485,
+    0.6962, 0.2927, 0.0015, 0.9735, 0.2984, 0.314, 0.8917, 0.5852, 0.4713,
+    0.7733, 0.0303, 0.707, 0.3742, 0.0909, 0.6605, 0.9315, 0.2072, 0.6301,
+    0.2982, 0.7418, 0.7222, 0.2187, 0.8299, 0.6577, 0.6828, 0.8201, 0.4286,
+    0.7587, 0.8785, 0.1023, 0.8498, 0.3939, 0.4797, 0.1463, 0.6984, 0.292,
+], "float32").reshape(2, 3, 3, 3)
+TORCHVISION_GOLDEN = {
+    "brightness": [
+        1.000000, 1.000000, 1.000000, 0.756860, 0.122330, 0.563030, 0.622830, 0.207610, 0.954980,
+        0.147810, 0.508560, 0.671710, 0.559780, 0.762840, 0.959140, 1.000000, 0.369460, 0.843050,
+        0.905060, 0.380510, 0.001950, 1.000000, 0.387920, 0.408200, 1.000000, 0.760760, 0.612690,
+        0.579975, 0.022725, 0.530250, 0.280650, 0.068175, 0.495375, 0.698625, 0.155400, 0.472575,
+        0.223650, 0.556350, 0.541650, 0.164025, 0.622425, 0.493275, 0.512100, 0.615075, 0.321450,
+        0.569025, 0.658875, 0.076725, 0.637350, 0.295425, 0.359775, 0.109725, 0.523800, 0.219000,
+    ],
+    "contrast": [
+        0.814144, 0.779144, 0.828144, 0.556684, 0.215014, 0.452314, 0.484514, 0.260934, 0.663364,
+        0.228734, 0.422984, 0.510834, 0.450564, 0.559904, 0.665604, 0.818554, 0.348084, 0.603094,
+        0.636484, 0.354034, 0.150194, 0.830594, 0.358024, 0.368944, 0.773334, 0.558784, 0.479054,
+        0.857613, 0.000000, 0.768108, 0.318828, 0.000000, 0.705333, 1.000000, 0.093378, 0.664293,
+        0.216228, 0.815088, 0.788628, 0.108903, 0.934023, 0.701553, 0.735438, 0.920793, 0.392268,
+        0.837903, 0.999633, 0.000000, 0.960888, 0.345423, 0.461253, 0.011163, 0.756498, 0.207858,
+    ],
+    "saturation": [
+        0.954075, 0.896575, 0.977075, 0.627735, 0.066421, 0.456271, 0.502861, 0.135551, 0.796686,
+        0.082377, 0.401502, 0.545827, 0.411600, 0.591230, 0.764880, 1.000000, 0.247841, 0.666786,
+        0.743618, 0.279593, 0.000000, 1.000000, 0.267870, 0.285810, 0.925890, 0.573415, 0.442430,
+        0.595789, 0.149989, 0.556009, 0.320721, 0.150741, 0.492501, 0.747653, 0.313073, 0.566813,
+        0.421680, 0.687840, 0.676080, 0.382219, 0.748939, 0.645619, 0.703419, 0.785799, 0.550899,
+        0.756867, 0.828747, 0.363027, 0.725844, 0.452304, 0.503784, 0.282571, 0.613831, 0.369991,
+    ],
+    "hue": [
+        0.970000, 0.900000, 0.960600, 0.582200, 0.094100, 0.228098, 0.720558, 0.159700, 0.734600,
+        0.113700, 0.221940, 0.516700, 0.430600, 0.457776, 0.737800, 0.956300, 0.284200, 0.366218,
+        0.696200, 0.584474, 0.001500, 0.973500, 0.566342, 0.298400, 0.891700, 0.761768, 0.471300,
+        0.482960, 0.030300, 0.773300, 0.100792, 0.090900, 0.660500, 0.885236, 0.207200, 0.931500,
+        0.298200, 0.741800, 0.509272, 0.218700, 0.829900, 0.364324, 0.820100, 0.769480, 0.428600,
+        0.878500, 0.625724, 0.102300, 0.849800, 0.393900, 0.698532, 0.265608, 0.698400, 0.146300,
+    ],
+    "jitter": [
+        0.887241, 0.887241, 0.887241, 0.758480, 0.247684, 0.387913, 0.887037, 0.310593, 0.887241,
+        0.262204, 0.375477, 0.683943, 0.561797, 0.590237, 0.883282, 0.887241, 0.412777, 0.594741,
+        0.863933, 0.725881, 0.187241, 0.887241, 0.606297, 0.431002, 0.887241, 0.833952, 0.589852,
+        0.286329, 0.072316, 0.462711, 0.024462, 0.024462, 0.346331, 0.592063, 0.188552, 0.592063,
+        0.284817, 0.554304, 0.413043, 0.241149, 0.612453, 0.329616, 0.667906, 0.637154, 0.430069,
+        0.657361, 0.508103, 0.207361, 0.612718, 0.335759, 0.520823, 0.233996, 0.496917, 0.161516,
+    ],
+}
+
+
+def test_torchvision_style_jitter_matches_torchvision():
+    images = TORCHVISION_IMAGES
+    b = np.array([0.3, -0.25], "float32")  # factors 1.3 and 0.75
+    c = np.array([0.7, 1.35], "float32")
+    s = np.array([1.15, 0.6], "float32")
+    h = np.array([0.07, -0.08], "float32")
+    golden = {k: np.array(v, "float32").reshape(images.shape) for k, v in TORCHVISION_GOLDEN.items()}
+    np.testing.assert_allclose(augment.adjust_brightness_torchvision(images, 1.0 + b), golden["brightness"], atol=1e-5)
+    np.testing.assert_allclose(augment.adjust_contrast_torchvision(images, c), golden["contrast"], atol=1e-5)
+    np.testing.assert_allclose(augment.adjust_saturation_torchvision(images, s), golden["saturation"], atol=1e-5)
+    np.testing.assert_allclose(adjust_saturation_hue(images, np.ones(2), h), golden["hue"], atol=1e-5)
+    orders = np.array([[2, 0, 3, 1], [3, 1, 0, 2]], "int32")
+    out = np.asarray(color_jitter(images, b, c, s, h, orders, style="torchvision"))
+    np.testing.assert_allclose(out, golden["jitter"], atol=1e-5)
+    # The official (TensorFlow) maths give another image for the same draws.
+    assert np.abs(np.asarray(color_jitter(images, b, c, s, h, orders)) - out).max() > 0.05
+
+
+def test_jitter_style_reaches_the_view_and_is_checked():
+    view = BYOLView(3, **{**ALL_OFF, "jitter_prob": 1.0}, jitter_style="torchvision")
+    assert BYOLView.from_config(view.get_config()).jitter_style == "torchvision"
+    transform = _identity_transform(view, 2, jitter=[True, True])
+    transform.update(
+        brightness=np.array([0.3, -0.25], "float32"), contrast=np.array([0.7, 1.35], "float32"),
+        saturation=np.array([1.15, 0.6], "float32"), hue=np.array([0.07, -0.08], "float32"),
+        jitter_order=np.array([[2, 0, 3, 1], [3, 1, 0, 2]], "int32"),
+    )
+    out = np.asarray(view.apply_transform(255.0 * TORCHVISION_IMAGES, transform)) / 255.0
+    np.testing.assert_allclose(out, np.array(TORCHVISION_GOLDEN["jitter"]).reshape(out.shape), atol=1e-4)
+    first, second = view_configs(32, jitter_style="torchvision")
+    assert first["jitter_style"] == second["jitter_style"] == "torchvision"
+    with pytest.raises(ValueError, match="jitter_style"):
+        BYOLView(32, jitter_style="pil")
+    with pytest.raises(ValueError, match="style"):
+        color_jitter(TORCHVISION_IMAGES, *np.zeros((4, 2), "float32"), np.zeros((2, 4), "int32"), style="PIL")
