@@ -101,6 +101,11 @@ RECIPES = {
     "lightly-wd-b0.2": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=2e-3, warmup_epochs=0,
                             base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
                             augment={"brightness": 0.2}),
+    # lightly's whole recipe: its step (`lightly-wd`) and its views' maths, torchvision's colour jitter
+    # and bilinear crops (the paper's official code: TF-style colour maths, bicubic).
+    "lightly-tv": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=2e-3, warmup_epochs=0,
+                       base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
+                       augment={"jitter_style": "torchvision", "interpolation": "bilinear"}),
     "paper-lars": dict(optimizer="lars", base_learning_rate=1.0, weight_decay=1e-5, warmup_epochs=1, base_tau=0.97),
     "lars-eta0.02": dict(optimizer="lars", base_learning_rate=1.0, trust_coefficient=0.02, weight_decay=1e-5,
                          warmup_epochs=1, base_tau=0.99),
