@@ -106,6 +106,18 @@ RECIPES = {
     "lightly-tv": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=2e-3, warmup_epochs=0,
                        base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
                        augment={"jitter_style": "torchvision", "interpolation": "bilinear"}),
+    # `lightly-wd-b0.2` with a larger step after a linear warm-up (the paper warms up; without one,
+    # LR 0.1 dipped at epoch 2, see `best`).
+    "warm-lr0.06": dict(optimizer="sgd-l2", base_learning_rate=0.06, weight_decay=2e-3, warmup_epochs=1,
+                        base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
+                        augment={"brightness": 0.2}),
+    "warm-lr0.12": dict(optimizer="sgd-l2", base_learning_rate=0.12, weight_decay=2e-3, warmup_epochs=2,
+                        base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
+                        augment={"brightness": 0.2}),
+    # `lightly-wd-b0.2` with crops of 20-100 % of the image (the paper's 8-100 % loses most of a 32 px image).
+    "crop0.2": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=2e-3, warmup_epochs=0,
+                    base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
+                    augment={"brightness": 0.2, "crop_area": (0.2, 1.0)}),
     "paper-lars": dict(optimizer="lars", base_learning_rate=1.0, weight_decay=1e-5, warmup_epochs=1, base_tau=0.97),
     "lars-eta0.02": dict(optimizer="lars", base_learning_rate=1.0, trust_coefficient=0.02, weight_decay=1e-5,
                          warmup_epochs=1, base_tau=0.99),
