@@ -118,6 +118,11 @@ RECIPES = {
     "crop0.2": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=2e-3, warmup_epochs=0,
                     base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
                     augment={"brightness": 0.2, "crop_area": (0.2, 1.0)}),
+    # `lightly-wd` on lightly's benchmark backbone, which has no ReLU after the stem (see
+    # `resnet18(stem_relu=False)`): the architecture `benchmarks/peer_quality.py` trains.
+    "lightly-arch": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=2e-3, warmup_epochs=0,
+                         base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
+                         encoder={"stem_relu": False}),
     "paper-lars": dict(optimizer="lars", base_learning_rate=1.0, weight_decay=1e-5, warmup_epochs=1, base_tau=0.97),
     "lars-eta0.02": dict(optimizer="lars", base_learning_rate=1.0, trust_coefficient=0.02, weight_decay=1e-5,
                          warmup_epochs=1, base_tau=0.99),
@@ -147,6 +152,7 @@ def main(argv=None):
     encoder = {"name": "resnet18", "width": 16, "cifar_stem": True}
     if "kernel_initializer" in recipe:
         encoder["kernel_initializer"] = recipe.pop("kernel_initializer")
+    encoder.update(recipe.pop("encoder", {}))
     config = get_preset(
         "cifar10-resnet18",
         data=os.path.abspath(args.data),

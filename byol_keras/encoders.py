@@ -50,6 +50,7 @@ def resnet18(
     name="resnet18",
     kernel_initializer="he_normal",
     fused_batch_norm=True,
+    stem_relu=True,
 ):
     """ResNet-18 (He et al., 2016) returning globally average-pooled features `(batch, 8 * width)`.
 
@@ -72,6 +73,10 @@ def resnet18(
             "mode": "fan_in", "distribution": "uniform"}}`) is √6 times smaller than "he_normal".
         fused_batch_norm: bool, `byol_keras.layers.FusedBatchNormalization` (TensorFlow's fused kernel,
             same results, less memory) instead of `keras.layers.BatchNormalization`. Defaults to True.
+        stem_relu: bool, the ReLU after the stem's BatchNorm. `False` reproduces the backbone of
+            lightly's CIFAR-10 benchmarks, `nn.Sequential(*ResNetGenerator(...).children()[:-1])`,
+            which loses that ReLU because `ResNet.forward` applies it functionally (it is not a
+            child module). Defaults to True (He et al.).
 
     Returns:
         A `keras.Model` mapping `(batch, h, w, channels)` images to `(batch, 8 * width)` features.
@@ -85,10 +90,13 @@ def resnet18(
     if not isinstance(width, int) or isinstance(width, bool) or width <= 0:
         raise ValueError(f"`width` must be a positive integer. Received: width={width!r}")
     inputs = keras.Input(shape=input_shape, name="images")
+    if not isinstance(stem_relu, bool):
+        raise TypeError(f"`stem_relu` must be a bool. Received: stem_relu={stem_relu!r}")
+    stem = dict(relu=stem_relu, kernel_initializer=kernel_initializer, fused=fused_batch_norm)
     if cifar_stem:
-        x = _conv_bn(inputs, width, 3, 1, "stem", kernel_initializer=kernel_initializer, fused=fused_batch_norm)
+        x = _conv_bn(inputs, width, 3, 1, "stem", **stem)
     else:
-        x = _conv_bn(inputs, width, 7, 2, "stem", kernel_initializer=kernel_initializer, fused=fused_batch_norm)
+        x = _conv_bn(inputs, width, 7, 2, "stem", **stem)
         x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
     for stage, multiplier in enumerate((1, 2, 4, 8)):
         for block in range(2):

@@ -418,3 +418,20 @@ def test_train_on_batch_needs_total_steps():
     model.compile(optimizer="sgd", jit_compile=False)
     logs = model.train_on_batch(v1, v2, return_dict=True)
     assert logs["tau"] == pytest.approx(0.996)
+
+
+def test_resnet18_without_stem_relu_is_lightlys_benchmark_backbone():
+    with_relu = resnet18(width=2, input_shape=(8, 8, 3))
+    without = resnet18(width=2, input_shape=(8, 8, 3), stem_relu=False)
+    names = {layer.name for layer in without.layers}
+    assert "stem_relu" not in names and "stem_relu" in {layer.name for layer in with_relu.layers}
+    without.set_weights(with_relu.get_weights())  # the ReLU has no weights: same variables
+    # The first block (and its identity shortcut) reads the stem's BatchNorm output, negatives included.
+    stem = keras.Model(without.inputs, without.get_layer("stem_bn").output)
+    block_in = keras.Model(without.inputs, without.get_layer("stage1_block1_1_conv").input)
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 3)).astype("float32")
+    np.testing.assert_array_equal(stem(x, training=True), block_in(x, training=True))
+    assert float(np.min(stem(x, training=True))) < 0
+    assert np.abs(np.asarray(without(x, training=True)) - np.asarray(with_relu(x, training=True))).max() > 1e-3
+    with pytest.raises(TypeError, match="stem_relu"):
+        resnet18(width=2, stem_relu="no")
