@@ -32,6 +32,15 @@ lightly itself, from the issue: 0.2875 (random init) → 0.3474. kNN per epoch, 
   no XLA): 0.2947 → 0.2807, 0.2955, 0.3052, 0.3179, 0.3176, 0.3154, 0.3194, 0.3147, 0.3189, **0.3169**.
 - `best` (a candidate): `lightly-init` at LR 0.1. Stopped after 6 epochs: 0.3033, 0.2606, 0.3063,
   0.3068, 0.3098, 0.3112 (no better than LR 0.03).
+- The peer, measured on this machine on 2026-11-29 with `benchmarks/peer_quality.py` (lightly 1.6.0,
+  torch 2.14.1, seed 0; 758 s): 0.2933 → 0.3097, 0.2972, 0.3099, 0.3246, 0.3357, 0.3306, 0.3372,
+  0.3407, 0.3402, **0.3391** (the issue's 0.3474 is another run of the same recipe).
+- `lightly-wd-b0.2`: `lightly-init-b0.2` with lightly's weight decay in our units (2e-3; the recipes
+  above decayed 4× less than lightly). 522 s: 0.2947 → 0.2910, 0.3043, 0.3142, 0.3227, 0.3251,
+  0.3209, 0.3231, 0.3267, 0.3244, **0.3256** (ahead early, the same end).
+- `lightly-tv`: lightly's step and its views' maths (torchvision's colour jitter, bilinear crops).
+  550 s: 0.2947 → 0.2949, 0.2835, 0.2977, 0.3087, 0.3115, 0.3149, 0.3109, 0.3198, 0.3180, **0.3227**.
+  Its loss ends at 0.782 (lightly's −0.8195 is 0.722 in our units).
 - `paper-lars`: LARS as the paper (η 1e-3, biases and BN excluded), base LR 1.0 × batch / 256,
   weight decay 1e-5, one warm-up epoch, τ 0.97 (the paper's preset for its shortest schedule).
   Stopped after 2 epochs: 0.2201, 0.2284. LARS moves each weight by lr·η ≈ 1e-3 of its norm per
