@@ -41,6 +41,8 @@ lightly itself, from the issue: 0.2875 (random init) → 0.3474. kNN per epoch, 
 - `lightly-tv`: lightly's step and its views' maths (torchvision's colour jitter, bilinear crops).
   550 s: 0.2947 → 0.2949, 0.2835, 0.2977, 0.3087, 0.3115, 0.3149, 0.3109, 0.3198, 0.3180, **0.3227**.
   Its loss ends at 0.782 (lightly's −0.8195 is 0.722 in our units).
+- `warm-lr0.06`: `lightly-wd-b0.2` at twice the step, after one warm-up epoch. 452 s: 0.2947 →
+  0.2855, 0.2963, 0.2954, 0.2884, 0.2935, 0.2953, 0.2997, 0.2998, 0.3015, **0.3025** (worse).
 - `paper-lars`: LARS as the paper (η 1e-3, biases and BN excluded), base LR 1.0 × batch / 256,
   weight decay 1e-5, one warm-up epoch, τ 0.97 (the paper's preset for its shortest schedule).
   Stopped after 2 epochs: 0.2201, 0.2284. LARS moves each weight by lr·η ≈ 1e-3 of its norm per
@@ -132,6 +134,10 @@ RECIPES = {
     "lightly-arch": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=2e-3, warmup_epochs=0,
                          base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
                          encoder={"stem_relu": False}),
+    # Half lightly's step: LR 0.06 (with a warm-up epoch) ended 2.3 points below LR 0.03.
+    "lr0.015": dict(optimizer="sgd-l2", base_learning_rate=0.015, weight_decay=2e-3, warmup_epochs=0,
+                    base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
+                    augment={"brightness": 0.2}),
     "paper-lars": dict(optimizer="lars", base_learning_rate=1.0, weight_decay=1e-5, warmup_epochs=1, base_tau=0.97),
     "lars-eta0.02": dict(optimizer="lars", base_learning_rate=1.0, trust_coefficient=0.02, weight_decay=1e-5,
                          warmup_epochs=1, base_tau=0.99),
