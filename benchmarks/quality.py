@@ -146,6 +146,44 @@ RECIPES = {
 }
 
 
+def build_config(recipe_name, data, epochs=10, seed=0, out=None):
+    """The `training.pretrain.run` configuration of a recipe on the fixed budget."""
+    from byol_keras.presets import get_preset
+
+    recipe = dict(RECIPES[recipe_name])
+    encoder = {"name": "resnet18", "width": 16, "cifar_stem": True}
+    if "kernel_initializer" in recipe:
+        encoder["kernel_initializer"] = recipe.pop("kernel_initializer")
+    encoder.update(recipe.pop("encoder", {}))
+    config = get_preset(
+        "cifar10-resnet18",
+        data=os.path.abspath(data),
+        epochs=epochs,
+        batch_size=256,
+        image_size=32,
+        load_size=32,
+        blur=False,
+        encoder=encoder,
+        limit_per_class=1000,
+        knn_bank_per_class=None,
+        knn_queries_per_class=None,
+        knn_every_n_epochs=1,
+        **recipe,
+    )
+    config.update(
+        seed=seed,
+        steps_per_epoch_cap=None,
+        run_dir=os.path.abspath(out or os.path.join("runs", f"quality-{recipe_name}")),
+        export_base_path=None,
+        verbose=2,
+        strategy="auto",
+        precision="float32",
+        sync_bn=False,
+        backup_every=None,
+    )
+    return config
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="lightly")
@@ -160,40 +198,9 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    from byol_keras.presets import get_preset
     from training.pretrain import run
 
-    recipe = dict(RECIPES[args.recipe])
-    encoder = {"name": "resnet18", "width": 16, "cifar_stem": True}
-    if "kernel_initializer" in recipe:
-        encoder["kernel_initializer"] = recipe.pop("kernel_initializer")
-    encoder.update(recipe.pop("encoder", {}))
-    config = get_preset(
-        "cifar10-resnet18",
-        data=os.path.abspath(args.data),
-        epochs=args.epochs,
-        batch_size=256,
-        image_size=32,
-        load_size=32,
-        blur=False,
-        encoder=encoder,
-        limit_per_class=1000,
-        knn_bank_per_class=None,
-        knn_queries_per_class=None,
-        knn_every_n_epochs=1,
-        **recipe,
-    )
-    config.update(
-        seed=args.seed,
-        steps_per_epoch_cap=None,
-        run_dir=os.path.abspath(args.out or os.path.join("runs", f"quality-{args.recipe}")),
-        export_base_path=None,
-        verbose=2,
-        strategy="auto",
-        precision="float32",
-        sync_bn=False,
-        backup_every=None,
-    )
+    config = build_config(args.recipe, args.data, args.epochs, args.seed, args.out)
     summary = run(config)
     print(json.dumps({
         "benchmark": "quality_cifar10_knn",

@@ -118,3 +118,28 @@ def test_demo_command_end_to_end(tmp_path):
 
     expected = model(normalize(center_crop_resize(pixels, 32, 1.0)))
     np.testing.assert_allclose(out["embedding"].numpy(), np.array(expected), atol=1e-4)
+
+
+def test_quality_benchmark_recipes_build():
+    # Every recipe of benchmarks/quality.py resolves to a configuration whose views, encoder and
+    # optimizer build, so a typo in a recipe fails here rather than ten minutes into a benchmark.
+    import importlib.util
+
+    from byol_keras.augment import BYOLAugment
+    from training.pretrain import build_encoder, build_optimizer
+
+    spec = importlib.util.spec_from_file_location("quality", os.path.join(ROOT, "benchmarks", "quality.py"))
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    assert {"lightly", "lightly-wd", "lightly-tv", "lightly-arch"} <= set(quality.RECIPES)
+    for name, recipe in quality.RECIPES.items():
+        config = quality.build_config(name, "/nowhere", out="/tmp/unused")
+        assert (config["batch_size"], config["epochs"], config["image_size"], config["blur"]) == (256, 10, 32, False)
+        assert config["encoder"]["width"] == 16 and config["limit_per_class"] == 1000
+        for key in ("optimizer", "base_learning_rate", "weight_decay", "base_tau"):
+            assert config[key] == recipe[key], (name, key)
+        BYOLAugment(32, blur=False, **config["augment"])
+        encoder = build_encoder(config["encoder"], 32)
+        if "stem_relu" in recipe.get("encoder", {}):
+            assert "stem_relu" not in {layer.name for layer in encoder.layers}
+        build_optimizer(config, steps_per_epoch=39, total_steps=390)
