@@ -138,6 +138,11 @@ RECIPES = {
     "lr0.015": dict(optimizer="sgd-l2", base_learning_rate=0.015, weight_decay=2e-3, warmup_epochs=0,
                     base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
                     augment={"brightness": 0.2}),
+    # `lightly-wd-b0.2` with PyTorch's padding of the strided convolutions (one pixel on every side;
+    # TensorFlow's "same" shifts the strided 3×3 windows a pixel off the 1×1 shortcut's samples).
+    "lightly-pad": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=2e-3, warmup_epochs=0,
+                        base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
+                        augment={"brightness": 0.2}, encoder={"downsample_padding": "symmetric"}),
     "paper-lars": dict(optimizer="lars", base_learning_rate=1.0, weight_decay=1e-5, warmup_epochs=1, base_tau=0.97),
     "lars-eta0.02": dict(optimizer="lars", base_learning_rate=1.0, trust_coefficient=0.02, weight_decay=1e-5,
                          warmup_epochs=1, base_tau=0.99),

@@ -14,12 +14,17 @@ _BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5
 
 
-def _conv_bn(x, filters, kernel_size, strides, name, relu=True, kernel_initializer="he_normal", fused=True):
+def _conv_bn(x, filters, kernel_size, strides, name, relu=True, kernel_initializer="he_normal", fused=True,
+             downsample_padding="same"):
+    padding = "same"
+    if strides > 1 and kernel_size > 1 and downsample_padding == "symmetric":
+        x = keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
+        padding = "valid"
     x = keras.layers.Conv2D(
         filters,
         kernel_size,
         strides=strides,
-        padding="same",
+        padding=padding,
         use_bias=False,
         kernel_initializer=keras.initializers.get(kernel_initializer),
         name=f"{name}_conv",
@@ -31,9 +36,10 @@ def _conv_bn(x, filters, kernel_size, strides, name, relu=True, kernel_initializ
     return x
 
 
-def _basic_block(x, filters, strides, name, kernel_initializer, fused):
+def _basic_block(x, filters, strides, name, kernel_initializer, fused, downsample_padding):
     shortcut = x
-    y = _conv_bn(x, filters, 3, strides, f"{name}_1", kernel_initializer=kernel_initializer, fused=fused)
+    y = _conv_bn(x, filters, 3, strides, f"{name}_1", kernel_initializer=kernel_initializer, fused=fused,
+                 downsample_padding=downsample_padding)
     y = _conv_bn(y, filters, 3, 1, f"{name}_2", relu=False, kernel_initializer=kernel_initializer, fused=fused)
     if strides != 1 or x.shape[-1] != filters:
         shortcut = _conv_bn(
@@ -51,6 +57,7 @@ def resnet18(
     kernel_initializer="he_normal",
     fused_batch_norm=True,
     stem_relu=True,
+    downsample_padding="same",
 ):
     """ResNet-18 (He et al., 2016) returning globally average-pooled features `(batch, 8 * width)`.
 
@@ -77,6 +84,12 @@ def resnet18(
             lightly's CIFAR-10 benchmarks, `nn.Sequential(*ResNetGenerator(...).children()[:-1])`,
             which loses that ReLU because `ResNet.forward` applies it functionally (it is not a
             child module). Defaults to True (He et al.).
+        downsample_padding: `"same"` or `"symmetric"`, the padding of the strided 3×3 (and 7×7)
+            convolutions. TensorFlow's "same" pads an even input on the bottom and right only, so the
+            window of output pixel i is centred on input pixel 2i + 1 while the 1×1 strided shortcut
+            samples 2i; `"symmetric"` pads one pixel on every side (PyTorch's `padding=1`), centring
+            both on 2i, as torchvision and lightly do. Defaults to `"same"` (Keras, and the official
+            code's Haiku convolutions).
 
     Returns:
         A `keras.Model` mapping `(batch, h, w, channels)` images to `(batch, 8 * width)` features.
@@ -92,18 +105,34 @@ def resnet18(
     inputs = keras.Input(shape=input_shape, name="images")
     if not isinstance(stem_relu, bool):
         raise TypeError(f"`stem_relu` must be a bool. Received: stem_relu={stem_relu!r}")
-    stem = dict(relu=stem_relu, kernel_initializer=kernel_initializer, fused=fused_batch_norm)
+    if downsample_padding not in ("same", "symmetric"):
+        raise ValueError(
+            "`downsample_padding` must be 'same' or 'symmetric'. "
+            f"Received: downsample_padding={downsample_padding!r}"
+        )
+    stem = dict(relu=stem_relu, kernel_initializer=kernel_initializer, fused=fused_batch_norm,
+                downsample_padding=downsample_padding)
     if cifar_stem:
         x = _conv_bn(inputs, width, 3, 1, "stem", **stem)
     else:
         x = _conv_bn(inputs, width, 7, 2, "stem", **stem)
-        x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+        if downsample_padding == "symmetric":
+            # After the ReLU every value is >= 0, so zero padding equals PyTorch's -inf padding.
+            if not stem_relu:
+                raise ValueError(
+                    "`downsample_padding='symmetric'` with the ImageNet stem needs `stem_relu=True`. "
+                    f"Received: stem_relu={stem_relu}, cifar_stem={cifar_stem}"
+                )
+            x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
+            x = keras.layers.MaxPooling2D(3, strides=2, padding="valid", name="stem_pool")(x)
+        else:
+            x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
     for stage, multiplier in enumerate((1, 2, 4, 8)):
         for block in range(2):
             strides = 2 if stage > 0 and block == 0 else 1
             x = _basic_block(
                 x, width * multiplier, strides, f"stage{stage + 1}_block{block + 1}", kernel_initializer,
-                fused_batch_norm,
+                fused_batch_norm, downsample_padding,
             )
     outputs = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(inputs, outputs, name=name)

@@ -435,3 +435,32 @@ def test_resnet18_without_stem_relu_is_lightlys_benchmark_backbone():
     assert np.abs(np.asarray(without(x, training=True)) - np.asarray(with_relu(x, training=True))).max() > 1e-3
     with pytest.raises(TypeError, match="stem_relu"):
         resnet18(width=2, stem_relu="no")
+
+
+@pytest.mark.parametrize("padding, offset", [("same", 1), ("symmetric", 0)])
+def test_resnet18_downsample_padding_centres(padding, offset):
+    # A kernel whose only tap is its centre reads the input pixel the window is centred on:
+    # TensorFlow's "same" on an even input centres output i on input 2i + 1, PyTorch's padding=1 on 2i.
+    encoder = resnet18(width=2, input_shape=(8, 8, 3), downsample_padding=padding)
+    conv = encoder.get_layer("stage2_block1_1_conv")
+    kernel = np.zeros(conv.kernel.shape, "float32")
+    kernel[1, 1, :, :2] = np.eye(2, dtype="float32")  # output channels 0, 1 copy the 2 inputs
+    conv.kernel.assign(kernel)
+    probe = keras.Model(encoder.inputs, [conv.input, conv.output])
+    x = np.random.default_rng(1).normal(size=(2, 8, 8, 3)).astype("float32")
+    before, after = (np.asarray(t) for t in probe(x, training=False))
+    if padding == "symmetric":
+        before = before[:, 1:-1, 1:-1]  # the input of the conv is the zero-padded map
+    assert after.shape[1:3] == (4, 4)
+    np.testing.assert_allclose(after[..., :2], before[:, offset::2, offset::2][:, :4, :4], atol=1e-6)
+    # The 1×1 strided shortcut samples 2i either way: aligned with the main path only when symmetric.
+    assert encoder.output_shape == (None, 16)
+
+
+def test_resnet18_downsample_padding_is_checked():
+    with pytest.raises(ValueError, match="downsample_padding"):
+        resnet18(width=2, downsample_padding="valid")
+    with pytest.raises(ValueError, match="stem_relu"):
+        resnet18(width=2, cifar_stem=False, stem_relu=False, downsample_padding="symmetric")
+    imagenet = resnet18(width=2, input_shape=(32, 32, 3), cifar_stem=False, downsample_padding="symmetric")
+    assert imagenet.get_layer("stem_pool").output.shape[1:3] == (8, 8)
