@@ -43,6 +43,11 @@ lightly itself, from the issue: 0.2875 (random init) → 0.3474. kNN per epoch, 
   Its loss ends at 0.782 (lightly's −0.8195 is 0.722 in our units).
 - `warm-lr0.06`: `lightly-wd-b0.2` at twice the step, after one warm-up epoch. 452 s: 0.2947 →
   0.2855, 0.2963, 0.2954, 0.2884, 0.2935, 0.2953, 0.2997, 0.2998, 0.3015, **0.3025** (worse).
+- `lightly-arch`: `lightly-wd` on lightly's benchmark backbone (no ReLU after the stem). 491 s:
+  0.2954 → 0.2756, 0.2712, 0.2901, 0.2925, 0.2950, 0.2958, 0.2968, 0.3037, 0.3085, **0.3049**
+  (worse: the missing ReLU is not what puts lightly ahead).
+- `lr0.015`: `lightly-wd-b0.2` at half the step. Stopped after 4 epochs: 0.2813, 0.2923, 0.2910,
+  0.3053 (behind LR 0.03's 0.3227 at epoch 4).
 - `paper-lars`: LARS as the paper (η 1e-3, biases and BN excluded), base LR 1.0 × batch / 256,
   weight decay 1e-5, one warm-up epoch, τ 0.97 (the paper's preset for its shortest schedule).
   Stopped after 2 epochs: 0.2201, 0.2284. LARS moves each weight by lr·η ≈ 1e-3 of its norm per
