@@ -48,6 +48,9 @@ lightly itself, from the issue: 0.2875 (random init) → 0.3474. kNN per epoch, 
   (worse: the missing ReLU is not what puts lightly ahead).
 - `lr0.015`: `lightly-wd-b0.2` at half the step. Stopped after 4 epochs: 0.2813, 0.2923, 0.2910,
   0.3053 (behind LR 0.03's 0.3227 at epoch 4).
+- `lightly-pad`: `lightly-wd-b0.2` with PyTorch's padding of the strided convolutions. 600 s (sharing
+  the cores at times): 0.2942 → 0.2720, 0.2897, 0.3033, 0.3055, 0.3093, 0.3243, 0.3205, 0.3270,
+  0.3200, **0.3207** (no better).
 - `paper-lars`: LARS as the paper (η 1e-3, biases and BN excluded), base LR 1.0 × batch / 256,
   weight decay 1e-5, one warm-up epoch, τ 0.97 (the paper's preset for its shortest schedule).
   Stopped after 2 epochs: 0.2201, 0.2284. LARS moves each weight by lr·η ≈ 1e-3 of its norm per
