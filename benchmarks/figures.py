@@ -2,11 +2,13 @@
 
     python benchmarks/figures.py views                       # docs/views.png from ../shared/data/cifar10
     python benchmarks/figures.py knn runs/quality-lightly ...   # docs/knn_curve.png from runs' history.json
+    python benchmarks/figures.py knn runs/quality-lightly-tv runs/peer-quality-seed0.log   # with the peer's curve
 
 `views`: eight CIFAR-10 test images (one per class, first eight classes), each with the two BYOL views
 the pretraining pipeline makes of it (32 px, blur off, as the quality benchmark), un-normalised.
 `knn`: kNN top-1 on the CIFAR-10 test split after every epoch of the quality benchmark runs
-(`benchmarks/quality.py`), with the random-initialised floor at epoch 0.
+(`benchmarks/quality.py`), with the random-initialised floor at epoch 0; a file instead of a run
+directory is the output of `benchmarks/peer_quality.py` (lightly's curve, dashed).
 """
 
 import argparse
@@ -59,6 +61,13 @@ def knn_figure(run_dirs, out, references=()):
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for run_dir in run_dirs:
+        if os.path.isfile(run_dir):  # the peer's output, `benchmarks/peer_quality.py > FILE`
+            with open(run_dir) as f:
+                summary = json.loads([line for line in f if '"curve"' in line][-1])
+            curve = summary["curve"]
+            ax.plot(range(len(curve)), curve, marker="s", linestyle="--",
+                    label=f"{summary['peer']} (PyTorch), seed {summary['seed']}")
+            continue
         with open(os.path.join(run_dir, "history.json")) as f:
             history = json.load(f)
         curve = [history["knn_top1_random_init"]] + history["knn_top1"]
@@ -80,7 +89,7 @@ def knn_figure(run_dirs, out, references=()):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("figure", choices=("views", "knn"))
-    parser.add_argument("runs", nargs="*", help="run directories (knn)")
+    parser.add_argument("runs", nargs="*", help="run directories, or peer_quality.py output files (knn)")
     parser.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "cifar10"))
     parser.add_argument("--out", default=None)
     parser.add_argument("--reference", action="append", default=[], metavar="LABEL=VALUE",
