@@ -34,7 +34,9 @@ lightly itself, from the issue: 0.2875 (random init) → 0.3474. kNN per epoch, 
   0.3068, 0.3098, 0.3112 (no better than LR 0.03).
 - The peer, measured on this machine on 2026-11-29 with `benchmarks/peer_quality.py` (lightly 1.6.0,
   torch 2.14.1, seed 0; 758 s): 0.2933 → 0.3097, 0.2972, 0.3099, 0.3246, 0.3357, 0.3306, 0.3372,
-  0.3407, 0.3402, **0.3391** (the issue's 0.3474 is another run of the same recipe).
+  0.3407, 0.3402, **0.3391** (the issue's 0.3474 is another run of the same recipe). `--seed 1`
+  (884 s, sharing the cores at times): 0.2855 → 0.2900, 0.2922, 0.2997, 0.2987, 0.3163, 0.3176,
+  0.3226, 0.3212, 0.3213, **0.3221**: lightly's own spread over seeds is about two points.
 - `lightly-wd-b0.2`: `lightly-init-b0.2` with lightly's weight decay in our units (2e-3; the recipes
   above decayed 4× less than lightly). 522 s: 0.2947 → 0.2910, 0.3043, 0.3142, 0.3227, 0.3251,
   0.3209, 0.3231, 0.3267, 0.3244, **0.3256** (ahead early, the same end).
