@@ -71,7 +71,8 @@ def knn_figure(run_dirs, out, references=()):
         with open(os.path.join(run_dir, "history.json")) as f:
             history = json.load(f)
         curve = [history["knn_top1_random_init"]] + history["knn_top1"]
-        ax.plot(range(len(curve)), curve, marker="o", label=os.path.basename(os.path.normpath(run_dir)))
+        name = os.path.basename(os.path.normpath(run_dir)).removeprefix("quality-")
+        ax.plot(range(len(curve)), curve, marker="o", label=f"byol_keras, {name}")
     for reference in references:
         label, value = reference.rsplit("=", 1)
         ax.axhline(float(value), color="grey", linestyle="--", linewidth=1)
