@@ -60,7 +60,7 @@ def update_difference(start, end, other):
     """Per part, parameters and moving statistics apart: ‖other − end‖ / ‖end − start‖ over the part."""
     sums = {}
     for name, value in end.items():
-        if name not in other.files if hasattr(other, "files") else name not in other:
+        if name not in other:
             continue  # our Dense bias before a BatchNorm (lightly has none): its gradient is 0
         group = name.split("/")[0] + ("/moving" if "/moving_" in name else "")
         moved = (value - start[name]).ravel()
@@ -113,8 +113,8 @@ def main():
         ours = [float(model.train_on_batch(v1, v2, return_dict=True)["loss"]) for v1, v2 in views]
         taus = [float(target_tau(k, args.total_steps, model.base_tau)) for k in range(args.steps)]
         peer = [run_peer(args.peer_python, folder, taus) for folder in (ours_dir, nudged_dir)]
-        theirs = np.load(os.path.join(ours_dir, "end.npz"))
-        nudged = np.load(os.path.join(nudged_dir, "end.npz"))
+        theirs = dict(np.load(os.path.join(ours_dir, "end.npz")))
+        nudged = dict(np.load(os.path.join(nudged_dir, "end.npz")))
         end = snapshot(model)
         print(json.dumps({
             "benchmark": "peer_parity",
@@ -122,9 +122,9 @@ def main():
             "batch": args.batch,
             "loss_ours_in_lightly_units": [loss / 4 - 1 for loss in ours],
             "loss_lightly": peer[0]["losses"],
-            "weights_compared": sum(name in theirs.files for name in end),
+            "weights_compared": sum(name in theirs for name in end),
             "update_difference_relative": update_difference(start, end, theirs),
-            "peer_vs_nudged_peer": update_difference(start, dict(nudged), theirs),
+            "peer_vs_nudged_peer": update_difference(start, nudged, theirs),
         }))
 
 if __name__ == "__main__":
