@@ -443,17 +443,18 @@ def test_resnet18_downsample_padding_centres(padding, offset):
     # TensorFlow's "same" on an even input centres output i on input 2i + 1, PyTorch's padding=1 on 2i.
     encoder = resnet18(width=2, input_shape=(8, 8, 3), downsample_padding=padding)
     conv = encoder.get_layer("stage2_block1_1_conv")
+    shortcut = encoder.get_layer("stage2_block1_proj_conv")
     kernel = np.zeros(conv.kernel.shape, "float32")
     kernel[1, 1, :, :2] = np.eye(2, dtype="float32")  # output channels 0, 1 copy the 2 inputs
     conv.kernel.assign(kernel)
-    probe = keras.Model(encoder.inputs, [conv.input, conv.output])
+    shortcut.kernel.assign(kernel[1:2, 1:2])  # the same identity as a 1×1 kernel
+    probe = keras.Model(encoder.inputs, [shortcut.input, conv.output, shortcut.output])
     x = np.random.default_rng(1).normal(size=(2, 8, 8, 3)).astype("float32")
-    before, after = (np.asarray(t) for t in probe(x, training=False))
-    if padding == "symmetric":
-        before = before[:, 1:-1, 1:-1]  # the input of the conv is the zero-padded map
-    assert after.shape[1:3] == (4, 4)
-    np.testing.assert_allclose(after[..., :2], before[:, offset::2, offset::2][:, :4, :4], atol=1e-6)
+    before, after, skipped = (np.asarray(t) for t in probe(x, training=False))
+    assert after.shape[1:3] == skipped.shape[1:3] == (4, 4)
+    np.testing.assert_allclose(after[..., :2], before[:, offset::2, offset::2], atol=1e-6)
     # The 1×1 strided shortcut samples 2i either way: aligned with the main path only when symmetric.
+    np.testing.assert_allclose(skipped[..., :2], before[:, ::2, ::2], atol=1e-6)
     assert encoder.output_shape == (None, 16)
 
 

@@ -140,6 +140,6 @@ def test_quality_benchmark_recipes_build():
             assert config[key] == recipe[key], (name, key)
         BYOLAugment(32, blur=False, **config["augment"])
         encoder = build_encoder(config["encoder"], 32)
-        if "stem_relu" in recipe.get("encoder", {}):
-            assert "stem_relu" not in {layer.name for layer in encoder.layers}
+        has_stem_relu = "stem_relu" in {layer.name for layer in encoder.layers}
+        assert has_stem_relu == recipe.get("encoder", {}).get("stem_relu", True), name
         build_optimizer(config, steps_per_epoch=39, total_steps=390)
