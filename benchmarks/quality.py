@@ -162,6 +162,20 @@ RECIPES = {
     "lightly-pad": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=2e-3, warmup_epochs=0,
                         base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
                         augment={"brightness": 0.2}, encoder={"downsample_padding": "symmetric"}),
+    # `lightly-tv` with crops of 20-100 % of the image (`crop0.2` on lightly's views' maths).
+    "tv-crop0.2": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=2e-3, warmup_epochs=0,
+                       base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
+                       augment={"jitter_style": "torchvision", "interpolation": "bilinear", "crop_area": (0.2, 1.0)}),
+    # `lightly-tv` with τ_base 0.97, the official preset for its shortest (40-epoch) schedule.
+    "tv-tau0.97": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=2e-3, warmup_epochs=0,
+                       base_tau=0.97, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
+                       augment={"jitter_style": "torchvision", "interpolation": "bilinear"}),
+    # The paper's optimizer at a step 390 steps can use: LARS moves each weight by lr·η of its norm
+    # per step (before momentum). `paper-lars` (LR 1.0, 0.1 % per step) barely moved and `lars-eta0.02`
+    # (2 % per step) fell apart; the paper's own LR at batch 4096, 0.45 × 16 = 7.2, is 0.7 % per step.
+    # Weight decay 1e-6 (the official ≤ 300-epoch preset), one warm-up epoch, lightly's views.
+    "lars-lr5": dict(optimizer="lars", base_learning_rate=5.0, weight_decay=1e-6, warmup_epochs=1, base_tau=0.99,
+                     augment={"jitter_style": "torchvision", "interpolation": "bilinear"}),
     "paper-lars": dict(optimizer="lars", base_learning_rate=1.0, weight_decay=1e-5, warmup_epochs=1, base_tau=0.97),
     "lars-eta0.02": dict(optimizer="lars", base_learning_rate=1.0, trust_coefficient=0.02, weight_decay=1e-5,
                          warmup_epochs=1, base_tau=0.99),
