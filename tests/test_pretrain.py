@@ -143,3 +143,31 @@ def test_quality_benchmark_recipes_build():
         has_stem_relu = "stem_relu" in {layer.name for layer in encoder.layers}
         assert has_stem_relu == recipe.get("encoder", {}).get("stem_relu", True), name
         build_optimizer(config, steps_per_epoch=39, total_steps=390)
+
+
+def test_supervised_ceiling_benchmark_runs_on_an_image_folder(tmp_path):
+    # benchmarks/supervised_ceiling.py end to end on a two-class folder (red-ish vs blue-ish images):
+    # one step of the budget's batch, then the benchmark's kNN, whose labels must line up with the
+    # images (shuffled labels would give ~0.5).
+    import importlib.util
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 140), ("test", 20)):
+        for label, channel in (("a", 0), ("b", 2)):
+            os.makedirs(tmp_path / split / label)
+            for i in range(count):
+                image = rng.integers(0, 90, (32, 32, 3), dtype=np.uint8)
+                image[..., channel] += 160
+                Image.fromarray(image).save(tmp_path / split / label / f"{i}.png")
+    spec = importlib.util.spec_from_file_location(
+        "supervised_ceiling", os.path.join(ROOT, "benchmarks", "supervised_ceiling.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--data", str(tmp_path), "--epochs", "1"])
+    assert result["budget"]["steps"] == 280 // 256
+    assert result["knn_top1_supervised"] > 0.9 and result["knn_top1_random_init"] > 0.9
+    assert 0.0 <= result["classifier_test_top1"] <= 1.0
+    with pytest.raises(SystemExit, match="no CIFAR-10 image folder"):
+        module.main(["--data", str(tmp_path / "missing")])
