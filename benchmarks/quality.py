@@ -61,6 +61,16 @@ lightly itself, from the issue: 0.2875 (random init) → 0.3474. kNN per epoch, 
 - `crop0.2`: `lightly-wd-b0.2` with crops of 20-100 % of the image, JPEGs decoded as Pillow does.
   506 s: 0.2933 → 0.2914, 0.2934, 0.3140, 0.3125, 0.3178, 0.3279, 0.3250, 0.3303, 0.3305,
   **0.3291** (within the seed spread of the others).
+- `tv-crop0.2` (measured 2026-11-29, fourth session, like the three below): `lightly-tv` with crops of
+  20-100 %. 674 s (sharing the cores at times): 0.2933 → 0.2730, 0.2750, 0.2952, 0.3031, 0.3063,
+  0.3131, 0.3121, 0.3202, 0.3185, **0.3229** (the same end as `lightly-tv`'s 0.3227).
+- `tv-tau0.97`: `lightly-tv` with τ_base 0.97. 615 s (sharing the cores at times): 0.2933 → 0.2900,
+  0.3035, 0.3095, 0.3190, 0.3284, 0.3332, 0.3259, 0.3320, 0.3313, **0.3294** (faster early, +0.7 at
+  the end: inside the seed spread).
+- `lars-lr5`: the paper's LARS (η 1e-3, weight decay 1e-6, biases and BN excluded) at LR 5, one
+  warm-up epoch, Keras' initialisation (LARS' step is relative to ‖w‖, so the initial scale does not
+  set its pace). 497 s: 0.2903 → 0.2625, 0.2749, 0.2701, 0.3042, 0.3000, 0.3046, 0.3079, 0.3100,
+  0.3063, **0.3092** (learns, unlike LR 1.0, but below SGD).
 - `paper-lars`: LARS as the paper (η 1e-3, biases and BN excluded), base LR 1.0 × batch / 256,
   weight decay 1e-5, one warm-up epoch, τ 0.97 (the paper's preset for its shortest schedule).
   Stopped after 2 epochs: 0.2201, 0.2284. LARS moves each weight by lr·η ≈ 1e-3 of its norm per
