@@ -59,7 +59,8 @@ def knn_figure(run_dirs, out, references=()):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    last_epoch = 0
     for run_dir in run_dirs:
         if os.path.isfile(run_dir):  # the peer's output, `benchmarks/peer_quality.py > FILE`
             with open(run_dir) as f:
@@ -67,21 +68,24 @@ def knn_figure(run_dirs, out, references=()):
             curve = summary["curve"]
             ax.plot(range(len(curve)), curve, marker="s", linestyle="--",
                     label=f"{summary['peer']} (PyTorch), seed {summary['seed']}")
+            last_epoch = max(last_epoch, len(curve) - 1)
             continue
         with open(os.path.join(run_dir, "history.json")) as f:
             history = json.load(f)
         curve = [history["knn_top1_random_init"]] + history["knn_top1"]
         name = os.path.basename(os.path.normpath(run_dir)).removeprefix("quality-")
         ax.plot(range(len(curve)), curve, marker="o", label=f"byol_keras, {name}")
+        last_epoch = max(last_epoch, len(curve) - 1)
     for reference in references:
         label, value = reference.rsplit("=", 1)
         ax.axhline(float(value), color="grey", linestyle="--", linewidth=1)
-        ax.annotate(f"{label} {float(value):.4f}", (0, float(value)), textcoords="offset points", xytext=(2, -10),
-                    fontsize=8, color="dimgrey")
+        # Labelled at the right end, under the line: the curves crowd the left.
+        ax.annotate(f"{label} {float(value):.4f}", (last_epoch, float(value)), textcoords="offset points",
+                    xytext=(0, -10), ha="right", fontsize=8, color="dimgrey")
     ax.set_xlabel("epoch")
     ax.set_ylabel("kNN top-1 (CIFAR-10 test)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(out, dpi=80)
     print(f"wrote {out}")
