@@ -65,8 +65,15 @@ lightly itself, from the issue: 0.2875 (random init) → 0.3474. kNN per epoch, 
   20-100 %. 674 s (sharing the cores at times): 0.2933 → 0.2730, 0.2750, 0.2952, 0.3031, 0.3063,
   0.3131, 0.3121, 0.3202, 0.3185, **0.3229** (the same end as `lightly-tv`'s 0.3227).
 - `tv-tau0.97`: `lightly-tv` with τ_base 0.97. 615 s (sharing the cores at times): 0.2933 → 0.2900,
-  0.3035, 0.3095, 0.3190, 0.3284, 0.3332, 0.3259, 0.3320, 0.3313, **0.3294** (faster early, +0.7 at
-  the end: inside the seed spread).
+  0.3035, 0.3095, 0.3190, 0.3284, 0.3332, 0.3259, 0.3320, 0.3313, **0.3294**. `--seed 1` (528 s):
+  0.2813 → 0.2978, 0.3159, 0.3339, 0.3286, 0.3201, 0.3255, 0.3300, 0.3361, 0.3382, **0.3386**;
+  `--seed 2` (666 s, sharing the cores with the tests): 0.2708 → 0.2862, 0.3014, 0.3150, 0.3356,
+  0.3329, 0.3329, 0.3383, 0.3341, 0.3430, **0.3438**. Mean 0.3373 (`lightly-tv`: 0.3285).
+- `tv-tau0.9`: `lightly-tv` with τ_base 0.9. 552 s: 0.2933 → 0.2767, 0.2948, 0.3106, 0.3192, 0.3127,
+  0.3222, 0.3291, 0.3298, 0.3299, **0.3329**; `--seed 1` (532 s): 0.2813 → 0.2960, 0.3217, 0.3289,
+  0.3326, 0.3477, 0.3267, 0.3282, 0.3351, 0.3348, **0.3367**; `--seed 2` (567 s): 0.2708 → 0.2757,
+  0.3256, 0.3339, 0.3420, 0.3399, 0.3339, 0.3401, 0.3481, 0.3460, **0.3472**. Mean **0.3389**, every
+  seed at or above `lightly-tv`'s (same seed, same initial weights and views).
 - `lars-lr5`: the paper's LARS (η 1e-3, weight decay 1e-6, biases and BN excluded) at LR 5, one
   warm-up epoch, Keras' initialisation (LARS' step is relative to ‖w‖, so the initial scale does not
   set its pace). 497 s: 0.2903 → 0.2625, 0.2749, 0.2701, 0.3042, 0.3000, 0.3046, 0.3079, 0.3100,
