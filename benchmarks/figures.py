@@ -60,7 +60,6 @@ def knn_figure(run_dirs, out, references=()):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.4))
-    last_epoch = 0
     for run_dir in run_dirs:
         if os.path.isfile(run_dir):  # the peer's output, `benchmarks/peer_quality.py > FILE`
             with open(run_dir) as f:
@@ -68,14 +67,13 @@ def knn_figure(run_dirs, out, references=()):
             curve = summary["curve"]
             ax.plot(range(len(curve)), curve, marker="s", linestyle="--",
                     label=f"{summary['peer']} (PyTorch), seed {summary['seed']}")
-            last_epoch = max(last_epoch, len(curve) - 1)
             continue
         with open(os.path.join(run_dir, "history.json")) as f:
             history = json.load(f)
         curve = [history["knn_top1_random_init"]] + history["knn_top1"]
         name = os.path.basename(os.path.normpath(run_dir)).removeprefix("quality-")
         ax.plot(range(len(curve)), curve, marker="o", label=f"byol_keras, {name}")
-        last_epoch = max(last_epoch, len(curve) - 1)
+    last_epoch = ax.dataLim.x1  # the longest curve's last epoch
     for reference in references:
         label, value = reference.rsplit("=", 1)
         ax.axhline(float(value), color="grey", linestyle="--", linewidth=1)
