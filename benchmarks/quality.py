@@ -111,6 +111,25 @@ DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 from byol_keras.presets import PYTORCH_DEFAULT_INIT  # noqa: E402  U(±1/√fan_in)
 
+# lightly's optimizer step in our units with PyTorch's initialisation (see the comments on `lightly`,
+# `lightly-init` and `lightly-wd` below): most recipes are this with one or two changes.
+_LIGHTLY_STEP = dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=2e-3, warmup_epochs=0, base_tau=0.99,
+                     kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT)
+# The recipes up to `tuned` were run with a decay 4× weaker than lightly's (see `lightly-wd`).
+_WEAK_DECAY_STEP = dict(_LIGHTLY_STEP, weight_decay=5e-4)
+# lightly's views' maths: torchvision's colour jitter and bilinear crops (the official code: TF-style
+# colour maths, bicubic).
+_TV_VIEWS = {"jitter_style": "torchvision", "interpolation": "bilinear"}
+
+
+def _recipe(base, augment=None, **changes):
+    """`base` with `changes`; `augment` gets a dict of its own, so that no two recipes share one."""
+    recipe = dict(base, **changes)
+    if augment is not None:
+        recipe["augment"] = dict(augment)
+    return recipe
+
+
 RECIPES = {
     # lightly's optimizer: torch.optim.SGD(lr=0.06 × 256 / 128 = 0.12, momentum=0.9, weight_decay=5e-4)
     # on every parameter, loss 0.5·(−cos(p₁, z₂) − cos(p₂, z₁)). Our loss is the paper's (2 − 2·cos)
@@ -126,94 +145,59 @@ RECIPES = {
     # lightly's step *and* PyTorch's default initialisation of conv and Linear kernels (uniform within
     # ±1/√fan_in): every kernel here feeds a BatchNorm or the normalised loss, so the initial scale sets
     # the effective learning rate (∝ lr / ‖w‖²); Keras' he_normal convs start √6 times larger.
-    "lightly-init": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=5e-4,
-                         warmup_epochs=0, base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT),
+    "lightly-init": _recipe(_WEAK_DECAY_STEP),
     # Our best: lightly-init with a larger step (LR 0.1, 3.3× lightly's) — the budget is 390 steps.
-    "best": dict(optimizer="sgd-l2", base_learning_rate=0.1, weight_decay=5e-4,
-                 warmup_epochs=0, base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT),
+    "best": _recipe(_WEAK_DECAY_STEP, base_learning_rate=0.1),
     # lightly-init with the brightness delta halved (±0.2 instead of the paper's ±0.4): the paper's
     # additive TF-style delta is harsher on CIFAR's dark images than torchvision's multiplicative
     # factor in [0.6, 1.4] that lightly applies (about ±0.2 at a typical pixel value of 0.45).
-    "lightly-init-b0.2": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=5e-4, warmup_epochs=0,
-                              base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
-                              augment={"brightness": 0.2}),
+    "lightly-init-b0.2": _recipe(_WEAK_DECAY_STEP, augment={"brightness": 0.2}),
     # lightly-init with τ_base 0.97, the official preset for its shortest (40-epoch) schedule: with
     # τ → 1 over only 390 steps, a target at 0.99 barely moves in the second half.
-    "lightly-init-tau0.97": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=5e-4, warmup_epochs=0,
-                                 base_tau=0.97, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT),
+    "lightly-init-tau0.97": _recipe(_WEAK_DECAY_STEP, base_tau=0.97),
     # lightly-init with the whole colour jitter at half the paper's strength (brightness ±0.2,
     # contrast and saturation factors in [0.8, 1.2] and [0.9, 1.1], hue ±0.05): halving brightness
     # alone gained 0.8 points, and 390 steps may favour milder views generally.
-    "jitter-half": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=5e-4, warmup_epochs=0,
-                        base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
-                        augment={"brightness": 0.2, "contrast": 0.2, "saturation": 0.1, "hue": 0.05}),
+    "jitter-half": _recipe(_WEAK_DECAY_STEP, augment={"brightness": 0.2, "contrast": 0.2, "saturation": 0.1, "hue": 0.05}),
     # The two above together: brightness ±0.2 and τ_base 0.97.
-    "tuned": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=5e-4, warmup_epochs=0,
-                  base_tau=0.97, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
-                  augment={"brightness": 0.2}),
+    "tuned": _recipe(_WEAK_DECAY_STEP, base_tau=0.97, augment={"brightness": 0.2}),
     # Weight decay in lightly's units. With coupled L2 the step is lr·(g + wd·w); our gradient is 4×
     # lightly's and our LR ¼ of theirs, so the same decay per step takes wd = 4 × 5e-4 = 2e-3 (the
     # recipes above decay 4× less than lightly does).
-    "lightly-wd": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=2e-3, warmup_epochs=0,
-                       base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT),
-    "lightly-wd-b0.2": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=2e-3, warmup_epochs=0,
-                            base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
-                            augment={"brightness": 0.2}),
-    # lightly's whole recipe: its step (`lightly-wd`) and its views' maths, torchvision's colour jitter
-    # and bilinear crops (the paper's official code: TF-style colour maths, bicubic).
-    "lightly-tv": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=2e-3, warmup_epochs=0,
-                       base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
-                       augment={"jitter_style": "torchvision", "interpolation": "bilinear"}),
+    "lightly-wd": _recipe(_LIGHTLY_STEP),
+    "lightly-wd-b0.2": _recipe(_LIGHTLY_STEP, augment={"brightness": 0.2}),
+    # lightly's whole recipe: its step (`lightly-wd`) and its views' maths.
+    "lightly-tv": _recipe(_LIGHTLY_STEP, augment=_TV_VIEWS),
     # `lightly-wd-b0.2` with a larger step after a linear warm-up (the paper warms up; without one,
     # LR 0.1 dipped at epoch 2, see `best`).
-    "warm-lr0.06": dict(optimizer="sgd-l2", base_learning_rate=0.06, weight_decay=2e-3, warmup_epochs=1,
-                        base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
-                        augment={"brightness": 0.2}),
-    "warm-lr0.12": dict(optimizer="sgd-l2", base_learning_rate=0.12, weight_decay=2e-3, warmup_epochs=2,
-                        base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
-                        augment={"brightness": 0.2}),
+    "warm-lr0.06": _recipe(_LIGHTLY_STEP, base_learning_rate=0.06, warmup_epochs=1, augment={"brightness": 0.2}),
+    "warm-lr0.12": _recipe(_LIGHTLY_STEP, base_learning_rate=0.12, warmup_epochs=2, augment={"brightness": 0.2}),
     # `lightly-wd-b0.2` with crops of 20-100 % of the image (the paper's 8-100 % loses most of a 32 px image).
-    "crop0.2": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=2e-3, warmup_epochs=0,
-                    base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
-                    augment={"brightness": 0.2, "crop_area": (0.2, 1.0)}),
+    "crop0.2": _recipe(_LIGHTLY_STEP, augment={"brightness": 0.2, "crop_area": (0.2, 1.0)}),
     # `lightly-wd` on lightly's benchmark backbone, which has no ReLU after the stem (see
     # `resnet18(stem_relu=False)`): the architecture `benchmarks/peer_quality.py` trains.
-    "lightly-arch": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=2e-3, warmup_epochs=0,
-                         base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
-                         encoder={"stem_relu": False}),
+    "lightly-arch": _recipe(_LIGHTLY_STEP, encoder={"stem_relu": False}),
     # Half lightly's step: LR 0.06 (with a warm-up epoch) ended 2.3 points below LR 0.03.
-    "lr0.015": dict(optimizer="sgd-l2", base_learning_rate=0.015, weight_decay=2e-3, warmup_epochs=0,
-                    base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
-                    augment={"brightness": 0.2}),
+    "lr0.015": _recipe(_LIGHTLY_STEP, base_learning_rate=0.015, augment={"brightness": 0.2}),
     # `lightly-wd-b0.2` with PyTorch's padding of the strided convolutions (one pixel on every side;
     # TensorFlow's "same" shifts the strided 3×3 windows a pixel off the 1×1 shortcut's samples).
-    "lightly-pad": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=2e-3, warmup_epochs=0,
-                        base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
-                        augment={"brightness": 0.2}, encoder={"downsample_padding": "symmetric"}),
+    "lightly-pad": _recipe(_LIGHTLY_STEP, augment={"brightness": 0.2}, encoder={"downsample_padding": "symmetric"}),
     # `lightly-tv` with crops of 20-100 % of the image (`crop0.2` on lightly's views' maths).
-    "tv-crop0.2": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=2e-3, warmup_epochs=0,
-                       base_tau=0.99, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
-                       augment={"jitter_style": "torchvision", "interpolation": "bilinear", "crop_area": (0.2, 1.0)}),
+    "tv-crop0.2": _recipe(_LIGHTLY_STEP, augment=dict(_TV_VIEWS, crop_area=(0.2, 1.0))),
     # `lightly-tv` with τ_base 0.97, the official preset for its shortest (40-epoch) schedule.
-    "tv-tau0.97": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=2e-3, warmup_epochs=0,
-                       base_tau=0.97, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
-                       augment={"jitter_style": "torchvision", "interpolation": "bilinear"}),
+    "tv-tau0.97": _recipe(_LIGHTLY_STEP, base_tau=0.97, augment=_TV_VIEWS),
     # `lightly-tv` with τ_base 0.9: a target that trails the online network by ~10 steps instead of ~100
     # (`tv-tau0.97` learned faster early); the paper's ablation still trains at 0.9 (τ 0 collapses).
-    "tv-tau0.9": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=2e-3, warmup_epochs=0,
-                      base_tau=0.9, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
-                      augment={"jitter_style": "torchvision", "interpolation": "bilinear"}),
+    "tv-tau0.9": _recipe(_LIGHTLY_STEP, base_tau=0.9, augment=_TV_VIEWS),
     # Lower still: τ_base 0.8, a target ~5 steps behind at the start (τ 0.9 ended ahead of 0.99 on three
     # seeds; 0.8 did not: see the docstring).
-    "tv-tau0.8": dict(optimizer="sgd-l2", base_learning_rate=0.03, weight_decay=2e-3, warmup_epochs=0,
-                      base_tau=0.8, kernel_initializer=PYTORCH_DEFAULT_INIT, head_initializer=PYTORCH_DEFAULT_INIT,
-                      augment={"jitter_style": "torchvision", "interpolation": "bilinear"}),
+    "tv-tau0.8": _recipe(_LIGHTLY_STEP, base_tau=0.8, augment=_TV_VIEWS),
     # The paper's optimizer at a step 390 steps can use: LARS moves each weight by lr·η of its norm
     # per step (before momentum). `paper-lars` (LR 1.0, 0.1 % per step) barely moved and `lars-eta0.02`
     # (2 % per step) fell apart; the paper's own LR at batch 4096, 0.45 × 16 = 7.2, is 0.7 % per step.
     # Weight decay 1e-6 (the official ≤ 300-epoch preset), one warm-up epoch, lightly's views.
     "lars-lr5": dict(optimizer="lars", base_learning_rate=5.0, weight_decay=1e-6, warmup_epochs=1, base_tau=0.99,
-                     augment={"jitter_style": "torchvision", "interpolation": "bilinear"}),
+                     augment=dict(_TV_VIEWS)),
     "paper-lars": dict(optimizer="lars", base_learning_rate=1.0, weight_decay=1e-5, warmup_epochs=1, base_tau=0.97),
     "lars-eta0.02": dict(optimizer="lars", base_learning_rate=1.0, trust_coefficient=0.02, weight_decay=1e-5,
                          warmup_epochs=1, base_tau=0.99),

@@ -169,5 +169,14 @@ def test_supervised_ceiling_benchmark_runs_on_an_image_folder(tmp_path):
     assert result["budget"]["steps"] == 280 // 256
     assert result["knn_top1_supervised"] > 0.9 and result["knn_top1_random_init"] > 0.9
     assert 0.0 <= result["classifier_test_top1"] <= 1.0
+    # The script repeats the quality benchmark's budget; the two must not drift apart.
+    spec = importlib.util.spec_from_file_location("quality", os.path.join(ROOT, "benchmarks", "quality.py"))
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    config = quality.build_config("lightly-tv", "/nowhere", out="/tmp/unused")
+    budget = result["budget"]
+    assert (budget["per_class"], budget["width"], budget["image_size"], budget["batch_size"]) == (
+        config["limit_per_class"], config["encoder"]["width"], config["image_size"], config["batch_size"])
+    assert module.BUDGET["epochs"] == config["epochs"]
     with pytest.raises(SystemExit, match="no CIFAR-10 image folder"):
         module.main(["--data", str(tmp_path / "missing")])
