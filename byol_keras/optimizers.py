@@ -9,6 +9,11 @@ variable's update by a per-layer trust ratio η·‖w‖/‖g‖. This module fo
     v ← m·v + g;  w ← w − lr·v                     (momentum, then the learning rate)
 
 and leaves biases and BatchNorm parameters out of the first two steps (they still get momentum).
+
+The CIFAR recipes of solo-learn (`scripts/pretrain/cifar/byol.yaml`) use PyTorch Lightning Bolts' LARS
+instead, which differs in two places, both available here: the trust ratio's denominator is
+`‖g‖ + wd·‖w‖` (`trust_ratio="pytorch"`), and with `clip_lr=True` the local rate is clipped so that
+`lr·local ≤ lr`: `local = min(ratio / lr, 1)` (`clip_lr`).
 """
 
 import numbers
@@ -45,6 +50,61 @@ def lars_trust_ratio(weight, update, trust_coefficient):
     safe_update_norm = ops.where(both_positive, update_norm, ops.ones_like(update_norm))
     ratio = ops.cast(trust_coefficient, weight_norm.dtype) * weight_norm / safe_update_norm
     return ops.where(both_positive, ratio, ops.ones_like(ratio))
+
+
+def lars_local_rate(weight, gradient, trust_coefficient, weight_decay=0.0, learning_rate=None, style="official"):
+    """The factor LARS multiplies the (weight-decayed) gradient by, in either convention.
+
+    - `style="official"` (BYOL's official code): `η·‖w‖ / ‖g + wd·w‖`, 1 when either norm is 0
+      (`lars_trust_ratio` of the decayed gradient).
+    - `style="pytorch"` (PyTorch Lightning Bolts' and solo-learn's LARS): `η·‖w‖ / (‖g‖ + wd·‖w‖ + 1e-8)`,
+      1 when either `‖w‖` or `‖g‖` is 0.
+
+    With `learning_rate` given (solo-learn's `clip_lr=True`) the factor becomes `min(factor / lr, 1)`:
+    the step `lr·factor` never exceeds the plain SGD step `lr`.
+
+    Example (‖w‖ = 2, ‖g‖ = 1, η = 0.02, wd = 0, lr = 1.0 → 0.04; at lr 0.01 the clip gives 1):
+
+    >>> w, g = ops.array([2.0, 0.0]), ops.array([0.0, 1.0])
+    >>> round(float(lars_local_rate(w, g, 0.02, style="pytorch")), 6)
+    0.04
+    >>> round(float(lars_local_rate(w, g, 0.02, learning_rate=0.01, style="pytorch")), 6)
+    1.0
+
+    Args:
+        weight: tensor `w`, any shape.
+        gradient: tensor of the same shape, the gradient *without* weight decay.
+        trust_coefficient: float, η.
+        weight_decay: float >= 0, wd. Defaults to 0.
+        learning_rate: `None`, or the current learning rate (scalar) to clip against. Defaults to `None`.
+        style: `"official"` or `"pytorch"`. Defaults to `"official"`.
+
+    Returns:
+        Scalar tensor with the dtype of `weight`.
+    """
+    if style not in TRUST_RATIO_STYLES:
+        raise ValueError(f"`style` must be one of {TRUST_RATIO_STYLES}. Received: style={style!r}")
+    weight_decay = ops.cast(weight_decay, weight.dtype)
+    weight_norm = ops.sqrt(ops.sum(ops.square(weight)))
+    if style == "official":
+        update_norm = ops.sqrt(ops.sum(ops.square(gradient + weight_decay * weight)))
+        denominator = update_norm
+    else:
+        update_norm = ops.sqrt(ops.sum(ops.square(gradient)))
+        denominator = update_norm + weight_decay * weight_norm + ops.cast(PYTORCH_LARS_EPSILON, weight.dtype)
+    both_positive = ops.logical_and(weight_norm > 0, update_norm > 0)
+    # A safe denominator rather than `where` dropping an inf: every branch stays finite.
+    denominator = ops.where(both_positive, denominator, ops.ones_like(denominator))
+    rate = ops.cast(trust_coefficient, weight.dtype) * weight_norm / denominator
+    if learning_rate is not None:
+        rate = ops.minimum(rate / ops.cast(learning_rate, weight.dtype), ops.ones_like(rate))
+    # Either norm 0: no adaptation (the clip included, as in solo-learn, where it sits inside that branch).
+    return ops.where(both_positive, rate, ops.ones_like(rate))
+
+
+TRUST_RATIO_STYLES = ("official", "pytorch")
+# The `eps` of PyTorch Lightning Bolts' LARS, which solo-learn copies.
+PYTORCH_LARS_EPSILON = 1e-8
 
 
 def _is_number(value):
@@ -105,6 +165,13 @@ class LARS(keras.optimizers.Optimizer):
             0.9 regularises about ten times less than the PyTorch recipes it is often copied from.
             Defaults to `1e-3` (BYOL).
         nesterov: bool, use Nesterov momentum. Defaults to `False` (BYOL does not).
+        clip_lr: bool, clip the local rate to `min(ratio / lr, 1)` (solo-learn's CIFAR recipes,
+            `clip_lr: True`), so that a layer never moves faster than plain SGD at `lr` would move it.
+            Defaults to `False` (the official code does not clip).
+        trust_ratio: `"official"` (`η·‖w‖ / ‖g + wd·w‖`, BYOL's official code) or `"pytorch"`
+            (`η·‖w‖ / (‖g‖ + wd·‖w‖ + 1e-8)`, PyTorch Lightning Bolts' LARS as solo-learn uses it; there a
+            variable with a zero gradient gets no weight decay either). See `lars_local_rate`.
+            Defaults to `"official"`.
         exclude_from_adaptation: `None`, or a list of strings; see above. Defaults to `None` (rank rule).
         weight_decay: `None` or float >= 0; coupled L2 decay of adapted variables. Defaults to `None`
             (BYOL uses 1e-6, or 1.5e-6 for 1000 epochs, and diverges without it).
@@ -120,6 +187,8 @@ class LARS(keras.optimizers.Optimizer):
         nesterov=False,
         exclude_from_adaptation=None,
         weight_decay=None,
+        clip_lr=False,
+        trust_ratio="official",
         clipnorm=None,
         clipvalue=None,
         global_clipnorm=None,
@@ -153,6 +222,10 @@ class LARS(keras.optimizers.Optimizer):
             )
         if not isinstance(nesterov, bool):
             raise TypeError(f"`nesterov` must be a bool. Received: nesterov={nesterov!r}")
+        if not isinstance(clip_lr, bool):
+            raise TypeError(f"`clip_lr` must be a bool. Received: clip_lr={clip_lr!r}")
+        if trust_ratio not in TRUST_RATIO_STYLES:
+            raise ValueError(f"`trust_ratio` must be one of {TRUST_RATIO_STYLES}. Received: trust_ratio={trust_ratio!r}")
         if weight_decay is not None and (not _is_number(weight_decay) or weight_decay < 0):
             raise ValueError(
                 f"`weight_decay` must be None or a float >= 0. Received: weight_decay={weight_decay}"
@@ -170,6 +243,8 @@ class LARS(keras.optimizers.Optimizer):
         self.momentum = float(momentum)
         self.trust_coefficient = None if trust_coefficient is None else float(trust_coefficient)
         self.nesterov = nesterov
+        self.clip_lr = clip_lr
+        self.trust_ratio = trust_ratio
         self.exclude_from_adaptation = exclude_from_adaptation
 
     def is_adapted(self, variable):
@@ -225,10 +300,20 @@ class LARS(keras.optimizers.Optimizer):
         dtype = variable.dtype
         learning_rate = ops.cast(learning_rate, dtype)
         gradient = ops.cast(gradient, dtype)
-        if self._decayed[index]:
-            gradient = gradient + ops.cast(self.weight_decay, dtype) * variable
+        weight_decay = ops.cast(self.weight_decay if self._decayed[index] else 0.0, dtype)
         if self._adapted[index] and self.trust_coefficient is not None:
-            gradient = lars_trust_ratio(variable, gradient, self.trust_coefficient) * gradient
+            rate = lars_local_rate(
+                variable, gradient, self.trust_coefficient, weight_decay,
+                learning_rate if self.clip_lr else None, self.trust_ratio,
+            )
+            decayed = (gradient + weight_decay * variable) * rate
+            if self.trust_ratio == "pytorch":
+                # Bolts' LARS leaves a variable with a zero gradient (or zero weights) untouched: no decay.
+                active = ops.logical_and(ops.any(ops.not_equal(gradient, 0)), ops.any(ops.not_equal(variable, 0)))
+                decayed = ops.where(active, decayed, gradient)
+            gradient = decayed
+        elif self._decayed[index]:
+            gradient = gradient + weight_decay * variable
         velocity = self._momentums[index]
         momentum = ops.cast(self.momentum, dtype)
         self.assign(velocity, momentum * velocity + gradient)
@@ -244,6 +329,8 @@ class LARS(keras.optimizers.Optimizer):
                 "momentum": self.momentum,
                 "trust_coefficient": self.trust_coefficient,
                 "nesterov": self.nesterov,
+                "clip_lr": self.clip_lr,
+                "trust_ratio": self.trust_ratio,
                 "exclude_from_adaptation": self.exclude_from_adaptation,
             }
         )

@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from byol_keras import optimizers
-from byol_keras.optimizers import LARS, lars_trust_ratio
+from byol_keras.optimizers import LARS, lars_local_rate, lars_trust_ratio
 from byol_keras.schedules import WarmupCosine
 
 KERNEL = np.array([[3.0, 0.0], [0.0, 4.0]], np.float32)
@@ -64,6 +64,28 @@ def _numpy_lars(weight, grads, lr, momentum, eta, weight_decay, adapted, nestero
     return weight
 
 
+def _numpy_solo_learn_lars(weight, grads, lr, momentum, eta, weight_decay, clip_lr, adapted):
+    """Independent float64 reference of solo-learn's LARS (PyTorch Lightning Bolts), one variable.
+
+    Its `step`: for an adapted variable with both norms > 0, `local = η‖w‖ / (‖g‖ + wd‖w‖ + eps)`, with
+    `clip_lr` `local = min(local / lr, 1)`, `d = (g + wd·w)·local`; otherwise `d = g`. Then
+    `buf = m·buf + d` (buf = d at the first step), `w -= lr·buf`.
+    """
+    weight = np.array(weight, np.float64)
+    buf = None
+    for grad in grads:
+        d = np.array(grad, np.float64)
+        w_norm, g_norm = np.linalg.norm(weight), np.linalg.norm(d)
+        if adapted and w_norm != 0 and g_norm != 0:
+            local = eta * w_norm / (g_norm + w_norm * weight_decay + 1e-8)
+            if clip_lr:
+                local = min(local / lr, 1.0)
+            d = (d + weight_decay * weight) * local
+        buf = d.copy() if buf is None else momentum * buf + d
+        weight = weight - lr * buf
+    return weight
+
+
 # --- the trust ratio -----------------------------------------------------------------------------------
 
 
@@ -75,6 +97,71 @@ def test_trust_ratio_golden_and_zero_norms():
     assert float(lars_trust_ratio(zeros, g, 0.1)) == 1.0
     assert float(lars_trust_ratio(KERNEL, zeros, 0.1)) == 1.0
     assert float(lars_trust_ratio(zeros, zeros, 0.1)) == 1.0
+
+
+def test_local_rate_golden_in_both_styles_with_and_without_clip():
+    # ‖w‖ = 5, ‖g‖ = 1.5, wd = 0.4, η = 0.1. Official: ‖g + wd·w‖ = 2.5 → 0.1·5/2.5 = 0.2.
+    # PyTorch (solo-learn): 0.1·5 / (1.5 + 0.4·5) = 0.5 / 3.5 = 1/7.
+    assert float(lars_local_rate(KERNEL, KERNEL_GRAD, 0.1, 0.4)) == pytest.approx(0.2, abs=1e-7)
+    pytorch = lars_local_rate(KERNEL, KERNEL_GRAD, 0.1, 0.4, style="pytorch")
+    assert float(pytorch) == pytest.approx(1 / 7, abs=1e-7)
+    # clip_lr: min(rate / lr, 1). At lr 1.0 nothing changes; at lr 0.5 it is 2/7; at lr 0.1 the clip binds.
+    assert float(lars_local_rate(KERNEL, KERNEL_GRAD, 0.1, 0.4, 1.0, "pytorch")) == pytest.approx(1 / 7, abs=1e-7)
+    assert float(lars_local_rate(KERNEL, KERNEL_GRAD, 0.1, 0.4, 0.5, "pytorch")) == pytest.approx(2 / 7, abs=1e-7)
+    assert float(lars_local_rate(KERNEL, KERNEL_GRAD, 0.1, 0.4, 0.1, "pytorch")) == 1.0
+    # Zero norms: no adaptation, whatever the clip (lr 2 would otherwise halve it).
+    zeros = np.zeros((2, 2), np.float32)
+    assert float(lars_local_rate(zeros, KERNEL_GRAD, 0.1, 0.4, 2.0, "pytorch")) == 1.0
+    assert float(lars_local_rate(KERNEL, zeros, 0.1, 0.4, 2.0, "pytorch")) == 1.0
+    with pytest.raises(ValueError, match="Received: style='torch'"):
+        lars_local_rate(KERNEL, KERNEL_GRAD, 0.1, style="torch")
+
+
+@pytest.mark.parametrize(
+    "learning_rate, expected",
+    [
+        # lr 0.1: clip binds (1/7 / 0.1 > 1), local 1: w − 0.1·(g + wd·w) = w − 0.1·[[1.2, .9], [1.2, 1.6]].
+        (0.1, [[2.88, -0.09], [-0.12, 3.84]]),
+        # lr 1.0: local 1/7: w − 1.0·[[1.2, .9], [1.2, 1.6]] / 7.
+        (1.0, [[3 - 1.2 / 7, -0.9 / 7], [-1.2 / 7, 4 - 1.6 / 7]]),
+    ],
+)
+def test_one_step_solo_learn_style_by_hand(learning_rate, expected):
+    layer = _dense_layer()
+    optimizer = _lars(learning_rate=learning_rate, weight_decay=0.4, clip_lr=True, trust_ratio="pytorch")
+    kernel, bias = _step(optimizer, layer)
+    np.testing.assert_allclose(kernel, expected, atol=1e-6)
+    # The bias (rank 1) is excluded, as solo-learn's exclude_bias_n_norm: plain momentum SGD, no decay.
+    np.testing.assert_allclose(bias, BIAS - learning_rate * BIAS_GRAD, atol=1e-6)
+
+
+@pytest.mark.parametrize("clip_lr, learning_rate", [(True, 0.05), (True, 2.0), (False, 2.0)])
+def test_matches_solo_learn_reference_over_three_steps(clip_lr, learning_rate):
+    rng = np.random.default_rng(3)
+    layer = keras.layers.Dense(4)
+    layer.build((None, 3))
+    kernel0 = rng.normal(size=(3, 4)).astype(np.float32)
+    bias0 = rng.normal(size=(4,)).astype(np.float32)
+    layer.kernel.assign(kernel0)
+    layer.bias.assign(bias0)
+    grads = [(rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(4,)).astype(np.float32)) for _ in range(3)]
+    optimizer = LARS(learning_rate, momentum=0.9, trust_coefficient=0.02, weight_decay=1e-2, clip_lr=clip_lr,
+                     trust_ratio="pytorch")
+    for kernel_grad, bias_grad in grads:
+        optimizer.apply([tf.constant(kernel_grad), tf.constant(bias_grad)], [layer.kernel, layer.bias])
+    common = {"lr": learning_rate, "momentum": 0.9, "eta": 0.02, "weight_decay": 1e-2, "clip_lr": clip_lr}
+    expected_kernel = _numpy_solo_learn_lars(kernel0, [g for g, _ in grads], adapted=True, **common)
+    expected_bias = _numpy_solo_learn_lars(bias0, [g for _, g in grads], adapted=False, **common)
+    np.testing.assert_allclose(layer.kernel.numpy(), expected_kernel, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer.bias.numpy(), expected_bias, rtol=1e-5, atol=1e-6)
+
+
+def test_solo_learn_style_leaves_a_zero_gradient_undecayed():
+    variable = keras.Variable(KERNEL)
+    LARS(0.1, momentum=0.0, trust_coefficient=0.1, weight_decay=0.4, trust_ratio="pytorch").apply(
+        [tf.zeros((2, 2))], [variable]
+    )
+    np.testing.assert_array_equal(variable.numpy(), KERNEL)
 
 
 # --- one and two steps by hand --------------------------------------------------------------------------
@@ -293,11 +380,13 @@ def _fit(model, optimizer, jit_compile, epochs=2):
 
 def test_config_round_trip():
     optimizer = LARS(learning_rate=0.3, momentum=0.8, trust_coefficient=0.01, nesterov=True,
-                     exclude_from_adaptation=["bias", "gamma"], weight_decay=1e-6, name="lars_x")
+                     exclude_from_adaptation=["bias", "gamma"], weight_decay=1e-6, clip_lr=True,
+                     trust_ratio="pytorch", name="lars_x")
     config = optimizer.get_config()
     expected = {
         "learning_rate": 0.3, "momentum": 0.8, "trust_coefficient": 0.01, "nesterov": True,
-        "exclude_from_adaptation": ["bias", "gamma"], "weight_decay": 1e-6, "name": "lars_x",
+        "exclude_from_adaptation": ["bias", "gamma"], "weight_decay": 1e-6, "clip_lr": True,
+        "trust_ratio": "pytorch", "name": "lars_x",
     }
     for key, value in expected.items():
         assert config[key] == (pytest.approx(value) if isinstance(value, float) else value), key
@@ -452,6 +541,8 @@ def test_mirrored_strategy_matches_a_single_device(tmp_path):
         ({"trust_coefficient": -1e-3}, ValueError, "trust_coefficient=-0.001"),
         ({"weight_decay": -1e-6}, ValueError, "Received: weight_decay=-1e-06"),
         ({"nesterov": "yes"}, TypeError, "Received: nesterov='yes'"),
+        ({"clip_lr": 1}, TypeError, "Received: clip_lr=1"),
+        ({"trust_ratio": "solo"}, ValueError, "Received: trust_ratio='solo'"),
         ({"exclude_from_adaptation": "bias"}, TypeError, "Received: exclude_from_adaptation='bias'"),
         ({"exclude_from_adaptation": ["bias", 3]}, TypeError, "exclude_from_adaptation=\\['bias', 3\\]"),
     ],
