@@ -122,7 +122,8 @@ def build_optimizer(config, steps_per_epoch, total_steps, model=None):
             exclude = [v.path for v in model.trainable_variables if len(v.shape) <= 1]
             exclude += [v.path for v in probe]
         return LARS(schedule, momentum=config["momentum"], weight_decay=config["weight_decay"],
-                    trust_coefficient=config["trust_coefficient"], exclude_from_adaptation=exclude)
+                    trust_coefficient=config["trust_coefficient"], exclude_from_adaptation=exclude,
+                    clip_lr=config["clip_lr"], trust_ratio=config["trust_ratio"])
     if config["optimizer"] == "sgd-l2":
         return LARS(schedule, momentum=config["momentum"], weight_decay=config["weight_decay"],
                     trust_coefficient=None, exclude_from_adaptation=[v.path for v in probe])
