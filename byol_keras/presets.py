@@ -193,7 +193,6 @@ PRESETS = {
         optimizer="sgd-l2",
         base_learning_rate=0.03,
         weight_decay=2e-3,
-        trust_coefficient=None,
         warmup_epochs=0,
         base_tau=0.97,
         augment={"jitter_style": "torchvision", "interpolation": "bilinear"},

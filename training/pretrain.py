@@ -255,6 +255,12 @@ def run(config):
         os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
         callbacks.append(keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "checkpoints", "latest.keras")))
         knn = next((c for c in callbacks if isinstance(c, monitors.KNNMonitor)), None)
+        random_init_path = os.path.join(out_dir, RANDOM_INIT_FILE)
+        if knn is not None and not resumed:
+            # Right after the monitor's first evaluation (callbacks run in list order): the random-init
+            # figure is measured once, before the first step, and kept for a resumed run to report.
+            callbacks.insert(callbacks.index(knn) + 1, keras.callbacks.LambdaCallback(
+                on_epoch_begin=lambda epoch, logs: _save_random_init(random_init_path, knn.initial_value)))
         if resumed:
             print(f"Resuming from {resumed['path']} at global step {resumed['step']} (epoch {resumed['epoch'] + 1})")
 
@@ -276,8 +282,10 @@ def run(config):
             export_dir = info.get("export_dir")
 
         history_dict = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+        random_init = _load_random_init(random_init_path) if knn is not None else None
+        at_resume = knn.initial_value if (knn is not None and resumed) else None
         with open(os.path.join(out_dir, "history.json"), "w") as f:
-            json.dump({"knn_top1_random_init": None if knn is None else knn.initial_value, **history_dict}, f, indent=1)
+            json.dump({"knn_top1_random_init": random_init, "knn_top1_at_resume": at_resume, **history_dict}, f, indent=1)
         losses = history_dict.get("loss", [])
         summary = {
             "preset": config["preset"],
@@ -288,8 +296,10 @@ def run(config):
             "jit_compile": bool(model.jit_compile),
             "loss_first_epoch": losses[0] if losses else None,
             "loss_last_epoch": losses[-1] if losses else None,
-            "knn_top1_random_init": None if knn is None else knn.initial_value,
+            "knn_top1_random_init": random_init,
+            "knn_top1_at_resume": at_resume,
             "knn_top1_pretrained": history_dict.get("knn_top1", [None])[-1],
+            "knn_top1_raw_pixels": None if knn_bank is None else raw_pixel_knn(knn_bank, knn_queries, config["knn_k"]),
             "export_dir": export_dir,
             "run_dir": run_dir,
             "seconds": round(time.time() - started, 1),
@@ -297,6 +307,50 @@ def run(config):
         with open(os.path.join(out_dir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
     return summary
+
+
+RANDOM_INIT_FILE = "knn_random_init.json"
+# Above this many bank values (images × pixels) the raw-pixel reference is skipped: it needs a float32 copy.
+RAW_PIXEL_KNN_MAX_VALUES = 400_000_000
+
+
+def _save_random_init(path, value):
+    if value is not None and not os.path.exists(path):
+        with open(path, "w") as f:
+            json.dump({"knn_top1_random_init": value}, f)
+
+
+def _load_random_init(path):
+    """The kNN top-1 of the random-initialised encoder, measured before the first step of the run."""
+    try:
+        with open(path) as f:
+            return json.load(f)["knn_top1_random_init"]
+    except (OSError, ValueError, KeyError):
+        return None  # a run directory from before this file existed
+
+
+def raw_pixel_knn(bank, queries, k):
+    """kNN top-1 on the (normalised) pixels themselves, the reference a learned representation should beat.
+
+    Args:
+        bank: `(images, labels)`, float images `(n, h, w, c)` as the kNN monitor sees them.
+        queries: `(images, labels)`, the same form.
+        k: int, neighbours (as the monitor).
+
+    Returns:
+        float top-1 in [0, 1], or None when the bank is too large to copy (`RAW_PIXEL_KNN_MAX_VALUES`).
+    """
+    import numpy as np
+
+    from byol_keras.evaluation import knn_predict
+
+    (bank_x, bank_y), (query_x, query_y) = bank, queries
+    if bank_x.size > RAW_PIXEL_KNN_MAX_VALUES:
+        return None
+    num_classes = int(max(bank_y.max(), query_y.max())) + 1
+    predictions = knn_predict(bank_x.reshape(len(bank_x), -1), bank_y, query_x.reshape(len(query_x), -1),
+                              num_classes, k=k)
+    return float(np.mean(np.asarray(predictions) == query_y))
 
 
 def _subset_per_class(source, limit):
@@ -345,14 +399,28 @@ def main(argv=None):
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return None
+    for line in summary_lines(summary):
+        print(line)
+    return summary
+
+
+def summary_lines(summary):
+    """The closing lines of a run: steps and time, kNN before and after, the raw-pixel reference, the export."""
     before, after = summary["knn_top1_random_init"], summary["knn_top1_pretrained"]
     line = f"BYOL {summary['preset']}: {summary['steps']} steps in {summary['seconds']:.0f} s"
-    if before is not None and after is not None:
-        line += f"; kNN top-1 {before:.4f} (random init) -> {after:.4f} (pretrained)"
+    if after is not None:
+        line += "; kNN top-1 " + ("" if before is None else f"{before:.4f} (random init) -> ") + f"{after:.4f} (pretrained)"
+        if summary.get("knn_top1_at_resume") is not None:
+            line += f" [{summary['knn_top1_at_resume']:.4f} when resumed at step {summary['resumed_from_step']}]"
+    lines = [line]
+    raw = summary.get("knn_top1_raw_pixels")
+    if raw is not None and after is not None:
+        verdict = "above" if after > raw else "not above"
+        lines.append(f"kNN top-1 on the raw pixels: {raw:.4f}; the pretrained encoder is {verdict} it "
+                     f"({after - raw:+.4f})")
     if summary["export_dir"]:
-        line += f"; encoder exported to {summary['export_dir']}"
-    print(line)
-    return summary
+        lines.append(f"encoder exported to {summary['export_dir']}")
+    return lines
 
 
 if __name__ == "__main__":
