@@ -4,6 +4,8 @@
     python benchmarks/paired.py step --rounds 5 --jit 0          # the same, our step without XLA (1: with)
     python benchmarks/paired.py pipeline32 --rounds 5            # views at 32 px, no blur
     python benchmarks/paired.py pipeline96 --rounds 5            # views at 96 px, the paper's blur
+    python benchmarks/paired.py step-demo --rounds 5             # the demo-sized step (width 8, heads 256 -> 64)
+    python benchmarks/paired.py step --isa AVX2                  # both sides restricted to AVX2 (an AMD Zen CPU)
     python benchmarks/paired.py all --rounds 5
 
 Each round starts the peer's script (`../shared/bench/`, run with `--peer-python`, default
@@ -12,6 +14,11 @@ machine load in turn. Every subprocess prints one JSON line; its peak resident m
 `os.wait4` (the child's own `ru_maxrss`), measured the same way for both. Prints one JSON line per
 figure: the peer's and our per-run figures, their medians, min and max, the ratio of the medians, and
 the peak memory of each.
+
+`--isa AVX2` runs both sides as on a CPU without AVX-512: `ONEDNN_MAX_CPU_ISA=AVX2` (TensorFlow's and
+PyTorch's oneDNN kernels), `XLA_FLAGS=--xla_cpu_max_isa=AVX2` (XLA's CPU code generation) and
+`MKL_ENABLE_INSTRUCTIONS=AVX2` (PyTorch's MKL). Our `jit_compile="auto"` decides the same on both
+instruction sets (XLA off on a CPU), so nothing else changes.
 """
 
 import argparse
@@ -41,6 +48,13 @@ def figures(args):
             [OURS_PYTHON, os.path.join(HERE, "step.py"), "--batch", "128", "--size", "32", "--threads", "2",
              "--steps", "1", "--runs", str(args.our_runs), "--warmup", "1", "--jit", str(args.jit)],
         ),
+        "step-demo": (
+            [args.peer_python, os.path.join(HERE, "peer_step_small.py"), "--batch", "128", "--size", "32",
+             "--threads", "2", "--steps", str(max(int(steps), 10)), "--warmup", "3"],
+            [OURS_PYTHON, os.path.join(HERE, "step.py"), "--batch", "128", "--size", "32", "--threads", "2",
+             "--width", "8", "--hidden", "256", "--projection-dim", "64", "--steps", "10",
+             "--runs", str(args.our_runs), "--warmup", "1", "--jit", str(args.jit)],
+        ),
         "pipeline32": (
             [args.peer_python, os.path.join(PEER_DIR, "peer_augment.py"), cifar_train, "--size", "32",
              "--workers", "2", "--blur", "0"],
@@ -56,11 +70,18 @@ def figures(args):
     }
 
 
-def run_child(command):
+def isa_environment(isa):
+    """Environment variables that restrict both frameworks' kernels to `isa` ("AVX2"), or none."""
+    if not isa:
+        return {}
+    return {"ONEDNN_MAX_CPU_ISA": isa, "XLA_FLAGS": f"--xla_cpu_max_isa={isa}", "MKL_ENABLE_INSTRUCTIONS": isa}
+
+
+def run_child(command, extra_env=None):
     """Run `command`; return (its last JSON line as a dict, its peak RSS in MiB, wall seconds)."""
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(extra_env or {})})
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -70,15 +91,15 @@ def run_child(command):
     return json.loads(lines[-1]), usage.ru_maxrss / 1024.0, time.perf_counter() - start
 
 
-def compare(name, peer_command, our_command, rounds):
+def compare(name, peer_command, our_command, rounds, isa=None):
     peer_runs, our_runs, peer_rss, our_rss, our_lines = [], [], [], [], []
     for round_index in range(rounds):
-        line, rss, seconds = run_child(peer_command)
+        line, rss, seconds = run_child(peer_command, isa_environment(isa))
         peer_runs.append(line["images_per_second"])
         peer_rss.append(rss)
         print(f"# {name} round {round_index + 1}: peer {line['images_per_second']} images/s "
               f"({rss:.0f} MiB, {seconds:.0f} s)", file=sys.stderr, flush=True)
-        line, rss, seconds = run_child(our_command)
+        line, rss, seconds = run_child(our_command, isa_environment(isa))
         our_runs.extend(line["runs"])
         our_rss.append(rss)
         our_lines.append(line)
@@ -96,6 +117,7 @@ def compare(name, peer_command, our_command, rounds):
         "ours_config": our_lines[-1]["config"],
         "peer_command": " ".join(os.path.basename(part) if part.startswith("/tmp") else part for part in peer_command),
         "rounds": rounds,
+        "isa": isa or "native",
         "machine": report.machine(),
     }
     for key in ("fraction_of_matmul", "achieved_gflops", "matmul_gflops"):
@@ -107,7 +129,7 @@ def compare(name, peer_command, our_command, rounds):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("figure", choices=("step", "pipeline32", "pipeline96", "all"))
+    parser.add_argument("figure", choices=("step", "step-demo", "pipeline32", "pipeline96", "all"))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--our-runs", dest="our_runs", type=int, default=5, help="timed runs inside each of our processes")
     parser.add_argument("--steps", type=int, default=2, help="timed steps of each peer train-step process")
@@ -115,11 +137,12 @@ def main(argv=None):
     parser.add_argument("--data", default=report.DEFAULT_CIFAR)
     parser.add_argument("--jit", default="auto", choices=("auto", "0", "1"),
                         help="our train step with XLA (1), without (0), or the library's choice (auto, default)")
+    parser.add_argument("--isa", choices=("AVX2",), help="restrict both sides to this instruction set (see above)")
     args = parser.parse_args(argv)
     table = figures(args)
-    names = ("pipeline32", "pipeline96", "step") if args.figure == "all" else (args.figure,)
+    names = ("pipeline32", "pipeline96", "step", "step-demo") if args.figure == "all" else (args.figure,)
     for name in names:
-        compare(name, *table[name], rounds=args.rounds)
+        compare(name, *table[name], rounds=args.rounds, isa=args.isa)
 
 
 if __name__ == "__main__":

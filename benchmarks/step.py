@@ -105,7 +105,7 @@ def build_model(args, augment=None):
                        fused_batch_norm=getattr(args, "bn", "fused") == "fused")
     model = BYOL(
         encoder,
-        projection_dim=256,
+        projection_dim=args.projection_dim,
         projection_hidden_dim=args.hidden,
         prediction_hidden_dim=args.hidden,
         total_steps=10_000,
@@ -177,7 +177,7 @@ def run(args):
             matmul_gflops=round(matmul / 1e9, 2),
             fraction_of_matmul=round(achieved / matmul, 3),
         )
-    config = {k: getattr(args, k) for k in ("batch", "size", "width", "hidden", "threads", "steps", "warmup", "jit", "optimizer", "bn")}
+    config = {k: getattr(args, k) for k in ("batch", "size", "width", "hidden", "projection_dim", "threads", "steps", "warmup", "jit", "optimizer", "bn")}
     config["jit_compile"] = getattr(args, "jit_resolved", None)
     return report.emit("train_step", config, images_per_second, "images/s", **extra)
 
@@ -188,6 +188,7 @@ def parse_args(argv=None):
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--width", type=int, default=64, help="ResNet-18 width (64 = the standard network)")
     parser.add_argument("--hidden", type=int, default=4096, help="hidden width of projector and predictor")
+    parser.add_argument("--projection-dim", dest="projection_dim", type=int, default=256, help="projector output")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5, help="steps per timed run")
     parser.add_argument("--runs", type=int, default=5)

@@ -336,19 +336,16 @@ def resolve_jit_compile(strategy, requested="auto", augment_on_device=False):
 
     `"auto"` chooses what measured faster for the BYOL step (`benchmarks/README.md`):
 
-    - on a GPU, and on a CPU without AVX-512: XLA on (a CPU prototype on an AVX2 machine ran 1.7x
-      faster with it than TensorFlow's graph);
-    - on a CPU-only host with AVX-512 (`avx512f` in `/proc/cpuinfo`): XLA off, because TensorFlow's
-      oneDNN kernels beat XLA's CPU kernels there (ResNet-18 width 64, batch 128, 2 cores: 28.6 vs
-      17.1 images/s with the fused BatchNorm, 19.3 vs 13.4 with Keras') — unless the views are made
-      inside the step (`augment_on_device`), whose colour jitter XLA fuses into a few kernels
-      (several times faster than the graph's op-by-op kernels);
+    - on a GPU: XLA on;
+    - on a CPU-only host: XLA off, because TensorFlow's oneDNN kernels ran the step faster than XLA's
+      CPU code on every network and instruction set measured (AVX-512 and AVX2, the standard and the
+      demo network) — unless the views are made inside the step (`augment_on_device`), whose colour
+      jitter XLA fuses into a few kernels (several times faster than the graph's op-by-op kernels);
     - off, with the reason, under a strategy with several replicas (it fails there with Keras 3.15 /
       TF 2.21, see `_XLA_MULTI_REPLICA_REASON`), under `TPUStrategy` (which compiles every step with
       XLA by itself) and when TensorFlow op determinism is enabled (Keras refuses XLA then).
 
-    An explicit `True` that cannot work is turned off with a warning; an explicit `True` on an
-    AVX-512 CPU is kept.
+    An explicit `True` that cannot work is turned off with a warning; an explicit `True` on a CPU is kept.
 
     Args:
         strategy: a `tf.distribute.Strategy`.
@@ -368,10 +365,10 @@ def resolve_jit_compile(strategy, requested="auto", augment_on_device=False):
         jit, reason = False, _XLA_MULTI_REPLICA_REASON
     elif _op_determinism_enabled():
         jit, reason = False, "XLA is off: TensorFlow op determinism is enabled and Keras refuses XLA with it"
-    elif requested == "auto" and not augment_on_device and _cpu_only_with_avx512():
+    elif requested == "auto" and not augment_on_device and _cpu_only():
         jit, reason = False, (
-            "XLA is off: on a CPU with AVX-512 TensorFlow's oneDNN kernels run the BYOL step faster than "
-            "XLA's (pass jit_compile=True to override)"
+            "XLA is off: on a CPU TensorFlow's oneDNN kernels run the BYOL step faster than XLA's "
+            "(pass jit_compile=True to override)"
         )
     else:
         jit, reason = True, "XLA is on (one replica)"
@@ -401,8 +398,8 @@ def cpu_flags(path="/proc/cpuinfo"):
     return set()
 
 
-def _cpu_only_with_avx512():
-    return not tf.config.list_physical_devices("GPU") and "avx512f" in cpu_flags()
+def _cpu_only():
+    return not tf.config.list_physical_devices("GPU")
 
 
 def _op_determinism_enabled():

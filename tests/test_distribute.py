@@ -267,18 +267,18 @@ def test_set_precision_validates_and_sets_the_global_policy(float32_policy):
 
 def test_resolve_jit_compile(monkeypatch, tmp_path):
     one = tf.distribute.get_strategy()
-    monkeypatch.setattr(distribute, "_cpu_only_with_avx512", lambda: False)
+    monkeypatch.setattr(distribute, "_cpu_only", lambda: False)
     assert resolve_jit_compile(one) == (True, "XLA is on (one replica)")
     assert resolve_jit_compile(one, requested=False)[0] is False
     jit, reason = resolve_jit_compile(fake_strategy(2), requested=True)
     assert jit is False and "more than one replica" in reason
     with pytest.raises(ValueError, match="requested='yes'"):
         resolve_jit_compile(fake_strategy(1), requested="yes")
-    # A CPU-only host with AVX-512: oneDNN measured faster, so "auto" is off; asked for, XLA stays on;
+    # A CPU-only host (AVX-512 or AVX2): oneDNN measured faster, so "auto" is off; asked for, XLA stays on;
     # views made inside the step keep XLA (it fuses their colour maths).
-    monkeypatch.setattr(distribute, "_cpu_only_with_avx512", lambda: True)
+    monkeypatch.setattr(distribute, "_cpu_only", lambda: True)
     jit, reason = resolve_jit_compile(one)
-    assert jit is False and "AVX-512" in reason
+    assert jit is False and "oneDNN" in reason
     assert resolve_jit_compile(one, requested=True) == (True, "XLA is on (one replica)")
     assert resolve_jit_compile(one, augment_on_device=True)[0] is True
     # The flags come from /proc/cpuinfo's first "flags" line; no file, no flags.

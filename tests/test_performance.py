@@ -239,10 +239,10 @@ def test_xla_default_follows_the_measured_rule_and_can_be_overridden(monkeypatch
     from byol_keras import distribute
 
     model = _byol()
-    monkeypatch.setattr(distribute, "_cpu_only_with_avx512", lambda: False)
+    monkeypatch.setattr(distribute, "_cpu_only", lambda: False)
     model.compile(optimizer="sgd")
     assert model.jit_compile is True
-    monkeypatch.setattr(distribute, "_cpu_only_with_avx512", lambda: True)
+    monkeypatch.setattr(distribute, "_cpu_only", lambda: True)
     model.compile(optimizer="sgd")
     assert model.jit_compile is False
     model.compile(optimizer="sgd", jit_compile=True)
