@@ -10,6 +10,7 @@ import io
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -587,8 +588,11 @@ def test_training_export_cli_end_to_end(tmp_path, capsys, monkeypatch):
     out = tmp_path / "served_models" / "tiny"
     assert export_cli.main([str(run_dir), "--out", str(out), "--version", "5"])["version"] == 5
     assert export_cli.main([str(run_dir), "--out", str(out)])["version"] == 6
-    with pytest.raises(SystemExit, match="Version 5 already exists.*refusing to overwrite"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
         export_cli.main([str(run_dir), "--out", str(out), "--version", "5"])
+    assert exit_info.value.code == 2
+    assert re.search("error: Version 5 already exists.*refusing to overwrite", capsys.readouterr().err)
     assert sorted(os.listdir(out)) == ["5", "6"]  # no staging folder left behind
 
     served = tf.saved_model.load(str(out / "6"))
@@ -598,8 +602,9 @@ def test_training_export_cli_end_to_end(tmp_path, capsys, monkeypatch):
     assert json.loads((out / "6" / "assets.extra" / "export.json").read_text())["version"] == 6
 
     (tmp_path / "empty_run").mkdir()
-    with pytest.raises(SystemExit, match="no config.json"):
+    with pytest.raises(SystemExit) as exit_info:
         export_cli.main([str(tmp_path / "empty_run")])
+    assert exit_info.value.code == 2 and "no config.json" in capsys.readouterr().err
 
 
 def test_real_byol_model_exports(tmp_path):

@@ -83,13 +83,15 @@ def test_demo_command_end_to_end(tmp_path):
     run_dir, export = tmp_path / "run", tmp_path / "saved_models" / "demo"
     command = [
         sys.executable, "-m", "training.pretrain", "--preset", "demo", "--epochs", "2", "--steps-per-epoch", "2",
-        "--width", "4", "--out", str(run_dir), "--export", str(export), "--verbose", "2",
+        "--width", "4", "--out", str(run_dir), "--export", str(export), "--verbose", "2", "--backup-every", "2",
     ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     # The printed summary line with both accuracies and the export.
     line = [l for l in result.stdout.splitlines() if l.startswith("BYOL demo")][-1]
     assert "kNN top-1" in line and "(random init)" in line and "(pretrained)" in line, line
+    assert any(l.startswith("kNN top-1 on the raw pixels") for l in result.stdout.splitlines())
+    assert any(l.startswith("encoder exported to") for l in result.stdout.splitlines())
     print(line)
 
     config = json.loads((run_dir / "config.json").read_text())
@@ -116,7 +118,7 @@ def test_demo_command_end_to_end(tmp_path):
     out = served.signatures["embed_pixels"](images=tf.constant(pixels))
     from byol_keras.augment import center_crop_resize, normalize
 
-    expected = model(normalize(center_crop_resize(pixels, 32, 1.0)))
+    expected = model(normalize(center_crop_resize(pixels, config["image_size"], config["crop_fraction"])))
     np.testing.assert_allclose(out["embedding"].numpy(), np.array(expected), atol=1e-4)
 
 

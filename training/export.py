@@ -97,32 +97,41 @@ def export_run(run_dir, out=None, version=None, crop_fraction=None, include_proj
     )
 
 
-def parse_args(argv=None):
+def build_parser():
+    from training import cli
+
     parser = argparse.ArgumentParser(
         prog="python -m training.export",
         description="Export a trained run as a TF Serving SavedModel.",
     )
-    parser.add_argument("run_dir", help="training run folder with config.json and model.keras")
+    parser.add_argument("run_dir", type=cli.existing_dir, help="training run folder with config.json and model.keras")
     parser.add_argument("--out", default=None, help="model base path (default: saved_models/<run name>)")
-    parser.add_argument("--version", type=int, default=None, help="version folder (default: next free)")
-    parser.add_argument("--crop-fraction", type=float, default=None,
+    parser.add_argument("--version", type=cli.positive_int, default=None, help="version folder (default: next free)")
+    parser.add_argument("--crop-fraction", type=cli.fraction, default=None,
                         help="evaluation centre crop (default: the run's config, else 0.875)")
     parser.add_argument("--no-projector", action="store_true", help="omit the `project` signature")
-    return parser.parse_args(argv)
+    cli.add_debug_flag(parser)
+    return parser
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    try:
-        description = export_run(
-            args.run_dir,
-            out=args.out,
-            version=args.version,
-            crop_fraction=args.crop_fraction,
-            include_projector=not args.no_projector,
-        )
-    except (FileExistsError, FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"error: {error}")
+    from training import cli
+
+    return cli.run(_export, build_parser(), argv)
+
+
+def _export(args):
+    description = export_run(
+        args.run_dir,
+        out=args.out,
+        version=args.version,
+        crop_fraction=args.crop_fraction,
+        include_projector=not args.no_projector,
+    )
     print(f"Wrote SavedModel version {description['version']} to {description['export_dir']}")
     print(f"  signatures: {', '.join(description['signatures'])}")
     print(f"  embedding_dim={description['embedding_dim']}, projection_dim={description['projection_dim']}, "

@@ -10,7 +10,7 @@ Flags left unset keep the preset's value (`byol_keras/presets.py`). The run dire
     config.json      the resolved configuration (preset + flags + derived values)
     logs/            TensorBoard: per-step loss, τ, learning rate, representation_std; kNN; views; projector
     backup/          the fault-tolerance backup (running the same command again resumes from it)
-    checkpoints/     latest.keras, the full BYOL model after the last finished epoch
+    checkpoints/     latest.keras, the full BYOL model, saved every epoch (every `--backup-every` steps if longer)
     model.keras      the final BYOL model (online and target networks, optimizer state)
     summary.json     kNN top-1 before and after, losses, wall time
 and the encoder is exported for TF Serving to `--export` (default `saved_models/<preset>/<version>`).
@@ -25,36 +25,55 @@ import time
 OPTIMIZERS = ("lars", "sgd-l2", "sgd")
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="demo", help="named configuration (default: demo)")
-    parser.add_argument("--data", help="TFDS name, image folder or 'digits' (default: the preset's)")
+def build_parser():
+    from training import cli
+
+    parser = argparse.ArgumentParser(prog="python -m training.pretrain", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="demo", choices=_preset_names(), metavar="PRESET",
+                        help="named configuration: " + ", ".join(_preset_names()) + " (default: demo)")
+    parser.add_argument("--data", type=cli.data_source,
+                        help="TFDS name, image folder or 'digits' (default: the preset's)")
     parser.add_argument("--data-dir", dest="data_dir", help="TFDS data directory")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", dest="batch_size", type=int, help="global batch size")
-    parser.add_argument("--image-size", dest="image_size", type=int)
-    parser.add_argument("--learning-rate", dest="base_learning_rate", type=float, help="base LR for batch 256")
-    parser.add_argument("--weight-decay", dest="weight_decay", type=float)
-    parser.add_argument("--base-tau", dest="base_tau", type=float)
+    parser.add_argument("--epochs", type=cli.positive_int)
+    parser.add_argument("--batch-size", dest="batch_size", type=cli.positive_int, help="global batch size")
+    parser.add_argument("--image-size", dest="image_size", type=cli.positive_int)
+    parser.add_argument("--learning-rate", dest="base_learning_rate", type=cli.positive_float,
+                        help="base LR for batch 256")
+    parser.add_argument("--weight-decay", dest="weight_decay", type=cli.non_negative_float)
+    parser.add_argument("--base-tau", dest="base_tau", type=cli.unit_interval)
     parser.add_argument("--optimizer", choices=OPTIMIZERS)
-    parser.add_argument("--width", type=int, help="ResNet-18 width (64 = the standard network)")
-    parser.add_argument("--limit-per-class", dest="limit_per_class", type=int,
+    parser.add_argument("--width", type=cli.positive_int, help="ResNet-18 width (64 = the standard network)")
+    parser.add_argument("--limit-per-class", dest="limit_per_class", type=cli.positive_int,
                         help="pretrain on the first N images of each class")
-    parser.add_argument("--knn-every", dest="knn_every_n_epochs", type=int, help="kNN monitor every N epochs")
-    parser.add_argument("--steps-per-epoch", dest="steps_per_epoch", type=int,
+    parser.add_argument("--knn-every", dest="knn_every_n_epochs", type=cli.positive_int,
+                        help="kNN monitor every N epochs")
+    parser.add_argument("--steps-per-epoch", dest="steps_per_epoch", type=cli.positive_int,
                         help="cap the steps of each epoch (quick runs)")
     parser.add_argument("--strategy", default="auto", choices=("auto", "mirrored", "multi-worker", "tpu", "one-device"),
                         help="tf.distribute strategy (auto: MirroredStrategy when >1 GPU is visible)")
     parser.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16", "mixed_float16"))
     parser.add_argument("--sync-bn", dest="sync_bn", action="store_true",
                         help="cross-replica BatchNorm in the encoder even on one replica (always on with several)")
-    parser.add_argument("--backup-every", dest="backup_every", type=int,
-                        help="global steps between fault-tolerance backups (default: min(steps per epoch, 1000))")
+    parser.add_argument("--backup-every", dest="backup_every", type=cli.positive_int,
+                        help="global steps between fault-tolerance backups (default: steps per epoch, within [100, 1000])")
     parser.add_argument("--out", help="run directory (default: runs/<preset>)")
     parser.add_argument("--export", help="TF Serving base path (default: saved_models/<preset>; 'none' to skip)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--verbose", type=int, default=1, help="Keras progress: 0 silent, 1 bar, 2 a line per epoch")
-    return parser.parse_args(argv)
+    parser.add_argument("--seed", type=cli.non_negative_int, default=0)
+    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
+                        help="Keras progress: 0 silent, 1 bar, 2 a line per epoch")
+    cli.add_debug_flag(parser)
+    return parser
+
+
+def _preset_names():
+    from byol_keras.presets import PRESETS
+
+    return sorted(PRESETS)
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def resolve_config(args):
@@ -214,7 +233,9 @@ def run(config):
 
     # Backups every N global steps (write, then rename); running the same command again resumes from
     # the newest complete one with its global step (hence τ and the learning rate) and epoch.
-    backup_every = config["backup_every"] or min(steps_per_epoch, 1000)
+    # By default once an epoch, but not more often than every 100 steps (tiny epochs would spend more time
+    # writing backups than training) nor less often than every 1,000.
+    backup_every = config["backup_every"] or min(max(steps_per_epoch, 100), 1000)
     backup = StepBackup(os.path.join(run_dir, "backup"), backup_every)
     resumed = backup.latest_state()
     stopper = StopOnNonFiniteLoss()
@@ -253,7 +274,10 @@ def run(config):
             class_names=list(source.class_names) or None,
         )
         os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
-        callbacks.append(keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "checkpoints", "latest.keras")))
+        # The full model after an epoch, or after every `backup_every` steps when epochs are shorter.
+        save_freq = "epoch" if steps_per_epoch >= backup_every else backup_every
+        callbacks.append(keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "checkpoints", "latest.keras"),
+                                                         save_freq=save_freq))
         knn = next((c for c in callbacks if isinstance(c, monitors.KNNMonitor)), None)
         random_init_path = os.path.join(out_dir, RANDOM_INIT_FILE)
         if knn is not None and not resumed:
@@ -387,21 +411,44 @@ def _subset_per_class(source, limit):
     )
 
 
-def main(argv=None):
-    import logging
+def short_run_hint(config):
+    """A one-line hint when `--epochs` is far below the preset's schedule, or None.
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")  # strategy and XLA choices
-    args = parse_args(argv)
-    config = resolve_config(args)
-    config["verbose"] = args.verbose
-    try:
-        summary = run(config)
-    except NonFiniteLossError as error:
-        print(f"error: {error}", file=sys.stderr)
+    Paper-scale recipes (LARS at a large learning rate, a slow target) need their whole schedule; a few
+    epochs of them can leave the encoder worse than at random initialisation.
+    """
+    from byol_keras.presets import PRESETS, SHORT_SCHEDULE_PRESETS
+
+    scheduled = PRESETS[config["preset"]]["epochs"]
+    if config["epochs"] * 5 > scheduled or config["preset"] not in SHORT_SCHEDULE_PRESETS:
         return None
-    for line in summary_lines(summary):
-        print(line)
-    return summary
+    short = SHORT_SCHEDULE_PRESETS[config["preset"]]
+    return (f"--epochs {config['epochs']} is far below the {scheduled}-epoch schedule of preset "
+            f"{config['preset']}; for short runs use --preset {short} ({PRESETS[short]['epochs']} epochs by default)")
+
+
+def main(argv=None):
+    from training import cli
+
+    def pretrain(args):
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")  # strategy and XLA choices
+        config = resolve_config(args)
+        config["verbose"] = args.verbose
+        hint = short_run_hint(config)
+        if hint:
+            cli.print_warning(hint)
+        try:
+            summary = run(config)
+        except NonFiniteLossError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return None
+        for line in summary_lines(summary):
+            print(line)
+        return summary
+
+    return cli.run(pretrain, build_parser(), argv)
 
 
 def summary_lines(summary):
