@@ -352,7 +352,8 @@ class EmbeddingProjector(keras.callbacks.Callback):
 
     Writes into `log_dir`: `sprite.png` (the thumbnails), `metadata.tsv` (label and class name per
     point), a TF checkpoint `embedding.ckpt-*` holding the `(n, dim)` features of `model.encoder` in
-    inference mode, and `projector_config.pbtxt` tying them together. (Keras 3's own
+    inference mode, `projector_config.pbtxt` tying them together, and an event file with a one-line
+    text summary (TensorBoard looks for projector files only in folders that hold event files). (Keras 3's own
     `TensorBoard(embeddings_freq=...)` saves `.weights.h5` files, which the projector cannot read.)
 
     Args:
@@ -438,10 +439,11 @@ class EmbeddingProjector(keras.callbacks.Callback):
         tf.io.write_file(os.path.join(self.log_dir, "sprite.png"), tf.io.encode_png(sprite))
 
         checkpoint = tf.train.Checkpoint(embedding=tf.Variable(features, name="embedding"))
-        checkpoint_path = checkpoint.save(os.path.join(self.log_dir, "embedding.ckpt"))
+        checkpoint.save(os.path.join(self.log_dir, "embedding.ckpt"))
 
         config = projector.ProjectorConfig()
-        config.model_checkpoint_path = checkpoint_path
+        # No `model_checkpoint_path`: TensorBoard then takes the newest checkpoint of this run's folder,
+        # so the logs still work after the run directory is moved or copied.
         embedding = config.embeddings.add()
         embedding.tensor_name = self.tensor_name
         embedding.metadata_path = "metadata.tsv"
@@ -449,6 +451,13 @@ class EmbeddingProjector(keras.callbacks.Callback):
         side = self.thumbnail_size or self.images.shape[1]
         embedding.sprite.single_image_dim.extend([side, side])
         projector.visualize_embeddings(self.log_dir, config)
+        # TensorBoard lists as runs only the folders that hold an event file, and the projector looks for
+        # its config in runs only: without this summary the PROJECTOR tab never appears.
+        writer = tf.summary.create_file_writer(self.log_dir)
+        with writer.as_default():
+            tf.summary.text("embedding", f"{len(self.labels)} images, {features.shape[1]}-d features of "
+                            "`model.encoder`: see the PROJECTOR tab", step=0)
+        writer.close()
         return features
 
     def on_train_end(self, logs=None):

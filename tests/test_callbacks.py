@@ -304,7 +304,10 @@ def test_embedding_projector_writes_projector_files(tmp_path):
     assert embedding.metadata_path == "metadata.tsv" and embedding.sprite.image_path == "sprite.png"
     assert list(embedding.sprite.single_image_dim) == [4, 4]
     # The checkpoint holds the encoder's features of the normalised images, under the configured name.
-    reader = tf.train.load_checkpoint(config.model_checkpoint_path)
+    # No absolute path in the config (TensorBoard finds the run's newest checkpoint), and an event file.
+    assert not config.model_checkpoint_path
+    assert list(tmp_path.glob("events.out.tfevents.*"))
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path)))
     stored = reader.get_tensor(embedding.tensor_name)
     np.testing.assert_allclose(stored, normalize(images).numpy().mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
     # Sprite: a 3 x 3 grid of 4-pixel tiles, row by row.

@@ -221,3 +221,53 @@ def test_summary_lines_say_whether_the_encoder_beats_raw_pixels():
     assert lines[1] == "kNN top-1 on the raw pixels: 0.7000; the pretrained encoder is above it (+0.1000)"
     lines = summary_lines(dict(summary, knn_top1_raw_pixels=0.9, export_dir="/x/1"))
     assert "is not above it (-0.1000)" in lines[1] and lines[2] == "encoder exported to /x/1"
+
+
+def _tensorboard_plugins(logdir, timeout=90):
+    """The `data/plugins_listing` of a real `tensorboard` process serving `logdir` on localhost, once the
+    projector has had time to look (its `is_active` answers from a background thread)."""
+    import re
+    import time
+    import urllib.request
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", "0",
+         "--load_fast", "false"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + timeout
+        url = None
+        while url is None and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            match = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
+            if match:
+                url = match.group(1)
+        assert url, "tensorboard did not start"
+        listing = {}
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(url + "/data/plugins_listing", timeout=10) as response:
+                listing = json.loads(response.read())
+            if listing.get("projector", {}).get("enabled"):
+                break
+            time.sleep(1.0)
+        return {name for name, plugin in listing.items() if plugin.get("enabled")}
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_tensorboard_serves_the_projector_of_a_run(tmp_path):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "training.pretrain", "--preset", "demo", "--epochs", "1", "--steps-per-epoch", "2",
+               "--width", "4", "--out", str(run_dir), "--export", "none", "--verbose", "0"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Served from a copy in another place: nothing in the logs may point back to the original folder.
+    moved = tmp_path / "moved_logs"
+    import shutil
+
+    shutil.copytree(run_dir / "logs", moved)
+    shutil.rmtree(run_dir)
+    plugins = _tensorboard_plugins(moved)
+    assert {"scalars", "images", "projector"} <= plugins, plugins
