@@ -23,6 +23,7 @@ _EXPORTS = {
     "representation_std": "byol",
     "byol_loss": "losses",
     "mlp_head": "heads",
+    "convnet": "encoders",
     "resnet18": "encoders",
     "resnet50": "encoders",
     "target_tau": "schedules",

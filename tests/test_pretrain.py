@@ -43,7 +43,9 @@ def test_presets_have_every_field_and_overrides_apply():
 def test_flags_override_the_preset(tmp_path):
     args = parse_args(["--preset", "demo", "--epochs", "4", "--width", "4", "--out", str(tmp_path), "--export", "none"])
     config = resolve_config(args)
-    assert config["epochs"] == 4 and config["encoder"]["width"] == 4
+    assert config["epochs"] == 4 and config["encoder"]["widths"] == (4, 8, 16)  # the demo's ConvNet, doubling
+    cifar = resolve_config(parse_args(["--preset", "cifar10-resnet18", "--width", "16"]))
+    assert cifar["encoder"]["width"] == 16
     assert config["run_dir"] == str(tmp_path) and config["export_base_path"] is None
     assert config["batch_size"] == PRESETS["demo"]["batch_size"]
 
@@ -95,7 +97,7 @@ def test_demo_command_end_to_end(tmp_path):
     print(line)
 
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["total_steps"] == 4 and config["encoder"]["width"] == 4
+    assert config["total_steps"] == 4 and config["encoder"]["widths"] == [4, 8, 16]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 4
     assert 0.0 <= summary["knn_top1_random_init"] <= 1.0 and 0.0 <= summary["knn_top1_pretrained"] <= 1.0

@@ -43,7 +43,8 @@ def build_parser():
     parser.add_argument("--weight-decay", dest="weight_decay", type=cli.non_negative_float)
     parser.add_argument("--base-tau", dest="base_tau", type=cli.unit_interval)
     parser.add_argument("--optimizer", choices=OPTIMIZERS)
-    parser.add_argument("--width", type=cli.positive_int, help="ResNet-18 width (64 = the standard network)")
+    parser.add_argument("--width", type=cli.positive_int,
+                        help="network width: ResNet-18's first stage (64 = the standard network), a ConvNet's first layer")
     parser.add_argument("--limit-per-class", dest="limit_per_class", type=cli.positive_int,
                         help="pretrain on the first N images of each class")
     parser.add_argument("--knn-every", dest="knn_every_n_epochs", type=cli.positive_int,
@@ -89,7 +90,7 @@ def resolve_config(args):
     if args.image_size is not None:
         config["load_size"] = max(config["load_size"], args.image_size)
     if args.width is not None:
-        config["encoder"] = dict(config["encoder"], width=args.width)
+        config["encoder"] = with_width(config["encoder"], args.width)
     config["seed"] = args.seed
     config.update(strategy=args.strategy, precision=args.precision, sync_bn=args.sync_bn, backup_every=args.backup_every)
     config["steps_per_epoch_cap"] = args.steps_per_epoch
@@ -97,6 +98,14 @@ def resolve_config(args):
     export = args.export or os.path.join("saved_models", args.preset)
     config["export_base_path"] = None if export.lower() == "none" else os.path.abspath(export)
     return config
+
+
+def with_width(spec, width):
+    """The encoder spec with its width set: ResNet-18's first stage, or a ConvNet's first layer (doubling)."""
+    if spec["name"] == "convnet":
+        depth = len(spec.get("widths", (32, 64, 128)))
+        return dict(spec, widths=tuple(width * 2**i for i in range(depth)))
+    return dict(spec, width=width)
 
 
 def build_encoder(spec, image_size):
@@ -108,7 +117,10 @@ def build_encoder(spec, image_size):
         return encoders.resnet18(input_shape=(image_size, image_size, 3), **spec)
     if name == "resnet50":
         return encoders.resnet50(input_shape=(image_size, image_size, 3), **spec)
-    raise ValueError(f"Unknown encoder. Expected 'resnet18' or 'resnet50'. Received: encoder name={name!r}")
+    if name == "convnet":
+        return encoders.convnet(input_shape=(image_size, image_size, 3), **spec)
+    raise ValueError(
+        f"Unknown encoder. Expected 'resnet18', 'resnet50' or 'convnet'. Received: encoder name={name!r}")
 
 
 def build_optimizer(config, steps_per_epoch, total_steps, model=None):
@@ -289,7 +301,11 @@ def run(config):
             print(f"Resuming from {resumed['path']} at global step {resumed['step']} (epoch {resumed['epoch'] + 1})")
 
         history = model.fit(
-            dataset.repeat() if config["steps_per_epoch_cap"] else dataset,
+            # One iterator for the whole run (Keras keeps it across epochs when `steps_per_epoch` is set):
+            # a new iterator per epoch refills the shuffle buffer and restarts the view workers, which
+            # costs more than the training steps of a small dataset's epoch. The pipeline's batches drop
+            # the remainder, so every epoch still covers each image once, in a fresh order.
+            dataset.repeat(),
             epochs=config["epochs"],
             steps_per_epoch=steps_per_epoch,
             callbacks=callbacks,
