@@ -80,7 +80,7 @@ PAPER_VIEW_PROBS = (
 # Index of each colour-jitter operation in `jitter_order`.
 JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
 # Attempts at drawing a crop that fits in the image before falling back to the whole image, as
-# `tf.image.sample_distorted_bounding_box(max_attempts=10)` in the official input pipeline.
+# torchvision's `RandomResizedCrop` (10; the official pipeline also makes 10 attempts, with another rule).
 CROP_MAX_ATTEMPTS = 10
 
 
@@ -405,9 +405,12 @@ class BYOLView(keras.layers.Layer):
     - Crop: `keras_cv.layers.RandomCropAndResize` cannot resize bicubically
       (`tf.image.crop_and_resize` is bilinear/nearest only), has no XLA kernel, and instead of
       retrying a crop that does not fit it clips its sides to the image (which changes the area and
-      aspect ratio drawn). Here, as `tf.image.sample_distorted_bounding_box` in the official code,
-      area fraction and aspect ratio (width / height in pixels) are drawn uniformly, up to
-      `CROP_MAX_ATTEMPTS` times until the crop fits, else the whole image is used; boxes are
+      aspect ratio drawn). Here the crop is torchvision's `RandomResizedCrop` (which lightly and
+      solo-learn use): area fraction and aspect ratio (width / height in pixels) are drawn uniformly, up
+      to `CROP_MAX_ATTEMPTS` times until the crop fits, else the whole image is used. (The official
+      code's `tf.image.sample_distorted_bounding_box` differs: it draws the aspect ratio and then the
+      height, so the area is not uniform, shrinks a box that does not fit instead of redrawing it, and
+      its `_decode_and_random_crop` falls back to a centre crop.) Boxes are
       sub-pixel (not rounded to whole pixels); the resize is a per-image separable matrix product
       (`interpolation_matrix`), which is vectorised and XLA-compilable.
     - Colour jitter: KerasCV's and Keras' `RandomColorJitter` apply the four adjustments in a fixed
@@ -419,8 +422,8 @@ class BYOLView(keras.layers.Layer):
       mean); hue rotates by a delta in `[-hue, hue]` turns; the four run in a random order per image,
       with a clip to the valid range after each (`color_jitter`).
     - Blur: `keras_cv.layers.RandomGaussianBlur` works image by image (`tf.vectorized_map` over
-      per-image convolutions), and Keras'
-      `RandomGaussianBlur` draws one sigma per batch and rejects sigma > 1. Here each image draws
+      per-image convolutions), and Keras' `RandomGaussianBlur` draws one (anisotropic) sigma pair per
+      batch, not one sigma per image. Here each image draws
       sigma uniformly in `blur_sigma` and the blur is a per-image banded matrix product with zero
       padding, as the official "SAME" convolution (`gaussian_blur_matrix`).
     - Apply decisions: `keras_cv.layers.RandomApply` (with its default `batchwise=False`) does draw
