@@ -61,18 +61,18 @@ def knn_figure(run_dirs, out, references=()):
 
     fig, ax = plt.subplots(figsize=(7, 3.4))
     for run_dir in run_dirs:
+        label = None
+        if "=" in run_dir and os.path.exists(run_dir.rsplit("=", 1)[1]):  # LABEL=PATH
+            label, run_dir = run_dir.rsplit("=", 1)
         if os.path.isfile(run_dir):  # the peer's output, `benchmarks/peer_quality.py > FILE`
-            with open(run_dir) as f:
-                summary = json.loads([line for line in f if '"curve"' in line][-1])
-            curve = summary["curve"]
-            ax.plot(range(len(curve)), curve, marker="s", linestyle="--",
-                    label=f"{summary['peer']} (PyTorch), seed {summary['seed']}")
+            curve, label = peer_curve(run_dir, label)
+            ax.plot(range(len(curve)), curve, marker="s", markersize=3, linestyle="--", label=label)
             continue
         with open(os.path.join(run_dir, "history.json")) as f:
             history = json.load(f)
         curve = [history["knn_top1_random_init"]] + history["knn_top1"]
         name = os.path.basename(os.path.normpath(run_dir)).removeprefix("quality-")
-        ax.plot(range(len(curve)), curve, marker="o", label=f"byol_keras, {name}")
+        ax.plot(range(len(curve)), curve, marker="o", markersize=3, label=label or f"byol_keras, {name}")
     last_epoch = ax.dataLim.x1  # the longest curve's last epoch
     for reference in references:
         label, value = reference.rsplit("=", 1)
@@ -89,10 +89,24 @@ def knn_figure(run_dirs, out, references=()):
     print(f"wrote {out}")
 
 
+def peer_curve(path, label=None):
+    """kNN per epoch (epoch 0 = random init) from `peer_quality.py`'s output, finished or not."""
+    with open(path) as f:
+        lines = [json.loads(line) for line in f if line.startswith("{")]
+    summaries = [line for line in lines if "curve" in line]
+    if summaries:
+        summary = summaries[-1]
+        return summary["curve"], label or f"{summary['peer']} (PyTorch), seed {summary['seed']}"
+    epochs = sorted((line["epoch"], line["knn_top1"]) for line in lines if "knn_top1" in line)
+    curve = [value for _, value in epochs]
+    return curve, (label or "lightly (PyTorch)") + f" (stopped after epoch {len(curve) - 1})"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("figure", choices=("views", "knn"))
-    parser.add_argument("runs", nargs="*", help="run directories, or peer_quality.py output files (knn)")
+    parser.add_argument("runs", nargs="*",
+                        help="run directories, or peer_quality.py output files (knn); LABEL=PATH names a curve")
     parser.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "cifar10"))
     parser.add_argument("--out", default=None)
     parser.add_argument("--reference", action="append", default=[], metavar="LABEL=VALUE",

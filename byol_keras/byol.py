@@ -318,10 +318,9 @@ class BYOL(keras.Model):
     def compile(self, optimizer="rmsprop", jit_compile="auto", **kwargs):
         """`keras.Model.compile`, with `jit_compile="auto"` deciding XLA by measurement.
 
-        Keras' own `"auto"` turns XLA off on every CPU-only host. Here `"auto"` asks
-        `distribute.resolve_jit_compile`: XLA on a GPU and on CPUs without AVX-512 (where it measured
-        faster), off on AVX-512 CPUs (TensorFlow's oneDNN kernels win there) unless the views are made
-        on the device, and off where it fails (several replicas, TPUStrategy, op determinism).
+        Here `"auto"` asks `distribute.resolve_jit_compile`: XLA on a GPU, off on CPU-only hosts
+        (TensorFlow's oneDNN kernels measured faster there, with AVX-512 and with AVX2) unless the views
+        are made on the device, and off where it fails (several replicas, TPUStrategy, op determinism).
         """
         if jit_compile == "auto":
             if kwargs.get("run_eagerly"):
