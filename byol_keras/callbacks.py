@@ -26,7 +26,8 @@ import numpy as np
 from keras import ops
 
 from byol_keras.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
-from byol_keras.evaluation import _check_positive_int, embed, knn_accuracy
+from byol_keras.evaluation import embed, knn_accuracy
+from byol_keras.validation import check_positive_int
 
 
 def _global_step(model, fallback):
@@ -73,7 +74,7 @@ def tile_images(images, columns, padding=0, pad_value=0.0):
         tensor `(rows·(h + padding), columns·(w + padding), c)`, `rows = ceil(n / columns)`, with the
         dtype of `images`.
     """
-    _check_positive_int("columns", columns)
+    check_positive_int("columns", columns)
     n, height, width, channels = ops.shape(images)
     rows = max(1, math.ceil(n / columns))
     images = ops.pad(
@@ -144,9 +145,9 @@ class KNNMonitor(keras.callbacks.Callback):
         verbose=0,
     ):
         super().__init__()
-        _check_positive_int("every_n_epochs", every_n_epochs)
-        _check_positive_int("k", k)
-        _check_positive_int("batch_size", batch_size)
+        check_positive_int("every_n_epochs", every_n_epochs)
+        check_positive_int("k", k)
+        check_positive_int("batch_size", batch_size)
         if not temperature > 0:
             raise ValueError(f"`temperature` must be positive. Received: temperature={temperature!r}")
         self.bank = bank
@@ -244,7 +245,7 @@ class StepScalars(keras.callbacks.Callback):
 
     def __init__(self, log_dir, every_n_steps=1, keys=None):
         super().__init__()
-        _check_positive_int("every_n_steps", every_n_steps)
+        check_positive_int("every_n_steps", every_n_steps)
         if keys is not None and (isinstance(keys, str) or not all(isinstance(k, str) for k in keys)):
             raise TypeError(f"`keys` must be a list of strings or None. Received: keys={keys!r}")
         self.log_dir = log_dir

@@ -57,6 +57,7 @@ import tensorflow as tf
 
 from byol_keras.augment import center_crop_resize
 from byol_keras.augment import normalize
+from byol_keras.validation import check_positive_int
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
@@ -146,7 +147,7 @@ def load_source(source, split="train", data_dir=None, image_size=None, verify=Tr
             f"Received: source={source!r} of type {type(source).__name__}"
         )
     if image_size is not None:
-        _check_positive_int("image_size", image_size)
+        check_positive_int("image_size", image_size)
     if not isinstance(split, str):
         raise TypeError(f"`split` must be a str. Received: split={split!r}")
     source = os.fspath(source)
@@ -207,9 +208,9 @@ def pretrain_dataset(
     _check_source(source)
     if views is not None and not callable(views):
         raise TypeError(f"`views` must be callable or None. Received: views={views!r}")
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("image_size", image_size)
-    _check_positive_int("shuffle_buffer", shuffle_buffer)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("image_size", image_size)
+    check_positive_int("shuffle_buffer", shuffle_buffer)
     if seed is not None and not isinstance(seed, (int, np.integer)):
         raise TypeError(f"`seed` must be an int or None. Received: seed={seed!r}")
     if cache not in (True, False, "auto"):
@@ -268,8 +269,8 @@ def eval_dataset(source, image_size, batch_size, crop_fraction=0.875):
         `tf.data.Dataset` of `(float32 (batch, image_size, image_size, 3), int32 (batch,))`.
     """
     _check_source(source)
-    _check_positive_int("image_size", image_size)
-    _check_positive_int("batch_size", batch_size)
+    check_positive_int("image_size", image_size)
+    check_positive_int("batch_size", batch_size)
     _check_crop_fraction(crop_fraction)
     warn_small_images(source, image_size)
     images = _decoded(
@@ -301,10 +302,10 @@ def load_arrays(source, image_size, limit_per_class=None, crop_fraction=0.875):
         `(images, labels)`: uint8 numpy `(n, image_size, image_size, 3)` and int32 numpy `(n,)`.
     """
     _check_source(source)
-    _check_positive_int("image_size", image_size)
+    check_positive_int("image_size", image_size)
     _check_crop_fraction(crop_fraction)
     if limit_per_class is not None:
-        _check_positive_int("limit_per_class", limit_per_class)
+        check_positive_int("limit_per_class", limit_per_class)
         if source.num_classes == 0:
             raise ValueError(
                 f"`limit_per_class` needs a labelled source, but {source.name} has no classes. "
@@ -671,11 +672,6 @@ def _check_source(source):
             "`source` must be a Source from byol_keras.data.load_source. "
             f"Received: source={source!r} of type {type(source).__name__}"
         )
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
 
 
 def _check_crop_fraction(crop_fraction):

@@ -21,21 +21,12 @@ import numpy as np
 from keras import ops
 
 from byol_keras.augment import center_crop_resize, normalize
+from byol_keras.validation import check_positive_float, check_positive_int
 
 # Random-resized-crop ranges of the paper's linear-evaluation training transform (Inception-style crop,
 # the same ranges as the pretraining views).
 _CROP_AREA_RANGE = (0.08, 1.0)
 _CROP_ASPECT_RANGE = (3.0 / 4.0, 4.0 / 3.0)
-
-
-def _check_positive_int(name, value):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-
-
-def _check_positive_float(name, value):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
 
 
 def _l2_normalize(x):
@@ -53,9 +44,9 @@ def _l2_normalize(x):
 
 
 def _check_knn_arguments(bank_features, bank_labels, query_features, num_classes, k, temperature):
-    _check_positive_int("num_classes", num_classes)
-    _check_positive_int("k", k)
-    _check_positive_float("temperature", temperature)
+    check_positive_int("num_classes", num_classes)
+    check_positive_int("k", k)
+    check_positive_float("temperature", temperature)
     bank_shape = tuple(ops.shape(bank_features))
     query_shape = tuple(ops.shape(query_features))
     labels_shape = tuple(ops.shape(bank_labels))
@@ -177,7 +168,7 @@ def knn_predict(
     Returns:
         int32 tensor `(num_queries,)`. Ties go to the lower class index.
     """
-    _check_positive_int("batch_size", batch_size)
+    check_positive_int("batch_size", batch_size)
     bank, labels, queries, k = _prepare_knn_inputs(
         bank_features, bank_labels, query_features, num_classes, k, temperature
     )
@@ -230,7 +221,7 @@ def embed_labelled(encoder, data, batch_size=256, verbose=0):
     Returns:
         Tuple `(features, labels)`: float32 array `(n, dim)` and int64 array `(n,)`.
     """
-    _check_positive_int("batch_size", batch_size)
+    check_positive_int("batch_size", batch_size)
     if _is_dataset(data):
         batches = _batched(data, batch_size)
         total = int(batches.cardinality())
@@ -277,7 +268,7 @@ def embed(encoder, images_or_dataset, batch_size=256, verbose=0):
     Returns:
         float32 array `(n, dim)`.
     """
-    _check_positive_int("batch_size", batch_size)
+    check_positive_int("batch_size", batch_size)
     if _is_dataset(images_or_dataset):
         dataset = images_or_dataset
         if not isinstance(dataset.element_spec, (tuple, list)):
@@ -396,10 +387,10 @@ def linear_probe(
     Returns:
         Dict `{"top1": float, "top5": float}` on the test features.
     """
-    _check_positive_int("num_classes", num_classes)
-    _check_positive_int("epochs", epochs)
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_float("learning_rate", learning_rate)
+    check_positive_int("num_classes", num_classes)
+    check_positive_int("epochs", epochs)
+    check_positive_int("batch_size", batch_size)
+    check_positive_float("learning_rate", learning_rate)
     train_features = np.asarray(train_features, dtype="float32")
     test_features = np.asarray(test_features, dtype="float32")
     train_labels = np.asarray(train_labels).astype("int64").reshape(-1)
@@ -544,8 +535,8 @@ def classification_dataset(
     """
     import tensorflow as tf
 
-    _check_positive_int("image_size", image_size)
-    _check_positive_int("batch_size", batch_size)
+    check_positive_int("image_size", image_size)
+    check_positive_int("batch_size", batch_size)
     if _is_dataset(data):
         dataset = data
     elif isinstance(data, (tuple, list)) and len(data) == 2:
@@ -611,7 +602,7 @@ def classifier_on_encoder(encoder, num_classes, freeze, image_size=None, name=No
     Returns:
         `keras.Model` from images to logits `(batch, num_classes)`.
     """
-    _check_positive_int("num_classes", num_classes)
+    check_positive_int("num_classes", num_classes)
     if freeze:
         # `trainable = False` also puts Keras BatchNormalization in inference mode; `training=False`
         # below makes that explicit and independent of the flag.
@@ -658,13 +649,13 @@ def train_classifier(
     Returns:
         The Keras `History`.
     """
-    _check_positive_int("epochs", epochs)
-    _check_positive_float("learning_rate", learning_rate)
+    check_positive_int("epochs", epochs)
+    check_positive_float("learning_rate", learning_rate)
     if steps_per_epoch is None:
         cardinality = int(train_dataset.cardinality())
         steps = epochs * cardinality if cardinality > 0 else None
     else:
-        _check_positive_int("steps_per_epoch", steps_per_epoch)
+        check_positive_int("steps_per_epoch", steps_per_epoch)
         steps = epochs * steps_per_epoch
     num_classes = int(model.output.shape[-1])
     model.compile(

@@ -16,10 +16,11 @@ instead, which differs in two places, both available here: the trust ratio's den
 `lr·local ≤ lr`: `local = min(ratio / lr, 1)` (`clip_lr`).
 """
 
-import numbers
 
 import keras
 from keras import ops
+
+from byol_keras.validation import is_number
 
 
 def lars_trust_ratio(weight, update, trust_coefficient):
@@ -106,9 +107,6 @@ TRUST_RATIO_STYLES = ("official", "pytorch")
 # The `eps` of PyTorch Lightning Bolts' LARS, which solo-learn copies.
 PYTORCH_LARS_EPSILON = 1e-8
 
-
-def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @keras.saving.register_keras_serializable(package="byol_keras")
@@ -214,9 +212,9 @@ class LARS(keras.optimizers.Optimizer):
             gradient_accumulation_steps=gradient_accumulation_steps,
             **kwargs,
         )
-        if not _is_number(momentum) or not 0.0 <= momentum <= 1.0:
+        if not is_number(momentum) or not 0.0 <= momentum <= 1.0:
             raise ValueError(f"`momentum` must be a float in [0, 1]. Received: momentum={momentum}")
-        if trust_coefficient is not None and (not _is_number(trust_coefficient) or trust_coefficient <= 0):
+        if trust_coefficient is not None and (not is_number(trust_coefficient) or trust_coefficient <= 0):
             raise ValueError(
                 f"`trust_coefficient` must be None or a float > 0. Received: trust_coefficient={trust_coefficient}"
             )
@@ -226,7 +224,7 @@ class LARS(keras.optimizers.Optimizer):
             raise TypeError(f"`clip_lr` must be a bool. Received: clip_lr={clip_lr!r}")
         if trust_ratio not in TRUST_RATIO_STYLES:
             raise ValueError(f"`trust_ratio` must be one of {TRUST_RATIO_STYLES}. Received: trust_ratio={trust_ratio!r}")
-        if weight_decay is not None and (not _is_number(weight_decay) or weight_decay < 0):
+        if weight_decay is not None and (not is_number(weight_decay) or weight_decay < 0):
             raise ValueError(
                 f"`weight_decay` must be None or a float >= 0. Received: weight_decay={weight_decay}"
             )

@@ -12,11 +12,8 @@ import numbers
 import keras
 from keras import ops
 
+from byol_keras.validation import is_number
 
-def _is_number(value):
-    # Only plain numbers are validated eagerly: a tensor argument (for instance a step counter that
-    # `fit` feeds in) has no Python value to check, and branching on it would break graph tracing.
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _cosine_to_zero(step, total_steps):
@@ -62,9 +59,9 @@ def target_tau(step, total_steps, base_tau):
     Returns:
         float32 tensor with the shape of `step`, τ in `[base_tau, 1]`.
     """
-    if _is_number(total_steps) and total_steps <= 0:
+    if is_number(total_steps) and total_steps <= 0:
         raise ValueError(f"`total_steps` must be > 0. Received: total_steps={total_steps}")
-    if _is_number(base_tau) and not 0.0 <= base_tau <= 1.0:
+    if is_number(base_tau) and not 0.0 <= base_tau <= 1.0:
         raise ValueError(f"`base_tau` must be in [0, 1]. Received: base_tau={base_tau}")
     step = ops.cast(step, "float32")
     total_steps = ops.cast(total_steps, "float32")
@@ -113,7 +110,7 @@ def warmup_cosine(step, base_learning_rate, warmup_steps, total_steps):
 
 
 def _validate_warmup_cosine(base_learning_rate, warmup_steps, total_steps):
-    if not _is_number(base_learning_rate) or base_learning_rate < 0:
+    if not is_number(base_learning_rate) or base_learning_rate < 0:
         raise ValueError(
             f"`base_learning_rate` must be a number >= 0. Received: base_learning_rate={base_learning_rate}"
         )
@@ -185,7 +182,7 @@ def scale_learning_rate(base_learning_rate, batch_size):
     Returns:
         Python float.
     """
-    if not _is_number(base_learning_rate) or base_learning_rate < 0:
+    if not is_number(base_learning_rate) or base_learning_rate < 0:
         raise ValueError(
             f"`base_learning_rate` must be a number >= 0. Received: base_learning_rate={base_learning_rate}"
         )
