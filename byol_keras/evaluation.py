@@ -29,20 +29,6 @@ _CROP_AREA_RANGE = (0.08, 1.0)
 _CROP_ASPECT_RANGE = (3.0 / 4.0, 4.0 / 3.0)
 
 
-def _l2_normalize(x):
-    """`x / max(‖x‖, 1e-12)` along the last axis; a zero vector stays zero instead of becoming NaN.
-
-    Args:
-        x: float tensor `(n, dim)`.
-
-    Returns:
-        float32 tensor `(n, dim)` with unit (or zero) rows.
-    """
-    x = ops.cast(x, "float32")
-    norm = ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True))
-    return x / ops.maximum(norm, 1e-12)
-
-
 def _check_knn_arguments(bank_features, bank_labels, query_features, num_classes, k, temperature):
     check_positive_int("num_classes", num_classes)
     check_positive_int("k", k)
@@ -103,9 +89,9 @@ def _knn_votes(bank_features, bank_labels, query_features, num_classes, k, tempe
 
 def _prepare_knn_inputs(bank_features, bank_labels, query_features, num_classes, k, temperature):
     _check_knn_arguments(bank_features, bank_labels, query_features, num_classes, k, temperature)
-    bank = _l2_normalize(ops.convert_to_tensor(bank_features))
+    bank = ops.normalize(ops.cast(bank_features, "float32"), axis=-1, epsilon=1e-12)
     labels = ops.cast(ops.convert_to_tensor(bank_labels), "int32")
-    queries = _l2_normalize(ops.convert_to_tensor(query_features))
+    queries = ops.normalize(ops.cast(query_features, "float32"), axis=-1, epsilon=1e-12)
     # A bank smaller than k votes with all of its rows.
     k = min(int(k), int(ops.shape(bank)[0]))
     return bank, labels, queries, k

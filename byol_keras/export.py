@@ -63,8 +63,8 @@ def l2_normalize(x, epsilon=1e-12):
     Returns:
         Tensor `(batch, dim)` of the same dtype, each row of norm 1 (or 0).
     """
-    squared_norm = ops.sum(ops.square(x), axis=-1, keepdims=True)
-    return x * ops.rsqrt(ops.maximum(squared_norm, epsilon))
+    # keras.ops.normalize bounds the norm, tf.math.l2_normalize the squared norm: hence the square root.
+    return ops.normalize(x, axis=-1, order=2, epsilon=epsilon**0.5)
 
 
 def decode_images(image_bytes):

@@ -16,8 +16,7 @@ def l2_normalize(x, axis=-1):
     Returns:
         Tensor of the same shape and dtype as `x`.
     """
-    squared = ops.sum(ops.square(x), axis=axis, keepdims=True)
-    return x * ops.rsqrt(ops.maximum(squared, ops.cast(_NORM_EPS**2, x.dtype)))
+    return ops.normalize(x, axis=axis, order=2, epsilon=_NORM_EPS)
 
 
 def byol_loss(p, z):
