@@ -29,19 +29,10 @@ from byol_keras.augment import (
     separable_transform,
     view_configs,
 )
+from helpers import ALL_OFF  # everything off but the stage under test; the crop an exact identity map
 
 CIFAR_TRAIN = pathlib.Path("/work/shared/data/cifar10/train")
 
-# Everything off but the stage under test: the crop keeps the whole image (an exact identity map).
-ALL_OFF = dict(
-    crop_area=(1.0, 1.0),
-    crop_aspect_ratio=(1.0, 1.0),
-    flip_prob=0.0,
-    jitter_prob=0.0,
-    grayscale_prob=0.0,
-    blur_prob=0.0,
-    solarize_prob=0.0,
-)
 
 
 def _noise(shape, seed=0):

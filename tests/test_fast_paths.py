@@ -11,7 +11,7 @@ import tensorflow as tf
 from byol_keras.augment import BYOLAugment, BYOLView, normalize, view_configs
 from byol_keras.byol import BYOL
 from byol_keras.data import load_source, pretrain_dataset
-from test_augment import ALL_OFF  # every stage off, the crop an exact identity map
+from helpers import ALL_OFF  # every stage off, the crop an exact identity map
 
 N_RATE = 1200
 
