@@ -692,7 +692,7 @@ class StepBackup(keras.callbacks.Callback):
             )
 
 
-class StopOnNonFiniteLoss(keras.callbacks.Callback):
+class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
     """Stop `fit` at the first batch whose loss is NaN or infinite, with a message naming the global step.
 
     The global step is the value of `optimizer.iterations` when the batch began: the index of the update
@@ -701,14 +701,15 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     returns, `stopped_at_step` and `message` say what happened (None when training ended normally), so
     that an entry point can exit with an error.
 
-    Keras' `TerminateOnNaN` also stops, but names only the batch index within the epoch.
+    A `keras.callbacks.TerminateOnNaN` (which stops gracefully too, but names only the batch index within
+    the epoch) that also watches another key and remembers the global step and the message.
 
     Args:
         monitor: str, the log to watch. Defaults to "loss".
     """
 
     def __init__(self, monitor="loss"):
-        super().__init__()
+        super().__init__(raise_error=False)
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"`monitor` must be a non-empty string. Received: monitor={monitor!r}")
         self.monitor = monitor
@@ -727,7 +728,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         self._step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_batch_end(self, batch, logs=None):
         value = (logs or {}).get(self.monitor)
         if value is None or _is_finite(value):
             return

@@ -410,6 +410,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_backup(tm
     assert "Non-finite loss (nan) at global step 5 (epoch 2, batch 2)" in stopper.message
     assert stopper.message in caplog.text
     assert int(model.optimizer.iterations) == 6, "training stopped right after the bad step"
+    assert isinstance(stopper, keras.callbacks.TerminateOnNaN)  # Keras' own, extended
     assert sorted(os.listdir(backup_dir)) == ["step-000000004"]
 
     fresh = small_byol(args)
