@@ -129,6 +129,10 @@ def _validate_warmup_cosine(base_learning_rate, warmup_steps, total_steps):
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Learning-rate schedule: linear warm-up from 0, then cosine decay to 0 (see `warmup_cosine`).
 
+    The same numbers as Keras' `CosineDecay(0.0, total_steps - warmup_steps, warmup_target=base,
+    warmup_steps=warmup_steps)`, which Keras 3.15 computes with `ops.cond` on the step and so cannot
+    evaluate a vector of steps (a curve, a TensorBoard plot) in one call; this one is elementwise.
+
     The optimizer calls it with its iteration count, so the first update uses lr = 0 and the learning
     rate reaches `base_learning_rate` at iteration `warmup_steps`.
 

@@ -226,3 +226,14 @@ def test_scale_learning_rate_rejects_bad_arguments(kwargs, match):
 def test_docstring_examples_run():
     result = doctest.testmod(schedules, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 6 and result.failed == 0
+
+
+def test_warmup_cosine_equals_keras_cosine_decay_with_warmup():
+    # Keras' CosineDecay with a warm-up computes the same schedule one scalar step at a time (its
+    # `ops.cond` refuses a vector of steps, which is why WarmupCosine stays a schedule of its own).
+    for warmup, total in ((7, 70), (0, 10), (3, 4)):
+        ours = WarmupCosine(0.6, warmup, total)
+        keras_schedule = keras.optimizers.schedules.CosineDecay(0.0, total - warmup, alpha=0.0, warmup_target=0.6,
+                                                                warmup_steps=warmup)
+        for step in range(total + 5):
+            assert float(ours(step)) == pytest.approx(float(keras_schedule(step)), abs=1e-6), (warmup, total, step)
