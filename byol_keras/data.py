@@ -282,6 +282,43 @@ def eval_dataset(source, image_size, batch_size, crop_fraction=0.875):
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
+def subset_per_class(source, limit):
+    """The same source restricted to the first `limit` records of each class, in the source's order.
+
+    Example:
+
+    >>> subset_per_class(load_source("digits", split="train"), 5).num_examples
+    50
+
+    Args:
+        source: `Source` whose labels are known up front (a class folder or digits).
+        limit: int > 0.
+
+    Returns:
+        A `Source` with the kept records, labels and image sizes.
+
+    Raises:
+        ValueError: the source's labels are not known up front, or a bad `limit`.
+    """
+    check_positive_int("limit", limit)
+    if source.labels is None:
+        raise ValueError(
+            f"`limit_per_class` needs a source whose labels are known up front (a class folder or digits); "
+            f"{source.name} has none. Received: limit_per_class={limit}"
+        )
+    keep = _first_per_class(source.labels, limit)
+    mask = tf.constant(keep)
+    records = source.records.enumerate().filter(lambda index, record: mask[index]).map(lambda index, record: record)
+    records = records.apply(tf.data.experimental.assert_cardinality(int(keep.sum())))
+    return dataclasses.replace(
+        source,
+        records=records,
+        num_examples=int(keep.sum()),
+        labels=source.labels[keep],
+        image_sizes=None if source.image_sizes is None else source.image_sizes[keep],
+    )
+
+
 def load_arrays(source, image_size, limit_per_class=None, crop_fraction=0.875):
     """Load labelled examples into memory, e.g. as a kNN bank: the first `limit_per_class` per class.
 

@@ -567,3 +567,18 @@ def test_module_docstring_example_runs():
 
     result = doctest.testmod(data, verbose=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_subset_per_class_keeps_the_first_records_of_each_class_in_order():
+    from byol_keras.data import load_source, subset_per_class
+
+    source = load_source("digits", split="train")
+    subset = subset_per_class(source, 3)
+    assert subset.num_examples == 30 and np.bincount(subset.labels).tolist() == [3] * 10
+    expected = [i for i, label in enumerate(source.labels) if list(source.labels[: i + 1]).count(label) <= 3]
+    np.testing.assert_array_equal(subset.labels, source.labels[expected])
+    all_images = np.stack([image for image, _ in source.records.as_numpy_iterator()])
+    kept = np.stack([image for image, _ in subset.records.as_numpy_iterator()])
+    np.testing.assert_array_equal(kept, all_images[expected])
+    with pytest.raises(ValueError, match="`limit` must be a positive integer"):
+        subset_per_class(source, 0)

@@ -184,7 +184,7 @@ def run(config):
     from byol_keras import callbacks as monitors
     from byol_keras.augment import BYOLAugment
     from byol_keras.byol import BYOL
-    from byol_keras.data import load_source, pretrain_dataset
+    from byol_keras.data import load_source, pretrain_dataset, subset_per_class
     from byol_keras.distribute import (
         StepBackup,
         StopOnNonFiniteLoss,
@@ -209,7 +209,7 @@ def run(config):
 
     source = load_source(config["data"], split=config["train_split"], data_dir=config["data_dir"])
     if config["limit_per_class"]:
-        source = _subset_per_class(source, config["limit_per_class"])
+        source = subset_per_class(source, config["limit_per_class"])
     augment = BYOLAugment(image_size, blur=config["blur"], seed=config["seed"], **config["augment"])
     dataset = pretrain_dataset(source, augment, batch_size, config["load_size"], seed=config["seed"])
     steps_per_epoch = source.num_examples // batch_size
@@ -391,40 +391,6 @@ def raw_pixel_knn(bank, queries, k):
     predictions = knn_predict(bank_x.reshape(len(bank_x), -1), bank_y, query_x.reshape(len(query_x), -1),
                               num_classes, k=k)
     return float(np.mean(np.asarray(predictions) == query_y))
-
-
-def _subset_per_class(source, limit):
-    """The same source restricted to the first `limit` records of each class (quality budgets)."""
-    import dataclasses
-
-    import numpy as np
-    import tensorflow as tf
-
-    if source.labels is None:
-        raise ValueError(
-            f"`limit_per_class` needs a source whose labels are known up front (a class folder or digits); "
-            f"{source.name} has none. Received: limit_per_class={limit}"
-        )
-    keep = np.zeros(len(source.labels), dtype=bool)
-    for label in np.unique(source.labels):
-        keep[np.flatnonzero(source.labels == label)[:limit]] = True
-    mask = tf.constant(keep)
-
-    def kept(index, record):
-        return mask[index]
-
-    def drop_index(index, record):
-        return record
-
-    records = source.records.enumerate().filter(kept).map(drop_index)
-    records = records.apply(tf.data.experimental.assert_cardinality(int(keep.sum())))
-    return dataclasses.replace(
-        source,
-        records=records,
-        num_examples=int(keep.sum()),
-        labels=source.labels[keep],
-        image_sizes=None if source.image_sizes is None else source.image_sizes[keep],
-    )
 
 
 def short_run_hint(config):
