@@ -124,3 +124,40 @@ def _parse(text, kind, what):
 
 def print_warning(message):
     print(f"warning: {message}", file=sys.stderr)
+
+
+def add_evaluation_flags(parser):
+    """The flags `linear_eval` and `finetune` share: what to evaluate, on which data, at which size."""
+    parser.add_argument("run_dir", nargs="?", help="pretraining run directory (config.json, model.keras)")
+    parser.add_argument("--encoder", help="a .keras file holding the encoder alone (overrides the run's)")
+    parser.add_argument("--image-size", type=positive_int, help="input side; defaults to the run's image_size")
+    parser.add_argument("--data", required=True, type=data_source, help="image folder, TFDS name, or 'digits'")
+    parser.add_argument("--data-dir", help="TFDS data directory")
+    parser.add_argument("--train-split", help="training split or sub-folder (default: train)")
+    parser.add_argument("--test-split", help="test split or sub-folder (default: test / validation)")
+    parser.add_argument("--crop-fraction", type=fraction, help="test centre crop (default 0.875, 1.0 < 96 px)")
+    parser.add_argument("--batch-size", type=positive_int, default=256)
+
+
+def run_evaluation(evaluate, parser, argv=None):
+    """`run` for `linear_eval` / `finetune`: RUN_DIR or --encoder is required, then `evaluate(args)`."""
+
+    def checked(args):
+        if args.run_dir is None and args.encoder is None:
+            parser.error("give RUN_DIR or --encoder")
+        return evaluate(args)
+
+    return run(checked, parser, argv)
+
+
+def load_evaluation_inputs(args):
+    """The encoder, the image size and the train/test data that `add_evaluation_flags` describe."""
+    from byol_keras.evaluation import load_encoder
+    from training.linear_eval import load_eval_data
+
+    encoder, config = load_encoder(args.run_dir, args.encoder)
+    image_size = args.image_size or config.get("image_size")
+    if image_size is None:
+        raise ValueError("The image size is unknown: pass --image-size. Received: image_size=None")
+    train, test = load_eval_data(args.data, args.data_dir, image_size, args.train_split, args.test_split)
+    return encoder, image_size, train, test

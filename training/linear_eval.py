@@ -23,7 +23,6 @@ from byol_keras.evaluation import (
     classifier_on_encoder,
     default_crop_fraction,
     evaluate_classifier,
-    load_encoder,
     train_classifier,
 )
 
@@ -133,16 +132,8 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m training.linear_eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("run_dir", nargs="?", help="pretraining run directory (config.json, model.keras)")
-    parser.add_argument("--encoder", help="a .keras file holding the encoder alone (overrides the run's)")
-    parser.add_argument("--image-size", type=cli.positive_int, help="input side; defaults to the run's image_size")
-    parser.add_argument("--data", required=True, type=cli.data_source, help="image folder, TFDS name, or 'digits'")
-    parser.add_argument("--data-dir", help="TFDS data directory")
-    parser.add_argument("--train-split", help="training split or sub-folder (default: train)")
-    parser.add_argument("--test-split", help="test split or sub-folder (default: test / validation)")
-    parser.add_argument("--crop-fraction", type=cli.fraction, help="test centre crop (default 0.875, 1.0 < 96 px)")
+    cli.add_evaluation_flags(parser)
     parser.add_argument("--epochs", type=cli.positive_int, default=100)
-    parser.add_argument("--batch-size", type=cli.positive_int, default=256)
     parser.add_argument("--lr", type=cli.positive_float, default=0.1, help="peak learning rate (cosine decay to 0)")
     parser.add_argument("--seed", type=cli.non_negative_int, default=0)
     parser.add_argument("--out", help="results JSON; defaults to RUN_DIR/linear_eval.json")
@@ -151,23 +142,13 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _check_args(parser, args)
-    return args
-
-
-def _check_args(parser, args):
-    if args.run_dir is None and args.encoder is None:
-        parser.error("give RUN_DIR or --encoder")
+    return build_parser().parse_args(argv)
 
 
 def _linear_eval(args):
-    encoder, config = load_encoder(args.run_dir, args.encoder)
-    image_size = args.image_size or config.get("image_size")
-    if image_size is None:
-        raise ValueError("The image size is unknown: pass --image-size. Received: image_size=None")
-    train, test = load_eval_data(args.data, args.data_dir, image_size, args.train_split, args.test_split)
+    from training import cli
+
+    encoder, image_size, train, test = cli.load_evaluation_inputs(args)
     results = run_linear_eval(
         encoder,
         train.dataset,
@@ -205,12 +186,7 @@ def main(argv=None):
     from training import cli
 
     parser = build_parser()
-
-    def checked(args):
-        _check_args(parser, args)
-        return _linear_eval(args)
-
-    return cli.run(checked, parser, argv)
+    return cli.run_evaluation(_linear_eval, parser, argv)
 
 
 if __name__ == "__main__":
