@@ -34,8 +34,8 @@ _EXPORTS = {
     "BYOLView": "augment",
 }
 _SUBMODULES = (
-    "augment", "byol", "callbacks", "data", "distribute", "encoders", "evaluation", "export",
-    "heads", "losses", "optimizers", "presets", "schedules",
+    "augment", "byol", "callbacks", "data", "distribute", "encoders", "evaluation", "export", "fault_tolerance",
+    "heads", "layers", "losses", "optimizers", "presets", "schedules", "validation",
 )
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)

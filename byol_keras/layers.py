@@ -69,3 +69,64 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 data_format="NHWC", is_training=False,
             )
         return ops.cast(y, self.compute_dtype)
+
+
+def sync_batchnorm(encoder):
+    """Return `encoder` with every `BatchNormalization` layer synchronised across replicas, weights kept.
+
+    Paper, appendix B: "we use ... batch normalization ... the batch statistics are computed across all
+    devices" (the official code uses cross-replica BN). Keras' `BatchNormalization(synchronized=True)`
+    computes the mean and variance over the global batch under a `tf.distribute` strategy and is an
+    ordinary BatchNorm on one replica, so the converted encoder is interchangeable with the original.
+
+    Functional and Sequential models (ours, `keras.applications`, a user's), including nested ones, are
+    cloned: the original is left untouched. A subclassed model cannot be cloned generically, so its
+    BatchNormalization layers are switched in place and the same object is returned (call this before
+    `compile`/`fit` traces it).
+
+    Args:
+        encoder: a `keras.Model`.
+
+    Returns:
+        A `keras.Model` with the same weights whose BatchNormalization layers have `synchronized=True`.
+
+    Example:
+
+    >>> from byol_keras.encoders import resnet18
+    >>> synced = sync_batchnorm(resnet18(width=2, input_shape=(8, 8, 3)))
+    >>> all(l.synchronized for l in synced._flatten_layers() if isinstance(l, keras.layers.BatchNormalization))
+    True
+    """
+    if not isinstance(encoder, keras.Model):
+        raise TypeError(
+            f"`encoder` must be a keras.Model. Received: encoder={encoder!r} of type {type(encoder).__name__}"
+        )
+    if not _is_graph_model(encoder):
+        for layer in encoder._flatten_layers(include_self=False):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = True
+        return encoder
+
+    def clone_layer(layer):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            config = layer.get_config()
+            config["synchronized"] = True
+            return layer.__class__.from_config(config)
+        return layer.__class__.from_config(layer.get_config())
+
+    clone = keras.models.clone_model(encoder, clone_function=clone_layer, recursive=True)
+    weights = encoder.get_weights()
+    if len(weights) != len(clone.weights):
+        raise ValueError(
+            f"Cloning {encoder.name!r} to synchronise its BatchNorm gave {len(clone.weights)} weights "
+            f"instead of {len(weights)}; one of its layers does not rebuild from its get_config()."
+        )
+    clone.set_weights(weights)
+    return clone
+
+
+def _is_graph_model(model):
+    """True for Functional and Sequential models (a graph of layers that `clone_model` can rebuild)."""
+    from keras.src.models.functional import Functional  # Keras has no public name for the class.
+
+    return isinstance(model, (keras.Sequential, Functional))
