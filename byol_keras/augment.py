@@ -400,39 +400,11 @@ class BYOLView(keras.layers.Layer):
     probability `solarize_prob`; then ImageNet normalisation (`normalize`). Every image draws its
     own crop, flip, jitter parameters and order, and its own apply decision for every stage.
 
-    Where this departs from KerasCV 0.9.0 (and Keras 3.15), and why:
-
-    - Crop: `keras_cv.layers.RandomCropAndResize` cannot resize bicubically
-      (`tf.image.crop_and_resize` is bilinear/nearest only), has no XLA kernel, and instead of
-      retrying a crop that does not fit it clips its sides to the image (which changes the area and
-      aspect ratio drawn). Here the crop is torchvision's `RandomResizedCrop` (which lightly and
-      solo-learn use): area fraction and aspect ratio (width / height in pixels) are drawn uniformly, up
-      to `CROP_MAX_ATTEMPTS` times until the crop fits, else the whole image is used. (The official
-      code's `tf.image.sample_distorted_bounding_box` differs: it draws the aspect ratio and then the
-      height, so the area is not uniform, shrinks a box that does not fit instead of redrawing it, and
-      its `_decode_and_random_crop` falls back to a centre crop.) Boxes are
-      sub-pixel (not rounded to whole pixels); the resize is a per-image separable matrix product
-      (`interpolation_matrix`), which is vectorised and XLA-compilable.
-    - Colour jitter: KerasCV's and Keras' `RandomColorJitter` apply the four adjustments in a fixed
-      order, and their hue and saturation factors mean something else (a hue factor `f` rotates by at
-      most `f / 2`; a saturation factor `t` multiplies saturation by `t / (1 - t)`, and Keras 3.15
-      clips the result to `value_range` instead of [0, 1]). Here, as in the official code: brightness
-      adds a delta in `[-brightness, brightness]` on the [0, 1] scale (so +-0.4 * 255 on [0, 255]);
-      contrast and saturation multiply by a factor in `[1 - x, 1 + x]` (contrast about each channel's
-      mean); hue rotates by a delta in `[-hue, hue]` turns; the four run in a random order per image,
-      with a clip to the valid range after each (`color_jitter`).
-    - Blur: `keras_cv.layers.RandomGaussianBlur` works image by image (`tf.vectorized_map` over
-      per-image convolutions), and Keras' `RandomGaussianBlur` draws one (anisotropic) sigma pair per
-      batch, not one sigma per image. Here each image draws
-      sigma uniformly in `blur_sigma` and the blur is a per-image banded matrix product with zero
-      padding, as the official "SAME" convolution (`gaussian_blur_matrix`).
-    - Apply decisions: `keras_cv.layers.RandomApply` (with its default `batchwise=False`) does draw
-      per image, but maps the wrapped layer over the batch one image at a time and keeps its draws to
-      itself. Here each stage's decision is a `(batch,)` boolean drawn by `sample_transform`, and the
-      stage's output is selected per image.
-    - Grayscale (`keras_cv.layers.Grayscale`, luma 0.2989 / 0.5870 / 0.1140) and solarization
-      (`keras_cv.layers.Solarization` with a fixed threshold and no addition) are KerasCV's layers,
-      computed for the batch and selected per image.
+    The crop is torchvision's `RandomResizedCrop` (area and aspect ratio drawn uniformly, up to
+    `CROP_MAX_ATTEMPTS` tries, else the whole image; sub-pixel boxes), resized by a per-image separable
+    matrix product; the colour jitter follows `jitter_style`; the blur draws one sigma per image. Where and
+    why this departs from KerasCV's and Keras' layers: `docs/design.md` ("Why BYOLView is not a stack of
+    KerasCV layers").
 
     Random draws come from a `keras.random.SeedGenerator(seed)`: two views built with the same seed
     give the same outputs for the same sequence of calls. The layer works eagerly, inside

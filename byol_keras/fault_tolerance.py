@@ -52,13 +52,7 @@ def _fsync_dir(path):
 class StepBackup(keras.callbacks.Callback):
     """Back up the whole training state every N global steps, atomically, and resume from it mid-epoch.
 
-    Why not `keras.callbacks.BackupAndRestore(save_freq=N)` (Keras 3.15)? It saves every N batches but
-    restores the epoch only: a run killed mid-epoch replays that epoch from its first batch with the
-    weights of its middle, so it runs more steps than asked; after a restore, the backups of the resumed
-    epoch record epoch 0 (its epoch counter is only set at an epoch end), so a second kill restarts the run
-    from the beginning; it overwrites `latest.weights.h5` in place and writes the metadata after it (a kill
-    during the write leaves an unloadable or inconsistent backup); every worker writes to the same files
-    in multi-worker training; and the restored initial epoch sticks to the model for later `fit` calls.
+    Why not Keras' `BackupAndRestore`: see `docs/design.md` ("Why StepBackup").
 
     This callback:
 
