@@ -1,7 +1,7 @@
 """End to end: `fit` on the CIFAR-10 JPEG folder against `fit` on random inputs, same model, same process.
 
-    python benchmarks/end_to_end.py                          # views made in tf.data (the default)
-    python benchmarks/end_to_end.py --augment-on device      # views made inside the compiled step
+    python -m benchmarks.end_to_end                          # views made in tf.data (the default)
+    python -m benchmarks.end_to_end --augment-on device      # views made inside the compiled step
 
 ResNet-18 (CIFAR stem, width 64), paper heads, batch 128, 32 px, SGD with momentum; the defaults of
 `resnet18` (fused BatchNorm) and `BYOL.compile` (`jit_compile="auto"`). One model is compiled once; then, `--runs` times, one epoch of `--steps`
@@ -14,11 +14,8 @@ end-to-end images/second, the step-only images/second, and the per-pair ratio (t
 
 import argparse
 import os
-import statistics
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import report  # noqa: E402
+from benchmarks import report
 import step as step_benchmark  # noqa: E402
 
 import tensorflow as tf  # noqa: E402

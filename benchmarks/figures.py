@@ -1,8 +1,8 @@
 """Make the README's pictures from real data and a real run.
 
-    python benchmarks/figures.py views                       # docs/views.png from ../shared/data/cifar10
-    python benchmarks/figures.py knn runs/quality-lightly ...   # docs/knn_curve.png from runs' history.json
-    python benchmarks/figures.py knn runs/quality-lightly-tv runs/peer-quality-seed0.log   # with the peer's curve
+    python -m benchmarks.figures views                       # docs/views.png from ../shared/data/cifar10
+    python -m benchmarks.figures knn runs/quality-lightly ...   # docs/knn_curve.png from runs' history.json
+    python -m benchmarks.figures knn runs/quality-lightly-tv runs/peer-quality-seed0.log   # with the peer's curve
 
 `views`: eight CIFAR-10 test images (one per class, first eight classes), each with the two BYOL views
 the pretraining pipeline makes of it (32 px, blur off, as the quality benchmark), un-normalised.
@@ -14,10 +14,8 @@ directory is the output of `benchmarks/peer_quality.py` (lightly's curve, dashed
 import argparse
 import json
 import os
-import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 
 def views_figure(data, out, seed=0):

@@ -1,12 +1,12 @@
 """Paired comparison with the peer (lightly on PyTorch): run peer and ours alternately, report ratios.
 
-    python benchmarks/paired.py step --rounds 5                  # train step, batch 128, 32 px
-    python benchmarks/paired.py step --rounds 5 --jit 0          # the same, our step without XLA (1: with)
-    python benchmarks/paired.py pipeline32 --rounds 5            # views at 32 px, no blur
-    python benchmarks/paired.py pipeline96 --rounds 5            # views at 96 px, the paper's blur
-    python benchmarks/paired.py step-demo --rounds 5             # the demo-sized step (width 8, heads 256 -> 64)
-    python benchmarks/paired.py step --isa AVX2                  # both sides restricted to AVX2 (an AMD Zen CPU)
-    python benchmarks/paired.py all --rounds 5
+    python -m benchmarks.paired step --rounds 5                  # train step, batch 128, 32 px
+    python -m benchmarks.paired step --rounds 5 --jit 0          # the same, our step without XLA (1: with)
+    python -m benchmarks.paired pipeline32 --rounds 5            # views at 32 px, no blur
+    python -m benchmarks.paired pipeline96 --rounds 5            # views at 96 px, the paper's blur
+    python -m benchmarks.paired step-demo --rounds 5             # the demo-sized step (width 8, heads 256 -> 64)
+    python -m benchmarks.paired step --isa AVX2                  # both sides restricted to AVX2 (an AMD Zen CPU)
+    python -m benchmarks.paired all --rounds 5
 
 Each round starts the peer's script (`../shared/bench/`, run with `--peer-python`, default
 `/tmp/peer/bin/python`) and then ours as subprocesses, one after the other, so that both see the same
@@ -24,13 +24,11 @@ instruction sets (XLA off on a CPU), so nothing else changes.
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import report  # noqa: E402
+from benchmarks import report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEER_DIR = os.path.normpath(os.path.join(report.ROOT, "..", "shared", "bench"))
@@ -45,26 +43,26 @@ def figures(args):
         "step": (
             [args.peer_python, os.path.join(PEER_DIR, "peer_step.py"), "--batch", "128", "--size", "32",
              "--threads", "2", "--steps", steps, "--warmup", "1"],
-            [OURS_PYTHON, os.path.join(HERE, "step.py"), "--batch", "128", "--size", "32", "--threads", "2",
+            [OURS_PYTHON, "-m", "benchmarks.step", "--batch", "128", "--size", "32", "--threads", "2",
              "--steps", "1", "--runs", str(args.our_runs), "--warmup", "1", "--jit", str(args.jit)],
         ),
         "step-demo": (
             [args.peer_python, os.path.join(HERE, "peer_step_small.py"), "--batch", "128", "--size", "32",
              "--threads", "2", "--steps", str(max(int(steps), 10)), "--warmup", "3"],
-            [OURS_PYTHON, os.path.join(HERE, "step.py"), "--batch", "128", "--size", "32", "--threads", "2",
+            [OURS_PYTHON, "-m", "benchmarks.step", "--batch", "128", "--size", "32", "--threads", "2",
              "--width", "8", "--hidden", "256", "--projection-dim", "64", "--steps", "10",
              "--runs", str(args.our_runs), "--warmup", "1", "--jit", str(args.jit)],
         ),
         "pipeline32": (
             [args.peer_python, os.path.join(PEER_DIR, "peer_augment.py"), cifar_train, "--size", "32",
              "--workers", "2", "--blur", "0"],
-            [OURS_PYTHON, os.path.join(HERE, "pipeline.py"), "--data", args.data, "--size", "32", "--blur", "0",
+            [OURS_PYTHON, "-m", "benchmarks.pipeline", "--data", args.data, "--size", "32", "--blur", "0",
              "--runs", str(args.our_runs)],
         ),
         "pipeline96": (
             [args.peer_python, os.path.join(PEER_DIR, "peer_augment.py"), cifar_train, "--size", "96",
              "--workers", "2"],
-            [OURS_PYTHON, os.path.join(HERE, "pipeline.py"), "--data", args.data, "--size", "96", "--blur", "1",
+            [OURS_PYTHON, "-m", "benchmarks.pipeline", "--data", args.data, "--size", "96", "--blur", "1",
              "--runs", str(args.our_runs), "--batches", "5"],
         ),
     }
@@ -80,7 +78,7 @@ def isa_environment(isa):
 def run_child(command, extra_env=None):
     """Run `command`; return (its last JSON line as a dict, its peak RSS in MiB, wall seconds)."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=report.ROOT,
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(extra_env or {})})
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)

@@ -1,9 +1,9 @@
 """Input-pipeline throughput: both BYOL views from the CIFAR-10 JPEG folder, decoding included.
 
-    python benchmarks/pipeline.py --size 32 --blur 0                   # the issue's 32 px figure
-    python benchmarks/pipeline.py --size 96 --blur 1                   # 96 px with the paper's blur
-    python benchmarks/pipeline.py --size 32 --blur 0 --cache 1         # decoded images cached in memory
-    python benchmarks/pipeline.py --stages --size 32                   # cost of each augmentation stage
+    python -m benchmarks.pipeline --size 32 --blur 0                   # the issue's 32 px figure
+    python -m benchmarks.pipeline --size 96 --blur 1                   # 96 px with the paper's blur
+    python -m benchmarks.pipeline --size 32 --blur 0 --cache 1         # decoded images cached in memory
+    python -m benchmarks.pipeline --stages --size 32                   # cost of each augmentation stage
 
 `byol_keras.data.pretrain_dataset` over `../shared/data/cifar10/train` with `BYOLAugment` (the paper's
 two views, Table 6), batch 256, images read at their stored 32 px and cropped-and-resized to `--size`
@@ -19,13 +19,10 @@ to show where the time goes.
 
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import report  # noqa: E402
+from benchmarks import report
 
-report.add_root_to_path()
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

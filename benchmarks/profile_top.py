@@ -1,7 +1,7 @@
 """The top costs of a TensorBoard profile, as a table (no TensorBoard needed).
 
-    python benchmarks/step.py --runs 1 --profile runs/profile-step        # writes the profile
-    python benchmarks/profile_top.py runs/profile-step --top 15
+    python -m benchmarks.step --runs 1 --profile runs/profile-step        # writes the profile
+    python -m benchmarks.profile_top runs/profile-step --top 15
 
 Reads the `*.xplane.pb` files the TensorFlow profiler wrote under the folder and sums the *self* time
 (time not spent in a nested event of the same thread) of every event name over the threads of the host

@@ -1,8 +1,8 @@
 """Quality benchmark: BYOL on a fixed CIFAR-10 budget, kNN top-1 on the test split.
 
-    python benchmarks/quality.py --recipe short --seed 1             # ~9 min here, alone on 2 cores
-    python benchmarks/quality.py --recipe short --epochs 40          # the longer reference curve
-    python benchmarks/quality.py --recipe solo-learn                 # solo-learn's CIFAR recipe (LARS)
+    python -m benchmarks.quality --recipe short --seed 1             # ~9 min here, alone on 2 cores
+    python -m benchmarks.quality --recipe short --epochs 40          # the longer reference curve
+    python -m benchmarks.quality --recipe solo-learn                 # solo-learn's CIFAR recipe (LARS)
 
 The budget (`BUDGET`): the first 1,000 training images of each class (10,000) from
 `../shared/data/cifar10`, ResNet-18 (CIFAR stem) of width 16, 32 px views without blur, batch 256,
@@ -19,9 +19,7 @@ import argparse
 import json
 import os
 import platform
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "cifar10")
 

@@ -1,7 +1,7 @@
 """What every benchmark script prints: one JSON line per figure, with machine, versions and config.
 
-Not a benchmark itself. The scripts in this folder import it as `from report import ...` (they put
-their own folder on `sys.path`), so they run as plain files: `python benchmarks/step.py ...`.
+Not a benchmark itself. The scripts in this package import it as `from benchmarks import report` and run
+from the repository root as modules: `python -m benchmarks.step ...`.
 """
 
 import json
@@ -9,7 +9,6 @@ import os
 import platform
 import resource
 import statistics
-import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CIFAR = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "cifar10"))
@@ -88,9 +87,3 @@ def emit(benchmark, config, values, unit, **extra):
     }
     print(json.dumps(line), flush=True)
     return line
-
-
-def add_root_to_path():
-    """Make `byol_keras` importable when a script runs as `python benchmarks/<script>.py`."""
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)

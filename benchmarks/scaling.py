@@ -1,7 +1,7 @@
 """How the train step's cost grows with batch size and image size: images/second and peak memory.
 
-    python benchmarks/scaling.py                                   # batch 64/128/256 x size 32/64/96
-    python benchmarks/scaling.py --batches 64 128 --sizes 32 --width 32
+    python -m benchmarks.scaling                                   # batch 64/128/256 x size 32/64/96
+    python -m benchmarks.scaling --batches 64 128 --sizes 32 --width 32
 
 Runs `step.py` in a fresh subprocess per configuration (so that each peak-memory figure is that
 configuration's own) and prints one JSON line per configuration, then a summary line with, for every
@@ -14,10 +14,8 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import report  # noqa: E402
+from benchmarks import report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -36,10 +34,10 @@ def main(argv=None):
     rows = []
     for size in args.sizes:
         for batch in args.batches:
-            command = [python, os.path.join(HERE, "step.py"), "--batch", str(batch), "--size", str(size),
+            command = [python, "-m", "benchmarks.step", "--batch", str(batch), "--size", str(size),
                        "--width", str(args.width), "--hidden", str(args.hidden), "--steps", str(args.steps),
                        "--runs", str(args.runs), "--threads", str(args.threads), "--no-matmul"]
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            output = subprocess.run(command, capture_output=True, text=True, check=True, cwd=report.ROOT).stdout
             line = json.loads([l for l in output.splitlines() if l.startswith("{")][-1])
             print(json.dumps(line), flush=True)
             rows.append(line)

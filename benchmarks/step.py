@@ -1,8 +1,8 @@
 """Train-step throughput of `BYOL.fit` on random inputs, and its FLOP/s against TensorFlow's matmul rate.
 
-    python benchmarks/step.py --batch 128 --size 32 --threads 2            # the issue's configuration
-    python benchmarks/step.py --jit 0                                        # without XLA (1: with; auto: the library's choice)
-    python benchmarks/step.py --profile runs/profile-step                    # + TensorBoard profile of 3 steps
+    python -m benchmarks.step --batch 128 --size 32 --threads 2            # the issue's configuration
+    python -m benchmarks.step --jit 0                                        # without XLA (1: with; auto: the library's choice)
+    python -m benchmarks.step --profile runs/profile-step                    # + TensorBoard profile of 3 steps
 
 ResNet-18 (CIFAR stem, width 64), the paper's heads (4096 → 256), SGD with momentum 0.9 (as the peer,
 `../shared/bench/peer_step.py`), batches of two random float32 views, the whole step inside `fit`. Each
@@ -15,13 +15,10 @@ TensorFlow reaches in the same process, and the peak resident memory.
 
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import report  # noqa: E402
+from benchmarks import report
 
-report.add_root_to_path()
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

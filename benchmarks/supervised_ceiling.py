@@ -1,6 +1,6 @@
 """What the quality budget allows with labels: supervised training, then the same kNN as the benchmark.
 
-    python benchmarks/supervised_ceiling.py --seed 0     # ~4 min here, alone on 2 cores
+    python -m benchmarks.supervised_ceiling --seed 0     # ~4 min here, alone on 2 cores
 
 The quality benchmark (`quality.py`) asks how far BYOL lifts kNN top-1 in 10 epochs over 10,000
 CIFAR-10 images with a ResNet-18 of width 16 and batch 256 (390 steps). This script spends the same
@@ -18,10 +18,8 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from byol_keras.presets import PYTORCH_DEFAULT_INIT  # noqa: E402
 

@@ -127,14 +127,10 @@ def test_demo_command_end_to_end(tmp_path):
 def test_quality_benchmark_recipes_build():
     # Every recipe of benchmarks/quality.py resolves to a configuration whose views, encoder and
     # optimizer build, so a typo in a recipe fails here rather than ten minutes into a benchmark.
-    import importlib.util
-
     from byol_keras.augment import BYOLAugment
     from training.pretrain import build_encoder, build_optimizer
 
-    spec = importlib.util.spec_from_file_location("quality", os.path.join(ROOT, "benchmarks", "quality.py"))
-    quality = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(quality)
+    from benchmarks import quality
     assert {"lightly-tv", "short", "solo-learn"} <= set(quality.RECIPES)
     for name, (preset, changes) in quality.RECIPES.items():
         config = quality.build_config(name, "/nowhere", out="/tmp/unused")
@@ -153,8 +149,6 @@ def test_supervised_ceiling_benchmark_runs_on_an_image_folder(tmp_path):
     # benchmarks/supervised_ceiling.py end to end on a two-class folder (red-ish vs blue-ish images):
     # one step of the budget's batch, then the benchmark's kNN, whose labels must line up with the
     # images (shuffled labels would give ~0.5).
-    import importlib.util
-
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -165,18 +159,13 @@ def test_supervised_ceiling_benchmark_runs_on_an_image_folder(tmp_path):
                 image = rng.integers(0, 90, (32, 32, 3), dtype=np.uint8)
                 image[..., channel] += 160
                 Image.fromarray(image).save(tmp_path / split / label / f"{i}.png")
-    spec = importlib.util.spec_from_file_location(
-        "supervised_ceiling", os.path.join(ROOT, "benchmarks", "supervised_ceiling.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from benchmarks import supervised_ceiling as module
     result = module.main(["--data", str(tmp_path), "--epochs", "1"])
     assert result["budget"]["steps"] == 280 // 256
     assert result["knn_top1_supervised"] > 0.9 and result["knn_top1_random_init"] > 0.9
     assert 0.0 <= result["classifier_test_top1"] <= 1.0
     # The script repeats the quality benchmark's budget; the two must not drift apart.
-    spec = importlib.util.spec_from_file_location("quality", os.path.join(ROOT, "benchmarks", "quality.py"))
-    quality = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(quality)
+    from benchmarks import quality
     config = quality.build_config("short", "/nowhere", out="/tmp/unused")
     budget = result["budget"]
     assert (budget["per_class"], budget["width"], budget["image_size"], budget["batch_size"]) == (
