@@ -35,6 +35,7 @@ _EXPORTS = {
 }
 _SUBMODULES = (
     "augment", "byol", "callbacks", "data", "distribute", "encoders", "evaluation", "export", "fault_tolerance",
+    "image_ops",
     "heads", "layers", "losses", "optimizers", "presets", "schedules", "validation",
 )
 

@@ -1,0 +1,346 @@
+"""Image maths for BYOL, as pure functions on `keras.ops`: evaluation preprocessing and the kernels the
+views are made of.
+
+- Preprocessing (data, evaluation and export use it): `normalize` (ImageNet mean and standard deviation on
+  the [0, 1] scale), `center_crop_resize` (resize the shorter side, centre crop).
+- Kernels (the layers in `byol_keras.augment` compose them): `interpolation_matrix` and
+  `separable_transform` (crops and resizes as per-image matrix products), `gaussian_blur_matrix`, and the
+  colour jitter in the official code's maths (`adjust_brightness`, `adjust_contrast`,
+  `adjust_saturation_hue`) or torchvision's (`adjust_*_torchvision`), ordered per image by `color_jitter`.
+
+Images are `(batch, height, width, 3)`, uint8 or float in [0, 255] unless a function says otherwise.
+"""
+
+import keras
+from keras import ops
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize(images):
+    """Scale images from [0, 255] to [0, 1] and standardise with the ImageNet mean and std.
+
+    Args:
+        images: `(batch, height, width, 3)` uint8 or float tensor with values in [0, 255].
+
+    Returns:
+        float32 tensor of the same shape.
+    """
+    images = ops.cast(images, "float32") / 255.0
+    mean = ops.convert_to_tensor(IMAGENET_MEAN, dtype="float32")
+    std = ops.convert_to_tensor(IMAGENET_STD, dtype="float32")
+    return (images - mean) / std
+
+
+def center_crop_resize(images, image_size, crop_fraction=0.875):
+    """Evaluation preprocessing: resize the shorter side to `image_size / crop_fraction`, crop the centre.
+
+    The paper's test transform: "resize to 256 pixels along the shorter side, then centre crop 224"
+    (224 / 256 = 0.875). With `crop_fraction=1.0` the shorter side is resized to `image_size` and the
+    centre square is kept. Works on a single image `(h, w, 3)` or on a batch of equally sized images.
+
+    Args:
+        images: uint8 or float tensor `(batch, h, w, 3)` or `(h, w, 3)`, values in [0, 255].
+        image_size: int, side of the square output.
+        crop_fraction: float in (0, 1]. Defaults to 0.875.
+
+    Returns:
+        float32 tensor `(batch, image_size, image_size, 3)` (or without batch axis), values in [0, 255].
+    """
+    import tensorflow as tf
+
+    if not 0.0 < crop_fraction <= 1.0:
+        raise ValueError(
+            f"`crop_fraction` must be in (0, 1]. Received: crop_fraction={crop_fraction}"
+        )
+    images = tf.cast(images, tf.float32)
+    shape = tf.shape(images)
+    height, width = shape[-3], shape[-2]
+    resize_to = tf.cast(tf.math.ceil(image_size / crop_fraction), tf.float32)
+    scale = resize_to / tf.cast(tf.minimum(height, width), tf.float32)
+    new_h = tf.maximum(tf.cast(tf.round(tf.cast(height, tf.float32) * scale), tf.int32), image_size)
+    new_w = tf.maximum(tf.cast(tf.round(tf.cast(width, tf.float32) * scale), tf.int32), image_size)
+    images = tf.image.resize(images, tf.stack([new_h, new_w]), method="bicubic", antialias=True)
+    top = (new_h - image_size) // 2
+    left = (new_w - image_size) // 2
+    images = images[..., top : top + image_size, left : left + image_size, :]
+    return tf.clip_by_value(images, 0.0, 255.0)
+
+
+def default_blur_kernel_size(image_size):
+    """The paper's blur kernel side: 10% of the image side, made odd (23 at 224 px, 3 at 32 px).
+
+    The official code passes `kernel_size = image_size // 10` and builds a kernel of
+    `2 * (kernel_size // 2) + 1` taps.
+
+    Args:
+        image_size: int, side of the (square) augmented image.
+
+    Returns:
+        Odd int >= 1.
+    """
+    return 2 * ((image_size // 10) // 2) + 1
+
+
+def _keys_cubic(x, a=-0.5):
+    """Keys' cubic convolution kernel at distances `x` (TensorFlow's bicubic uses a = -0.5)."""
+    x = ops.abs(x)
+    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    far = ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+    return ops.where(x <= 1.0, near, ops.where(x < 2.0, far, 0.0))
+
+
+def interpolation_matrix(start, length, in_size, out_size, interpolation="bicubic"):
+    """Per-image matrix that resamples the segment `[start, start + length)` of an axis to `out_size`.
+
+    Pixel centres follow TensorFlow 2's `tf.image.resize` (half-pixel centres): output pixel `s` reads
+    source position `start + (s + 0.5) * length / out_size - 0.5`, in pixel-index units. At the image
+    border, bilinear repeats the edge pixel and bicubic drops the missing taps and renormalises, both
+    as TensorFlow's kernels: on a whole-image box this equals `tf.image.resize(..., antialias=False)`,
+    the official code's resize. Because the map reads the whole image, a crop's border pixels
+    interpolate with their true neighbours outside the box, as `tf.image.crop_and_resize` does (the
+    official code crops, then resizes; the two differ within one source pixel of the crop's edge).
+
+    Args:
+        start: `(batch,)` float, segment start in pixels (0 is the image's outer edge).
+        length: `(batch,)` float, segment length in pixels.
+        in_size: int or scalar int tensor, source axis length.
+        out_size: int, output axis length.
+        interpolation: `"bicubic"` (Keys, a = -0.5, as TensorFlow) or `"bilinear"`.
+            Defaults to `"bicubic"`.
+
+    Returns:
+        float32 `(batch, out_size, in_size)`; every row sums to 1.
+    """
+    start = ops.cast(start, "float32")
+    length = ops.cast(length, "float32")
+    steps = (ops.arange(out_size, dtype="float32") + 0.5) / out_size
+    src = start[:, None] + steps[None, :] * length[:, None] - 0.5  # (batch, out)
+    base = ops.floor(src)
+    frac = src - base
+    if interpolation == "bilinear":
+        taps = ((0, 1.0 - frac), (1, frac))
+    elif interpolation == "bicubic":
+        taps = tuple((k, _keys_cubic(frac - k)) for k in (-1, 0, 1, 2))
+    else:
+        raise ValueError(
+            "`interpolation` must be 'bilinear' or 'bicubic'. "
+            f"Received: interpolation={interpolation}"
+        )
+    positions = ops.arange(in_size, dtype="int32")
+    base = ops.cast(base, "int32")
+    matrix = 0.0
+    for offset, weight in taps:
+        index = base + offset
+        if interpolation == "bicubic":
+            # TensorFlow's bicubic kernel drops the taps outside the image (renormalised below).
+            inside = ops.logical_and(index >= 0, index < in_size)
+            weight = ops.where(inside, weight, 0.0)
+        # A one-hot row per tap. Bilinear taps outside the image land on the edge pixel, as
+        # TensorFlow's bilinear kernel clamps its indices.
+        index = ops.clip(index, 0, in_size - 1)
+        hits = ops.cast(ops.equal(index[..., None], positions), "float32")
+        matrix = matrix + hits * weight[..., None]
+    if interpolation == "bicubic":
+        matrix = matrix / ops.sum(matrix, axis=-1, keepdims=True)
+    return matrix
+
+
+def separable_transform(images, rows, cols):
+    """Apply a per-image linear map to each image axis: `out[b] = rows[b] @ images[b] @ cols[b].T`.
+
+    Args:
+        images: `(batch, height, width, channels)` float32.
+        rows: `(batch, out_height, height)` float32.
+        cols: `(batch, out_width, width)` float32.
+
+    Returns:
+        float32 `(batch, out_height, out_width, channels)`.
+    """
+    images = ops.einsum("bsh,bhwc->bswc", rows, images)
+    return ops.einsum("btw,bswc->bstc", cols, images)
+
+
+def gaussian_blur_matrix(sigma, size, kernel_size):
+    """Per-image banded matrix of a 1-D Gaussian blur with zero padding ("SAME" convolution).
+
+    The kernel `exp(-t^2 / (2 sigma^2))`, `t` in `[-kernel_size // 2, kernel_size // 2]`, is
+    normalised over all its taps, so pixels near the border lose the weight of the taps that fall
+    outside the image, as in the official code's zero-padded depthwise convolution.
+
+    Args:
+        sigma: `(batch,)` float, standard deviation in pixels.
+        size: int, length of the image axis.
+        kernel_size: odd int, number of taps.
+
+    Returns:
+        float32 `(batch, size, size)`, symmetric.
+    """
+    radius = kernel_size // 2
+    sigma = ops.cast(sigma, "float32")[:, None, None]
+    taps = ops.arange(-radius, radius + 1, dtype="float32")
+    norm = ops.sum(ops.exp(-ops.square(taps)[None, :] / (2.0 * sigma[:, 0] ** 2)), axis=-1)
+    position = ops.arange(size, dtype="float32")
+    distance = position[:, None] - position[None, :]
+    inside = ops.cast(ops.abs(distance) <= radius, "float32")
+    weights = ops.exp(-ops.square(distance)[None] / (2.0 * ops.square(sigma))) * inside
+    return weights / norm[:, None, None]
+
+
+def adjust_brightness(images, delta):
+    """Add a per-image `delta` to every channel and clip to [0, 1] (TensorFlow-style brightness).
+
+    Args:
+        images: `(batch, h, w, 3)` float32 in [0, 1].
+        delta: `(batch,)` float, additive shift on the [0, 1] scale.
+
+    Returns:
+        float32 `(batch, h, w, 3)` in [0, 1].
+    """
+    return ops.clip(images + ops.cast(delta, "float32")[:, None, None, None], 0.0, 1.0)
+
+
+def adjust_contrast(images, factor):
+    """Scale each channel's deviation from its own spatial mean by `factor`, then clip to [0, 1].
+
+    Args:
+        images: `(batch, h, w, 3)` float32 in [0, 1].
+        factor: `(batch,)` float, 1 keeps the image.
+
+    Returns:
+        float32 `(batch, h, w, 3)` in [0, 1].
+    """
+    mean = ops.mean(images, axis=(1, 2), keepdims=True)
+    factor = ops.cast(factor, "float32")[:, None, None, None]
+    return ops.clip((images - mean) * factor + mean, 0.0, 1.0)
+
+
+def adjust_saturation_hue(images, saturation_factor, hue_delta):
+    """Multiply the HSV saturation by `saturation_factor` (clipped to [0, 1]), rotate hue by `hue_delta`.
+
+    Args:
+        images: `(batch, h, w, 3)` float32 in [0, 1].
+        saturation_factor: `(batch,)` float, 1 keeps the saturation.
+        hue_delta: `(batch,)` float, rotation in turns of the colour wheel (0.5 is half a turn).
+
+    Returns:
+        float32 `(batch, h, w, 3)` in [0, 1].
+    """
+    hsv = ops.image.rgb_to_hsv(images)
+    saturation_factor = ops.cast(saturation_factor, "float32")[:, None, None]
+    hue_delta = ops.cast(hue_delta, "float32")[:, None, None]
+    hue = hsv[..., 0] + hue_delta
+    hue = hue - ops.floor(hue)  # Wrap around the colour wheel.
+    saturation = ops.clip(hsv[..., 1] * saturation_factor, 0.0, 1.0)
+    rgb = ops.image.hsv_to_rgb(ops.stack([hue, saturation, hsv[..., 2]], axis=-1))
+    return ops.clip(rgb, 0.0, 1.0)
+
+
+GRAYSCALE_WEIGHTS = (0.2989, 0.5870, 0.1140)  # ITU-R 601 luma, as KerasCV's and torchvision's grayscale
+
+
+def _luma(images):
+    """`(batch, h, w, 1)` grayscale of `(batch, h, w, 3)` RGB images (`GRAYSCALE_WEIGHTS`)."""
+    return ops.sum(images * ops.convert_to_tensor(GRAYSCALE_WEIGHTS, "float32"), axis=-1, keepdims=True)
+
+
+def _blend(images, other, factor):
+    """`clip(factor * images + (1 - factor) * other, 0, 1)`, per image; torchvision's `_blend`."""
+    factor = ops.cast(factor, "float32")[:, None, None, None]
+    return ops.clip(factor * images + (1.0 - factor) * other, 0.0, 1.0)
+
+
+def adjust_brightness_torchvision(images, factor):
+    """Multiply every pixel by a per-image `factor`, clip to [0, 1] (torchvision's `adjust_brightness`).
+
+    Args:
+        images: `(batch, h, w, 3)` float32 in [0, 1].
+        factor: `(batch,)` float >= 0, 1 keeps the image.
+
+    Returns:
+        float32 `(batch, h, w, 3)` in [0, 1].
+    """
+    return _blend(images, 0.0, factor)
+
+
+def adjust_contrast_torchvision(images, factor):
+    """Blend each image with the mean of its grayscale, one scalar per image (torchvision's).
+
+    Args:
+        images: `(batch, h, w, 3)` float32 in [0, 1].
+        factor: `(batch,)` float >= 0, 1 keeps the image.
+
+    Returns:
+        float32 `(batch, h, w, 3)` in [0, 1].
+    """
+    return _blend(images, ops.mean(_luma(images), axis=(1, 2, 3), keepdims=True), factor)
+
+
+def adjust_saturation_torchvision(images, factor):
+    """Blend each image with its own grayscale (torchvision's `adjust_saturation`).
+
+    Args:
+        images: `(batch, h, w, 3)` float32 in [0, 1].
+        factor: `(batch,)` float >= 0, 1 keeps the image, 0 makes it gray.
+
+    Returns:
+        float32 `(batch, h, w, 3)` in [0, 1].
+    """
+    return _blend(images, _luma(images), factor)
+
+
+JITTER_STYLES = ("tensorflow", "torchvision")
+
+
+def color_jitter(images, brightness, contrast, saturation, hue, order, style="tensorflow"):
+    """The official colour jitter: four adjustments, each image in its own order, clipped after each.
+
+    Each slot applies, per image, the adjustment `order[:, slot]` names (0 brightness, 1 contrast,
+    2 saturation, 3 hue); the other three run with their identity parameters (delta 0, factor 1), which
+    keeps the computation vectorised.
+
+    `style="torchvision"` computes what `torchvision.transforms.ColorJitter` (which lightly and most
+    PyTorch BYOL code use) computes for the same draws: brightness multiplies by `1 + brightness`
+    (a factor in `[1 - b, 1 + b]` rather than a shift by up to `b`), contrast blends towards the
+    image's mean *grayscale* value (one scalar, not each channel's mean), saturation blends with the
+    image's grayscale (not a multiplication of HSV saturation, which keeps each pixel's maximum);
+    hue is the same rotation. Each adjustment clips to [0, 1], as torchvision's do.
+
+    Args:
+        images: `(batch, h, w, 3)` float32 in [0, 1].
+        brightness: `(batch,)` brightness draw in `[-b, b]`: the additive delta (TensorFlow style)
+            or the factor minus 1 (torchvision style).
+        contrast: `(batch,)` contrast factor.
+        saturation: `(batch,)` saturation factor.
+        hue: `(batch,)` hue delta in turns.
+        order: `(batch, 4)` int, a permutation of `(0, 1, 2, 3)` per image.
+        style: `"tensorflow"` (the official code's maths) or `"torchvision"`. Defaults to
+            `"tensorflow"`.
+
+    Returns:
+        float32 `(batch, h, w, 3)` in [0, 1].
+    """
+    if style not in JITTER_STYLES:
+        raise ValueError(f"`style` must be one of {JITTER_STYLES}. Received: style={style!r}")
+    zero = ops.zeros_like(brightness)
+    one = ops.ones_like(brightness)
+    for slot in range(4):
+        op = order[:, slot]
+        if style == "tensorflow":
+            images = adjust_brightness(images, ops.where(op == 0, brightness, zero))
+            images = adjust_contrast(images, ops.where(op == 1, contrast, one))
+            images = adjust_saturation_hue(
+                images, ops.where(op == 2, saturation, one), ops.where(op == 3, hue, zero)
+            )
+        else:
+            images = adjust_brightness_torchvision(images, ops.where(op == 0, 1.0 + brightness, one))
+            images = adjust_contrast_torchvision(images, ops.where(op == 1, contrast, one))
+            images = adjust_saturation_torchvision(images, ops.where(op == 2, saturation, one))
+            images = adjust_saturation_hue(images, one, ops.where(op == 3, hue, zero))
+    return images
+
+
+def _select(mask, new, old):
+    """Per-image choice: `new[b]` where `mask[b]`, else `old[b]`. mask: `(batch,)` bool."""
+    return ops.where(mask[:, None, None, None], new, old)
