@@ -11,3 +11,82 @@ ALL_OFF = dict(
     blur_prob=0.0,
     solarize_prob=0.0,
 )
+
+
+# --- shared by test_distribute.py and test_fault_tolerance.py -------------------------------------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import types  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import distributed_worker  # noqa: E402  (tests/ is on sys.path under pytest)
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_worker.py")
+ROOT = os.path.dirname(os.path.dirname(WORKER))
+# A subprocess that has not finished by then is killed and the test fails: nothing may hang CI.
+TIMEOUT = 420
+
+
+# ------------------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------------------
+
+
+def fake_strategy(replicas=1, task_type=None, task_id=None, cluster=None):
+    """An object with what the functions read from a strategy: replicas and a real cluster resolver."""
+    resolver = None
+    if task_type is not None:
+        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+            tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id
+        )
+    return types.SimpleNamespace(num_replicas_in_sync=replicas, cluster_resolver=resolver)
+
+
+def worker_args(**overrides):
+    args = dict(epochs=2, steps_per_epoch=3, global_batch=8, size=8, width=4, seed=3, encoder="small")
+    args.update(overrides)
+    return types.SimpleNamespace(**args)
+
+
+def small_byol(args):
+    model, optimizer = distributed_worker.build_model(args, synchronized=False)
+    model.compile(optimizer=optimizer, jit_compile=False)
+    return model
+
+
+def numpy_weights(variables):
+    return [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in variables]
+
+
+def run_worker(command, *args, env=None, timeout=TIMEOUT):
+    """Run the worker to completion; return (returncode, output, parsed RESULT or None)."""
+    proc = subprocess.run(
+        [sys.executable, WORKER, command, *map(str, args)],
+        cwd=ROOT, env=env or dict(os.environ), capture_output=True, text=True, timeout=timeout,
+    )
+    return proc.returncode, proc.stdout + proc.stderr, parse_result(proc.stdout)
+
+
+def parse_result(stdout):
+    for line in stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    return None
+
+
+def read_steps(run_dir):
+    with open(os.path.join(run_dir, "steps.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

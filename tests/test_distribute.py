@@ -1,5 +1,5 @@
-"""byol_keras.distribute: strategies, batch split, chief-only writing, synchronised BN, precision, XLA,
-step backups (kill and resume), the non-finite-loss stop, and BYOL under Mirrored/MultiWorkerMirrored.
+"""byol_keras.distribute: strategies, batch split, chief-only writing, precision, XLA, and BYOL under
+Mirrored/MultiWorkerMirrored (step backups: test_fault_tolerance.py; synchronised BN: test_layers.py).
 
 Anything that needs several devices or processes runs `tests/distributed_worker.py` in a subprocess
 (TensorFlow's devices are fixed once it starts), with hard timeouts; the rest runs in this process.
@@ -7,12 +7,9 @@ Anything that needs several devices or processes runs `tests/distributed_worker.
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import types
 
 import keras
 import numpy as np
@@ -22,85 +19,33 @@ import tensorflow as tf
 from byol_keras import distribute
 from byol_keras.distribute import (
     PRECISIONS,
-    StepBackup,
-    StopOnNonFiniteLoss,
     is_chief,
     make_strategy,
     per_replica_batch_size,
     resolve_jit_compile,
     set_precision,
-    sync_batchnorm,
     worker_dir,
 )
-from byol_keras.encoders import resnet18
-from byol_keras.schedules import target_tau, warmup_cosine
 
 import distributed_worker  # tests/ is on sys.path under pytest
 
-WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_worker.py")
-ROOT = os.path.dirname(os.path.dirname(WORKER))
 # The datasets here are generated, not shuffled: Keras' note that `shuffle=True` is ignored is noise.
 pytestmark = pytest.mark.filterwarnings("ignore:`shuffle=True` was passed:UserWarning")
-# A subprocess that has not finished by then is killed and the test fails: nothing may hang CI.
-TIMEOUT = 420
 
 
-# ------------------------------------------------------------------------------------------------------
-# helpers
-# ------------------------------------------------------------------------------------------------------
-
-
-def fake_strategy(replicas=1, task_type=None, task_id=None, cluster=None):
-    """An object with what the functions read from a strategy: replicas and a real cluster resolver."""
-    resolver = None
-    if task_type is not None:
-        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
-            tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id
-        )
-    return types.SimpleNamespace(num_replicas_in_sync=replicas, cluster_resolver=resolver)
-
-
-def worker_args(**overrides):
-    args = dict(epochs=2, steps_per_epoch=3, global_batch=8, size=8, width=4, seed=3, encoder="small")
-    args.update(overrides)
-    return types.SimpleNamespace(**args)
-
-
-def small_byol(args):
-    model, optimizer = distributed_worker.build_model(args, synchronized=False)
-    model.compile(optimizer=optimizer, jit_compile=False)
-    return model
-
-
-def numpy_weights(variables):
-    return [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in variables]
-
-
-def run_worker(command, *args, env=None, timeout=TIMEOUT):
-    """Run the worker to completion; return (returncode, output, parsed RESULT or None)."""
-    proc = subprocess.run(
-        [sys.executable, WORKER, command, *map(str, args)],
-        cwd=ROOT, env=env or dict(os.environ), capture_output=True, text=True, timeout=timeout,
-    )
-    return proc.returncode, proc.stdout + proc.stderr, parse_result(proc.stdout)
-
-
-def parse_result(stdout):
-    for line in stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    return None
-
-
-def read_steps(run_dir):
-    with open(os.path.join(run_dir, "steps.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from helpers import (  # noqa: E402  shared with test_fault_tolerance.py
+    fake_strategy,
+    worker_args,
+    small_byol,
+    numpy_weights,
+    run_worker,
+    parse_result,
+    read_steps,
+    free_port,
+    WORKER,
+    ROOT,
+    TIMEOUT,
+)
 
 
 @pytest.fixture
@@ -188,71 +133,6 @@ def test_worker_dir_chief_keeps_others_write_to_removed_temp(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------
-# synchronised BatchNorm
-# ------------------------------------------------------------------------------------------------------
-
-
-def batchnorms(model):
-    return [l for l in model._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
-
-
-def test_sync_batchnorm_resnet18_keeps_weights_and_outputs():
-    encoder = resnet18(width=2, input_shape=(8, 8, 3))
-    x = np.random.default_rng(0).normal(size=(4, 8, 8, 3)).astype("float32")
-    # Non-trivial moving statistics, so that inference mode checks they were copied.
-    encoder(x, training=True)
-    synced = sync_batchnorm(encoder)
-    assert synced is not encoder
-    assert len(batchnorms(synced)) == len(batchnorms(encoder)) == 20
-    assert all(l.synchronized for l in batchnorms(synced))
-    assert not any(l.synchronized for l in batchnorms(encoder)), "the original must stay untouched"
-    for a, b in zip(encoder.weights, synced.weights):
-        np.testing.assert_array_equal(np.array(a), np.array(b))
-    # On one replica a synchronised BN is an ordinary BN: same outputs in both modes (to float rounding:
-    # resnet18's FusedBatchNormalization uses TensorFlow's fused kernel, the synchronised one Keras' ops).
-    np.testing.assert_allclose(np.array(synced(x, training=False)), np.array(encoder(x, training=False)), atol=1e-5)
-    # In training mode the synchronised BN computes the variance as E[x²] − E[x]² (one pass, so that it can
-    # all-reduce both sums) instead of two passes: float32 rounding differs by ~3e-5 after 20 BN layers.
-    np.testing.assert_allclose(np.array(synced(x, training=True)), np.array(encoder(x, training=True)),
-                               rtol=1e-4, atol=1e-4)
-    # The BYOL target is rebuilt from the config: it must carry the flag too.
-    norms = [l for l in synced.get_config()["layers"] if l["class_name"].endswith("BatchNormalization")]
-    assert len(norms) == 20 and all(l["config"].get("synchronized") for l in norms)
-
-
-def test_sync_batchnorm_keras_applications_nested_and_subclassed():
-    app = keras.applications.MobileNetV3Small(
-        input_shape=(32, 32, 3), include_top=False, weights=None, pooling="avg",
-        include_preprocessing=False, minimalistic=True,
-    )
-    inputs = keras.Input((32, 32, 3))
-    head = keras.Sequential([keras.Input((app.output_shape[-1],)), keras.layers.BatchNormalization()], name="head")
-    wrapped = keras.Model(inputs, head(app(inputs)), name="wrapped")  # nested functional + Sequential
-    synced = sync_batchnorm(wrapped)
-    assert len(batchnorms(synced)) == len(batchnorms(wrapped)) > 10
-    assert all(l.synchronized for l in batchnorms(synced))
-    x = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype("float32")
-    np.testing.assert_allclose(np.array(synced(x)), np.array(wrapped(x)), atol=1e-5)
-
-    class Tiny(keras.Model):
-        def __init__(self, **kwargs):
-            super().__init__(**kwargs)
-            self.conv = keras.layers.Conv2D(3, 3)
-            self.bn = keras.layers.BatchNormalization()
-            self.pool = keras.layers.GlobalAveragePooling2D()
-
-        def call(self, x, training=False):
-            return self.pool(self.bn(self.conv(x), training=training))
-
-    tiny = Tiny()
-    tiny(x)
-    assert sync_batchnorm(tiny) is tiny and tiny.bn.synchronized  # switched in place
-
-    with pytest.raises(TypeError, match="encoder=.*Dense"):
-        sync_batchnorm(keras.layers.Dense(3))
-
-
-# ------------------------------------------------------------------------------------------------------
 # precision and XLA
 # ------------------------------------------------------------------------------------------------------
 
@@ -317,123 +197,6 @@ def test_float16_overflow_skips_the_step_and_the_ema(float32_policy):
     assert float(model.optimizer.dynamic_scale) == 2.0**98  # halved at each skipped step
     for before, after in zip(target + online, numpy_weights([t for t, _ in model._ema_pairs] + model.trainable_variables)):
         np.testing.assert_array_equal(before, after)
-
-
-# ------------------------------------------------------------------------------------------------------
-# StepBackup and StopOnNonFiniteLoss, in this process
-# ------------------------------------------------------------------------------------------------------
-
-
-class CrashAtStep(keras.callbacks.Callback):
-    def __init__(self, step):
-        super().__init__()
-        self.step = step
-
-    def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations) == self.step:
-            raise KeyboardInterrupt(f"simulated crash after step {self.step}")
-
-
-class Record(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.rows, self.epochs = [], []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epochs.append(epoch)
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.rows.append({k: float(logs[k]) for k in ("step_loss", "tau", "learning_rate")})
-
-
-def test_step_backup_restores_mid_epoch_exactly(tmp_path):
-    args = worker_args(epochs=2, steps_per_epoch=3)
-    total = args.epochs * args.steps_per_epoch
-    backup_dir = str(tmp_path / "backup")
-
-    reference = small_byol(args)
-    ref = Record()
-    reference.fit(distributed_worker.dataset(0, total, 8, 8, 3), epochs=2, steps_per_epoch=3, callbacks=[ref], verbose=0)
-
-    crashed = small_byol(args)
-    with pytest.raises(KeyboardInterrupt):
-        crashed.fit(distributed_worker.dataset(0, total, 8, 8, 3), epochs=2, steps_per_epoch=3,
-                    callbacks=[StepBackup(backup_dir, 2), CrashAtStep(5)], verbose=0)
-    # Backups at global steps 2 and 4; only the newest is kept. Step 4 = epoch 1 (0-based), 1 batch done.
-    assert sorted(os.listdir(backup_dir)) == ["step-000000004"]
-    state = StepBackup(backup_dir, 2).latest_state()
-    assert {k: state[k] for k in ("step", "epoch", "batch", "steps_per_epoch")} == {
-        "step": 4, "epoch": 1, "batch": 1, "steps_per_epoch": 3}
-
-    # A write that a kill interrupted (a .tmp directory with a torn file) is ignored, then removed.
-    torn = os.path.join(backup_dir, ".tmp-step-000000006")
-    os.makedirs(torn)
-    with open(os.path.join(torn, "model.weights.h5"), "wb") as f:
-        f.write(b"\x89HDF\r\n")
-    assert StepBackup(backup_dir, 2).latest_state()["step"] == 4
-
-    resumed = small_byol(args)  # a fresh process would build exactly this
-    backup = StepBackup(backup_dir, 2)
-    rec = Record()
-    start = backup.latest_state()["step"]
-    resumed.fit(distributed_worker.dataset(start, total, 8, 8, 3), epochs=2, steps_per_epoch=3,
-                callbacks=[backup, rec], verbose=0)
-    assert not os.path.exists(torn)
-    assert backup.restored_state["step"] == 4
-    assert rec.epochs == [1], "the resumed run continues in the epoch it was killed in"
-    assert len(rec.rows) == 2, "…and only runs the batches that epoch still had to do"
-    assert int(resumed.optimizer.iterations) == total
-    # τ and the learning rate continue from the global step, bit for bit.
-    for k, row in zip((4, 5), rec.rows):
-        assert row["tau"] == pytest.approx(float(target_tau(k, total, 0.9)), abs=1e-7)
-        assert row["learning_rate"] == pytest.approx(float(warmup_cosine(k, 0.05, 2, total)), abs=1e-8)
-        assert row["step_loss"] == pytest.approx(ref.rows[k]["step_loss"], rel=1e-5)
-    # The same weights as the uninterrupted run (same data, same order of operations on one CPU).
-    for a, b in zip(numpy_weights(reference.weights), numpy_weights(resumed.weights)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    # Training ended: the final state is backed up, so running the command again trains no more.
-    assert StepBackup(backup_dir, 2).latest_state()["step"] == total
-    assert resumed._initial_epoch is None, "the restored epoch must not stick to later fit calls"
-
-
-def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_backup(tmp_path, caplog):
-    args = worker_args(epochs=2, steps_per_epoch=4)
-    backup_dir = str(tmp_path / "backup")
-    model = small_byol(args)
-    stopper = StopOnNonFiniteLoss()
-    # NaN images at global step 5; its update gives iterations = 6, a multiple of save_every_steps.
-    data = distributed_worker.dataset(0, 8, 8, 8, 3, nan_at_step=5)
-    # The backup before the stopper here, after it below: the order must not matter.
-    with caplog.at_level("ERROR", logger="byol_keras.distribute"):
-        model.fit(data, epochs=2, steps_per_epoch=4, callbacks=[StepBackup(backup_dir, 2), stopper], verbose=0)
-    assert stopper.stopped_at_step == 5
-    assert "Non-finite loss (nan) at global step 5 (epoch 2, batch 2)" in stopper.message
-    assert stopper.message in caplog.text
-    assert int(model.optimizer.iterations) == 6, "training stopped right after the bad step"
-    assert isinstance(stopper, keras.callbacks.TerminateOnNaN)  # Keras' own, extended
-    assert sorted(os.listdir(backup_dir)) == ["step-000000004"]
-
-    fresh = small_byol(args)
-    fresh.optimizer.build(fresh.trainable_variables)
-    fresh.load_weights(os.path.join(backup_dir, "step-000000004", "model.weights.h5"))
-    assert int(fresh.optimizer.iterations) == 4
-    assert all(np.isfinite(w).all() for w in numpy_weights(fresh.weights))
-
-    # Order reversed: the stopper first.
-    model = small_byol(args)
-    backup_dir2 = str(tmp_path / "backup2")
-    model.fit(data, epochs=2, steps_per_epoch=4, callbacks=[StopOnNonFiniteLoss(), StepBackup(backup_dir2, 2)], verbose=0)
-    assert sorted(os.listdir(backup_dir2)) == ["step-000000004"]
-
-
-def test_step_backup_arguments_are_validated():
-    with pytest.raises(ValueError, match="save_every_steps=0"):
-        StepBackup("/tmp/x", 0)
-    with pytest.raises(ValueError, match="save_every_steps=2.5"):
-        StepBackup("/tmp/x", 2.5)
-    with pytest.raises(ValueError, match="backup_dir=''"):
-        StepBackup("", 10)
-    assert StepBackup("/nonexistent/byol/backup", 10).latest_state() is None
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -502,54 +265,3 @@ def test_multi_worker_two_processes(tmp_path):
     steps = read_steps(run_dir)
     assert [r["step"] for r in steps] == [0, 1, 2, 3]
     assert all(np.isfinite(r["step_loss"]) for r in steps)
-
-
-@pytest.mark.slow
-def test_sigkill_mid_epoch_then_the_same_command_resumes(tmp_path):
-    common = ["--encoder", "small", "--epochs", "2", "--steps-per-epoch", "5", "--backup-every", "3"]
-    reference_dir, run_dir = str(tmp_path / "reference"), str(tmp_path / "run")
-    # The uninterrupted reference runs alongside (the killed run mostly sleeps between its steps).
-    # Output goes to files: a pipe nobody reads while we poll could fill up and stall a process.
-    reference_log, killed_log = open(tmp_path / "reference.log", "w+"), open(tmp_path / "killed.log", "w+")
-    reference_proc = subprocess.Popen([sys.executable, WORKER, "train", "--run-dir", reference_dir, *common],
-                                      cwd=ROOT, stdout=reference_log, stderr=subprocess.STDOUT, text=True)
-    # The same command, killed with SIGKILL once the backup of global step 6 (epoch 2, batch 1) exists.
-    command = [sys.executable, WORKER, "train", "--run-dir", run_dir, *common]
-    proc = subprocess.Popen(command + ["--sleep", "1.0"], cwd=ROOT, stdout=killed_log,
-                            stderr=subprocess.STDOUT, text=True)
-    backup = os.path.join(run_dir, "backup", "step-000000006")
-    deadline = time.monotonic() + TIMEOUT
-    try:
-        while not os.path.isdir(backup):
-            assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-4000:]
-            assert time.monotonic() < deadline, "no backup appeared in time"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-        reference_proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-    finally:
-        for p in (proc, reference_proc):
-            if p.poll() is None:
-                p.kill()
-        reference_log.close(), killed_log.close()
-    reference_out = (tmp_path / "reference.log").read_text()
-    assert reference_proc.returncode == 0, reference_out[-4000:]
-    reference = parse_result(reference_out)
-    assert proc.returncode == -signal.SIGKILL
-    killed_steps = read_steps(run_dir)
-    assert 6 <= len(killed_steps) < 10, "killed mid-epoch, after the step-6 backup"
-
-    code, log, resumed = run_worker("train", "--run-dir", run_dir, *common)
-    assert code == 0, log[-4000:]
-    assert resumed["restored_step"] == 6 and resumed["step"] == 10
-    after = read_steps(run_dir)[len(killed_steps):]
-    assert [r["step"] for r in after] == [6, 7, 8, 9]
-    expected = {r["step"]: r for r in read_steps(reference_dir)}
-    for row in after:
-        ref = expected[row["step"]]
-        # Global step, τ and learning rate continue exactly; the loss trajectory is the reference's.
-        assert row["tau"] == ref["tau"] and row["learning_rate"] == ref["learning_rate"]
-        assert row["step_loss"] == pytest.approx(ref["step_loss"], rel=1e-5)
-    # Fixed seed, data a function of the global step, one CPU: the final weights equal the
-    # uninterrupted run's (bit for bit here; the tolerance allows for other CPUs' summation orders).
-    np.testing.assert_allclose(resumed["sums"], reference["sums"], rtol=1e-5, atol=1e-5)

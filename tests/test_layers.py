@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from byol_keras import layers
 from byol_keras.encoders import resnet18
+from byol_keras.layers import sync_batchnorm
 from byol_keras.layers import FusedBatchNormalization
 
 
@@ -93,3 +94,68 @@ def test_resnet18_uses_it_and_round_trips():
 
 def test_doctest():
     assert doctest.testmod(layers, extraglobs={"np": np}).failed == 0
+
+
+# ------------------------------------------------------------------------------------------------------
+# synchronised BatchNorm
+# ------------------------------------------------------------------------------------------------------
+
+
+def batchnorms(model):
+    return [l for l in model._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
+
+
+def test_sync_batchnorm_resnet18_keeps_weights_and_outputs():
+    encoder = resnet18(width=2, input_shape=(8, 8, 3))
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 3)).astype("float32")
+    # Non-trivial moving statistics, so that inference mode checks they were copied.
+    encoder(x, training=True)
+    synced = sync_batchnorm(encoder)
+    assert synced is not encoder
+    assert len(batchnorms(synced)) == len(batchnorms(encoder)) == 20
+    assert all(l.synchronized for l in batchnorms(synced))
+    assert not any(l.synchronized for l in batchnorms(encoder)), "the original must stay untouched"
+    for a, b in zip(encoder.weights, synced.weights):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+    # On one replica a synchronised BN is an ordinary BN: same outputs in both modes (to float rounding:
+    # resnet18's FusedBatchNormalization uses TensorFlow's fused kernel, the synchronised one Keras' ops).
+    np.testing.assert_allclose(np.array(synced(x, training=False)), np.array(encoder(x, training=False)), atol=1e-5)
+    # In training mode the synchronised BN computes the variance as E[x²] − E[x]² (one pass, so that it can
+    # all-reduce both sums) instead of two passes: float32 rounding differs by ~3e-5 after 20 BN layers.
+    np.testing.assert_allclose(np.array(synced(x, training=True)), np.array(encoder(x, training=True)),
+                               rtol=1e-4, atol=1e-4)
+    # The BYOL target is rebuilt from the config: it must carry the flag too.
+    norms = [l for l in synced.get_config()["layers"] if l["class_name"].endswith("BatchNormalization")]
+    assert len(norms) == 20 and all(l["config"].get("synchronized") for l in norms)
+
+
+def test_sync_batchnorm_keras_applications_nested_and_subclassed():
+    app = keras.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3), include_top=False, weights=None, pooling="avg",
+        include_preprocessing=False, minimalistic=True,
+    )
+    inputs = keras.Input((32, 32, 3))
+    head = keras.Sequential([keras.Input((app.output_shape[-1],)), keras.layers.BatchNormalization()], name="head")
+    wrapped = keras.Model(inputs, head(app(inputs)), name="wrapped")  # nested functional + Sequential
+    synced = sync_batchnorm(wrapped)
+    assert len(batchnorms(synced)) == len(batchnorms(wrapped)) > 10
+    assert all(l.synchronized for l in batchnorms(synced))
+    x = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(np.array(synced(x)), np.array(wrapped(x)), atol=1e-5)
+
+    class Tiny(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.conv = keras.layers.Conv2D(3, 3)
+            self.bn = keras.layers.BatchNormalization()
+            self.pool = keras.layers.GlobalAveragePooling2D()
+
+        def call(self, x, training=False):
+            return self.pool(self.bn(self.conv(x), training=training))
+
+    tiny = Tiny()
+    tiny(x)
+    assert sync_batchnorm(tiny) is tiny and tiny.bn.synchronized  # switched in place
+
+    with pytest.raises(TypeError, match="encoder=.*Dense"):
+        sync_batchnorm(keras.layers.Dense(3))

@@ -1,0 +1,199 @@
+"""byol_keras.fault_tolerance: step backups that a killed run resumes from exactly, in this process and
+after a SIGKILL of a real training process, and the stop at a non-finite loss."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from byol_keras.fault_tolerance import StepBackup, StopOnNonFiniteLoss
+from byol_keras.schedules import target_tau, warmup_cosine
+
+import distributed_worker  # tests/ is on sys.path under pytest
+from helpers import (
+    worker_args,
+    small_byol,
+    numpy_weights,
+    run_worker,
+    parse_result,
+    read_steps,
+    WORKER,
+    ROOT,
+    TIMEOUT,
+)
+
+# The datasets here are generated, not shuffled: Keras' note that `shuffle=True` is ignored is noise.
+pytestmark = pytest.mark.filterwarnings("ignore:`shuffle=True` was passed:UserWarning")
+
+
+# ------------------------------------------------------------------------------------------------------
+# StepBackup and StopOnNonFiniteLoss, in this process
+# ------------------------------------------------------------------------------------------------------
+
+
+class CrashAtStep(keras.callbacks.Callback):
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations) == self.step:
+            raise KeyboardInterrupt(f"simulated crash after step {self.step}")
+
+
+class Record(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.rows, self.epochs = [], []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.rows.append({k: float(logs[k]) for k in ("step_loss", "tau", "learning_rate")})
+
+
+def test_step_backup_restores_mid_epoch_exactly(tmp_path):
+    args = worker_args(epochs=2, steps_per_epoch=3)
+    total = args.epochs * args.steps_per_epoch
+    backup_dir = str(tmp_path / "backup")
+
+    reference = small_byol(args)
+    ref = Record()
+    reference.fit(distributed_worker.dataset(0, total, 8, 8, 3), epochs=2, steps_per_epoch=3, callbacks=[ref], verbose=0)
+
+    crashed = small_byol(args)
+    with pytest.raises(KeyboardInterrupt):
+        crashed.fit(distributed_worker.dataset(0, total, 8, 8, 3), epochs=2, steps_per_epoch=3,
+                    callbacks=[StepBackup(backup_dir, 2), CrashAtStep(5)], verbose=0)
+    # Backups at global steps 2 and 4; only the newest is kept. Step 4 = epoch 1 (0-based), 1 batch done.
+    assert sorted(os.listdir(backup_dir)) == ["step-000000004"]
+    state = StepBackup(backup_dir, 2).latest_state()
+    assert {k: state[k] for k in ("step", "epoch", "batch", "steps_per_epoch")} == {
+        "step": 4, "epoch": 1, "batch": 1, "steps_per_epoch": 3}
+
+    # A write that a kill interrupted (a .tmp directory with a torn file) is ignored, then removed.
+    torn = os.path.join(backup_dir, ".tmp-step-000000006")
+    os.makedirs(torn)
+    with open(os.path.join(torn, "model.weights.h5"), "wb") as f:
+        f.write(b"\x89HDF\r\n")
+    assert StepBackup(backup_dir, 2).latest_state()["step"] == 4
+
+    resumed = small_byol(args)  # a fresh process would build exactly this
+    backup = StepBackup(backup_dir, 2)
+    rec = Record()
+    start = backup.latest_state()["step"]
+    resumed.fit(distributed_worker.dataset(start, total, 8, 8, 3), epochs=2, steps_per_epoch=3,
+                callbacks=[backup, rec], verbose=0)
+    assert not os.path.exists(torn)
+    assert backup.restored_state["step"] == 4
+    assert rec.epochs == [1], "the resumed run continues in the epoch it was killed in"
+    assert len(rec.rows) == 2, "…and only runs the batches that epoch still had to do"
+    assert int(resumed.optimizer.iterations) == total
+    # τ and the learning rate continue from the global step, bit for bit.
+    for k, row in zip((4, 5), rec.rows):
+        assert row["tau"] == pytest.approx(float(target_tau(k, total, 0.9)), abs=1e-7)
+        assert row["learning_rate"] == pytest.approx(float(warmup_cosine(k, 0.05, 2, total)), abs=1e-8)
+        assert row["step_loss"] == pytest.approx(ref.rows[k]["step_loss"], rel=1e-5)
+    # The same weights as the uninterrupted run (same data, same order of operations on one CPU).
+    for a, b in zip(numpy_weights(reference.weights), numpy_weights(resumed.weights)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # Training ended: the final state is backed up, so running the command again trains no more.
+    assert StepBackup(backup_dir, 2).latest_state()["step"] == total
+    assert resumed._initial_epoch is None, "the restored epoch must not stick to later fit calls"
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_backup(tmp_path, caplog):
+    args = worker_args(epochs=2, steps_per_epoch=4)
+    backup_dir = str(tmp_path / "backup")
+    model = small_byol(args)
+    stopper = StopOnNonFiniteLoss()
+    # NaN images at global step 5; its update gives iterations = 6, a multiple of save_every_steps.
+    data = distributed_worker.dataset(0, 8, 8, 8, 3, nan_at_step=5)
+    # The backup before the stopper here, after it below: the order must not matter.
+    with caplog.at_level("ERROR", logger="byol_keras.distribute"):
+        model.fit(data, epochs=2, steps_per_epoch=4, callbacks=[StepBackup(backup_dir, 2), stopper], verbose=0)
+    assert stopper.stopped_at_step == 5
+    assert "Non-finite loss (nan) at global step 5 (epoch 2, batch 2)" in stopper.message
+    assert stopper.message in caplog.text
+    assert int(model.optimizer.iterations) == 6, "training stopped right after the bad step"
+    assert isinstance(stopper, keras.callbacks.TerminateOnNaN)  # Keras' own, extended
+    assert sorted(os.listdir(backup_dir)) == ["step-000000004"]
+
+    fresh = small_byol(args)
+    fresh.optimizer.build(fresh.trainable_variables)
+    fresh.load_weights(os.path.join(backup_dir, "step-000000004", "model.weights.h5"))
+    assert int(fresh.optimizer.iterations) == 4
+    assert all(np.isfinite(w).all() for w in numpy_weights(fresh.weights))
+
+    # Order reversed: the stopper first.
+    model = small_byol(args)
+    backup_dir2 = str(tmp_path / "backup2")
+    model.fit(data, epochs=2, steps_per_epoch=4, callbacks=[StopOnNonFiniteLoss(), StepBackup(backup_dir2, 2)], verbose=0)
+    assert sorted(os.listdir(backup_dir2)) == ["step-000000004"]
+
+
+def test_step_backup_arguments_are_validated():
+    with pytest.raises(ValueError, match="save_every_steps=0"):
+        StepBackup("/tmp/x", 0)
+    with pytest.raises(ValueError, match="save_every_steps=2.5"):
+        StepBackup("/tmp/x", 2.5)
+    with pytest.raises(ValueError, match="backup_dir=''"):
+        StepBackup("", 10)
+    assert StepBackup("/nonexistent/byol/backup", 10).latest_state() is None
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_the_same_command_resumes(tmp_path):
+    common = ["--encoder", "small", "--epochs", "2", "--steps-per-epoch", "5", "--backup-every", "3"]
+    reference_dir, run_dir = str(tmp_path / "reference"), str(tmp_path / "run")
+    # The uninterrupted reference runs alongside (the killed run mostly sleeps between its steps).
+    # Output goes to files: a pipe nobody reads while we poll could fill up and stall a process.
+    reference_log, killed_log = open(tmp_path / "reference.log", "w+"), open(tmp_path / "killed.log", "w+")
+    reference_proc = subprocess.Popen([sys.executable, WORKER, "train", "--run-dir", reference_dir, *common],
+                                      cwd=ROOT, stdout=reference_log, stderr=subprocess.STDOUT, text=True)
+    # The same command, killed with SIGKILL once the backup of global step 6 (epoch 2, batch 1) exists.
+    command = [sys.executable, WORKER, "train", "--run-dir", run_dir, *common]
+    proc = subprocess.Popen(command + ["--sleep", "1.0"], cwd=ROOT, stdout=killed_log,
+                            stderr=subprocess.STDOUT, text=True)
+    backup = os.path.join(run_dir, "backup", "step-000000006")
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        while not os.path.isdir(backup):
+            assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-4000:]
+            assert time.monotonic() < deadline, "no backup appeared in time"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        reference_proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        for p in (proc, reference_proc):
+            if p.poll() is None:
+                p.kill()
+        reference_log.close(), killed_log.close()
+    reference_out = (tmp_path / "reference.log").read_text()
+    assert reference_proc.returncode == 0, reference_out[-4000:]
+    reference = parse_result(reference_out)
+    assert proc.returncode == -signal.SIGKILL
+    killed_steps = read_steps(run_dir)
+    assert 6 <= len(killed_steps) < 10, "killed mid-epoch, after the step-6 backup"
+
+    code, log, resumed = run_worker("train", "--run-dir", run_dir, *common)
+    assert code == 0, log[-4000:]
+    assert resumed["restored_step"] == 6 and resumed["step"] == 10
+    after = read_steps(run_dir)[len(killed_steps):]
+    assert [r["step"] for r in after] == [6, 7, 8, 9]
+    expected = {r["step"]: r for r in read_steps(reference_dir)}
+    for row in after:
+        ref = expected[row["step"]]
+        # Global step, τ and learning rate continue exactly; the loss trajectory is the reference's.
+        assert row["tau"] == ref["tau"] and row["learning_rate"] == ref["learning_rate"]
+        assert row["step_loss"] == pytest.approx(ref["step_loss"], rel=1e-5)
+    # Fixed seed, data a function of the global step, one CPU: the final weights equal the
+    # uninterrupted run's (bit for bit here; the tolerance allows for other CPUs' summation orders).
+    np.testing.assert_allclose(resumed["sums"], reference["sums"], rtol=1e-5, atol=1e-5)
