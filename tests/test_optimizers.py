@@ -64,6 +64,19 @@ def _numpy_lars(weight, grads, lr, momentum, eta, weight_decay, adapted, nestero
     return weight
 
 
+def _random_dense_and_grads(seed, steps=3):
+    """A built Dense(3 → 4) with random kernel and bias, and `steps` random (kernel, bias) gradients."""
+    rng = np.random.default_rng(seed)
+    layer = keras.layers.Dense(4)
+    layer.build((None, 3))
+    kernel0 = rng.normal(size=(3, 4)).astype(np.float32)
+    bias0 = rng.normal(size=(4,)).astype(np.float32)
+    layer.kernel.assign(kernel0)
+    layer.bias.assign(bias0)
+    grads = [(rng.normal(size=(3, 4)), rng.normal(size=(4,))) for _ in range(steps)]
+    return layer, kernel0, bias0, [(k.astype(np.float32), b.astype(np.float32)) for k, b in grads]
+
+
 def _numpy_solo_learn_lars(weight, grads, lr, momentum, eta, weight_decay, clip_lr, adapted):
     """Independent float64 reference of solo-learn's LARS (PyTorch Lightning Bolts), one variable.
 
@@ -137,14 +150,7 @@ def test_one_step_solo_learn_style_by_hand(learning_rate, expected):
 
 @pytest.mark.parametrize("clip_lr, learning_rate", [(True, 0.05), (True, 2.0), (False, 2.0)])
 def test_matches_solo_learn_reference_over_three_steps(clip_lr, learning_rate):
-    rng = np.random.default_rng(3)
-    layer = keras.layers.Dense(4)
-    layer.build((None, 3))
-    kernel0 = rng.normal(size=(3, 4)).astype(np.float32)
-    bias0 = rng.normal(size=(4,)).astype(np.float32)
-    layer.kernel.assign(kernel0)
-    layer.bias.assign(bias0)
-    grads = [(rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(4,)).astype(np.float32)) for _ in range(3)]
+    layer, kernel0, bias0, grads = _random_dense_and_grads(seed=3)
     optimizer = LARS(learning_rate, momentum=0.9, trust_coefficient=0.02, weight_decay=1e-2, clip_lr=clip_lr,
                      trust_ratio="pytorch")
     for kernel_grad, bias_grad in grads:
@@ -319,15 +325,7 @@ def test_zero_gradient_gives_trust_one_and_momentum_carries_on():
     "weight_decay, nesterov, exclude", [(1e-2, False, None), (None, False, None), (1e-2, True, ["bias"])]
 )
 def test_matches_numpy_reference_over_three_steps(weight_decay, nesterov, exclude):
-    rng = np.random.default_rng(7)
-    layer = keras.layers.Dense(4)
-    layer.build((None, 3))
-    kernel0 = rng.normal(size=(3, 4)).astype(np.float32)
-    bias0 = rng.normal(size=(4,)).astype(np.float32)
-    layer.kernel.assign(kernel0)
-    layer.bias.assign(bias0)
-    grads = [(rng.normal(size=(3, 4)), rng.normal(size=(4,))) for _ in range(3)]
-    grads = [(k.astype(np.float32), b.astype(np.float32)) for k, b in grads]
+    layer, kernel0, bias0, grads = _random_dense_and_grads(seed=7)
     optimizer = LARS(0.5, momentum=0.9, trust_coefficient=0.05, nesterov=nesterov, weight_decay=weight_decay,
                      exclude_from_adaptation=exclude)
     for kernel_grad, bias_grad in grads:
