@@ -83,6 +83,12 @@ def lars_local_rate(weight, gradient, trust_coefficient, weight_decay=0.0, learn
     Returns:
         Scalar tensor with the dtype of `weight`.
     """
+    rate, _ = _local_rate_and_mask(weight, gradient, trust_coefficient, weight_decay, learning_rate, style)
+    return rate
+
+
+def _local_rate_and_mask(weight, gradient, trust_coefficient, weight_decay, learning_rate, style):
+    """`lars_local_rate`, and whether both norms were positive (the only case where LARS adapts)."""
     if style not in TRUST_RATIO_STYLES:
         raise ValueError(f"`style` must be one of {TRUST_RATIO_STYLES}. Received: style={style!r}")
     weight_decay = ops.cast(weight_decay, weight.dtype)
@@ -100,7 +106,7 @@ def lars_local_rate(weight, gradient, trust_coefficient, weight_decay=0.0, learn
     if learning_rate is not None:
         rate = ops.minimum(rate / ops.cast(learning_rate, weight.dtype), ops.ones_like(rate))
     # Either norm 0: no adaptation (the clip included, as in solo-learn, where it sits inside that branch).
-    return ops.where(both_positive, rate, ops.ones_like(rate))
+    return ops.where(both_positive, rate, ops.ones_like(rate)), both_positive
 
 
 TRUST_RATIO_STYLES = ("official", "pytorch")
@@ -300,14 +306,14 @@ class LARS(keras.optimizers.Optimizer):
         gradient = ops.cast(gradient, dtype)
         weight_decay = ops.cast(self.weight_decay if self._decayed[index] else 0.0, dtype)
         if self._adapted[index] and self.trust_coefficient is not None:
-            rate = lars_local_rate(
+            rate, active = _local_rate_and_mask(
                 variable, gradient, self.trust_coefficient, weight_decay,
                 learning_rate if self.clip_lr else None, self.trust_ratio,
             )
             decayed = (gradient + weight_decay * variable) * rate
             if self.trust_ratio == "pytorch":
                 # Bolts' LARS leaves a variable with a zero gradient (or zero weights) untouched: no decay.
-                active = ops.logical_and(ops.any(ops.not_equal(gradient, 0)), ops.any(ops.not_equal(variable, 0)))
+                # `active` is its "both norms > 0", computed once with the rate.
                 decayed = ops.where(active, decayed, gradient)
             gradient = decayed
         elif self._decayed[index]:

@@ -1,5 +1,19 @@
 """Values that several test modules share (tests import this module, never each other)."""
 
+import json
+import os
+import socket
+import subprocess
+import sys
+import types
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import distributed_worker  # tests/ is on sys.path under pytest
+
+
 # Every stage of a BYOLView off and the crop an exact identity map: the view is then only the resize and
 # the normalisation.
 ALL_OFF = dict(
@@ -15,18 +29,6 @@ ALL_OFF = dict(
 
 # --- shared by test_distribute.py and test_fault_tolerance.py -------------------------------------------
 
-import json  # noqa: E402
-import os  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import types  # noqa: E402
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import distributed_worker  # noqa: E402  (tests/ is on sys.path under pytest)
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_worker.py")
 ROOT = os.path.dirname(os.path.dirname(WORKER))
