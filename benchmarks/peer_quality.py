@@ -1,6 +1,13 @@
 """The quality benchmark's budget run by the peer, lightly (PyTorch): kNN top-1 after every epoch.
 
     /tmp/peer/bin/python benchmarks/peer_quality.py   # ~40 min here; prints one JSON line per epoch
+    /tmp/peer/bin/python benchmarks/peer_quality.py --epochs 100 --checkpoint runs/peer-e100.pt
+
+With `--checkpoint`, the model, optimiser, scheduler, RNG states, step and curve are written there
+(atomically: a temporary file, then a rename) after every epoch, and a run started with the same
+path continues from the last finished epoch, so a long run can be killed and resumed. The resumed run
+is the same recipe but not bit-identical to an unbroken one (the data loader's worker processes draw
+new seeds).
 
 Runs with the peer's Python (set up as in `../shared/bench/README.md`), not ours: it imports torch,
 torchvision and lightly only. Same budget and evaluation as `benchmarks/quality.py`: the first 1,000
@@ -103,6 +110,17 @@ def knn_top1(bank, bank_labels, queries, query_labels, k=200, temperature=0.1, n
     return correct / len(queries)
 
 
+def save_state(path, state):
+    """torch.save to `path` atomically: a reader never sees half a file, a kill leaves the last one."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temporary = f"{path}.tmp"
+    with open(temporary, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=DEFAULT_DATA)
@@ -110,6 +128,8 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--checkpoint", default=None,
+                        help="file to save the state to after every epoch and to resume from if it exists")
     args = parser.parse_args()
     if not os.path.isdir(os.path.join(args.data, "train")):
         raise SystemExit(f"error: no CIFAR-10 image folder at {args.data!r} (expected train/ and test/)")
@@ -136,11 +156,24 @@ def main():
         return float(knn_top1(embed(model.backbone, train_images), train_labels,
                               embed(model.backbone, test_images), test_labels))
 
-    start = time.time()
-    curve = [evaluate()]
-    print(json.dumps({"epoch": 0, "knn_top1": curve[0]}), flush=True)
-    max_steps, step = args.epochs * len(loader), 0
-    for epoch in range(args.epochs):
+    max_steps, step, first_epoch, elapsed = args.epochs * len(loader), 0, 0, 0.0
+    if args.checkpoint and os.path.exists(args.checkpoint):
+        state = torch.load(args.checkpoint, weights_only=False)
+        if state["epochs"] != args.epochs or state["seed"] != args.seed:
+            raise SystemExit(f"error: {args.checkpoint!r} is a run of {state['epochs']} epochs with seed "
+                             f"{state['seed']}, not --epochs {args.epochs} --seed {args.seed}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(state["numpy_rng"])
+        step, first_epoch, elapsed, curve = state["step"], state["epoch"], state["seconds"], state["curve"]
+        print(json.dumps({"resumed_at_epoch": first_epoch, "step": step}), flush=True)
+    start = time.time() - elapsed
+    if first_epoch == 0:
+        curve = [evaluate()]
+        print(json.dumps({"epoch": 0, "knn_top1": curve[0]}), flush=True)
+    for epoch in range(first_epoch, args.epochs):
         losses = []
         for view0, view1 in loader:
             momentum = cosine_schedule(step, max_steps, 0.99, 1.0)
@@ -158,6 +191,12 @@ def main():
         curve.append(evaluate())
         print(json.dumps({"epoch": epoch + 1, "loss": float(np.mean(losses)), "knn_top1": curve[-1],
                           "seconds": round(time.time() - start, 1)}), flush=True)
+        if args.checkpoint:
+            save_state(args.checkpoint, {
+                "epochs": args.epochs, "seed": args.seed, "epoch": epoch + 1, "step": step, "curve": curve,
+                "seconds": time.time() - start, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                "numpy_rng": np.random.get_state()})
     print(json.dumps({"benchmark": "peer_quality_cifar10_knn", "peer": "lightly", "seed": args.seed,
                       "knn_top1_random_init": curve[0], "knn_top1_pretrained": curve[-1], "curve": curve,
                       "seconds": round(time.time() - start, 1),
