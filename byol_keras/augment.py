@@ -12,6 +12,7 @@ import functools
 import keras
 from keras import ops
 
+from byol_keras.validation import check_bool, check_number, check_pair, check_positive_int, check_seed
 from byol_keras.image_ops import (  # the maths the views are made of; importable from here as before
     GRAYSCALE_WEIGHTS,
     IMAGENET_MEAN,
@@ -68,8 +69,7 @@ class BYOLAugment(keras.layers.Layer):
         layer_kwargs = {k: overrides.pop(k) for k in list(overrides) if k not in _VIEW_ARGS}
         layer_kwargs.setdefault("dtype", "float32")
         super().__init__(**layer_kwargs)
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-            raise TypeError(f"`seed` must be an int or None. Received: seed={seed}")
+        check_seed("seed", seed)
         self.image_size = image_size
         self.blur = blur
         self.seed = seed
@@ -112,34 +112,6 @@ JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
 # Attempts at drawing a crop that fits in the image before falling back to the whole image, as
 # torchvision's `RandomResizedCrop` (10; the official pipeline also makes 10 attempts, with another rule).
 CROP_MAX_ATTEMPTS = 10
-
-
-def _check_probability(name, value):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"`{name}` must be a number in [0, 1]. Received: {name}={value}")
-    return float(value)
-
-
-def _check_range(name, value, low, high, low_open=False):
-    """Validate a `(min, max)` pair inside [low, high] (or (low, high] when `low_open`)."""
-    ok = isinstance(value, (tuple, list)) and len(value) == 2
-    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    if ok:
-        lo, hi = value
-        ok = (lo > low if low_open else lo >= low) and lo <= hi and (high is None or hi <= high)
-    if not ok:
-        bounds = f"{'(' if low_open else '['}{low}, {'inf)' if high is None else f'{high}]'}"
-        raise ValueError(
-            f"`{name}` must be a pair (min, max) with min <= max inside {bounds}. "
-            f"Received: {name}={value}"
-        )
-    return (float(value[0]), float(value[1]))
-
-
-def _check_strength(name, value, high):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= high:
-        raise ValueError(f"`{name}` must be a number in [0, {high}]. Received: {name}={value}")
-    return float(value)
 
 
 @keras.saving.register_keras_serializable(package="byol_keras")
@@ -237,14 +209,11 @@ class BYOLView(keras.layers.Layer):
         # Augmentation maths stay in float32 even under a mixed-precision policy.
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
-            raise ValueError(
-                f"`image_size` must be a positive int. Received: image_size={image_size}"
-            )
+        image_size = check_positive_int("image_size", image_size)
         if interpolation not in ("bilinear", "bicubic"):
             raise ValueError(
                 "`interpolation` must be 'bilinear' or 'bicubic'. "
-                f"Received: interpolation={interpolation}"
+                f"Received: interpolation={interpolation!r}"
             )
         if jitter_style not in JITTER_STYLES:
             raise ValueError(
@@ -252,40 +221,31 @@ class BYOLView(keras.layers.Layer):
             )
         if blur_kernel_size is None:
             blur_kernel_size = default_blur_kernel_size(image_size)
-        if (
-            not isinstance(blur_kernel_size, int)
-            or isinstance(blur_kernel_size, bool)
-            or blur_kernel_size <= 0
-            or blur_kernel_size % 2 == 0
-        ):
-            raise ValueError(
-                "`blur_kernel_size` must be a positive odd int. "
-                f"Received: blur_kernel_size={blur_kernel_size}"
-            )
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-            raise TypeError(f"`seed` must be an int or None. Received: seed={seed}")
-        if not isinstance(jit_compile, bool):
-            raise TypeError(f"`jit_compile` must be a bool. Received: jit_compile={jit_compile!r}")
+        blur_kernel_size = check_positive_int("blur_kernel_size", blur_kernel_size)
+        if blur_kernel_size % 2 == 0:
+            raise ValueError(f"`blur_kernel_size` must be odd. Received: blur_kernel_size={blur_kernel_size!r}")
+        seed = check_seed("seed", seed)
+        check_bool("jit_compile", jit_compile)
         self.image_size = image_size
         self.jit_compile = jit_compile
-        self.crop_area = _check_range("crop_area", crop_area, 0.0, 1.0, low_open=True)
-        self.crop_aspect_ratio = _check_range(
+        self.crop_area = check_pair("crop_area", crop_area, 0.0, 1.0, low_open=True)
+        self.crop_aspect_ratio = check_pair(
             "crop_aspect_ratio", crop_aspect_ratio, 0.0, None, low_open=True
         )
         self.interpolation = interpolation
-        self.flip_prob = _check_probability("flip_prob", flip_prob)
-        self.jitter_prob = _check_probability("jitter_prob", jitter_prob)
-        self.brightness = _check_strength("brightness", brightness, 1.0)
-        self.contrast = _check_strength("contrast", contrast, 1.0)
-        self.saturation = _check_strength("saturation", saturation, 1.0)
-        self.hue = _check_strength("hue", hue, 0.5)
+        self.flip_prob = check_number("flip_prob", flip_prob, 0, 1)
+        self.jitter_prob = check_number("jitter_prob", jitter_prob, 0, 1)
+        self.brightness = check_number("brightness", brightness, 0, 1)
+        self.contrast = check_number("contrast", contrast, 0, 1)
+        self.saturation = check_number("saturation", saturation, 0, 1)
+        self.hue = check_number("hue", hue, 0, 0.5)
         self.jitter_style = jitter_style
-        self.grayscale_prob = _check_probability("grayscale_prob", grayscale_prob)
-        self.blur_prob = _check_probability("blur_prob", blur_prob)
-        self.blur_sigma = _check_range("blur_sigma", blur_sigma, 0.0, None, low_open=True)
+        self.grayscale_prob = check_number("grayscale_prob", grayscale_prob, 0, 1)
+        self.blur_prob = check_number("blur_prob", blur_prob, 0, 1)
+        self.blur_sigma = check_pair("blur_sigma", blur_sigma, 0.0, None, low_open=True)
         self.blur_kernel_size = blur_kernel_size
-        self.solarize_prob = _check_probability("solarize_prob", solarize_prob)
-        self.solarize_threshold = _check_probability("solarize_threshold", solarize_threshold)
+        self.solarize_prob = check_number("solarize_prob", solarize_prob, 0, 1)
+        self.solarize_threshold = check_number("solarize_threshold", solarize_threshold, 0, 1)
         self.seed = seed
 
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -512,8 +472,7 @@ def view_configs(image_size, blur=True, **overrides):
             f"Unknown view argument(s) {unknown}; expected some of {list(_VIEW_ARGS)}. "
             f"Received: overrides={overrides}"
         )
-    if not isinstance(blur, bool):
-        raise TypeError(f"`blur` must be a bool. Received: blur={blur}")
+    check_bool("blur", blur)
     configs = []
     for probs in PAPER_VIEW_PROBS:
         config = {"image_size": image_size, **probs}

@@ -11,6 +11,7 @@ from byol_keras.encoders import feature_shape
 from byol_keras.heads import mlp_head
 from byol_keras.losses import byol_loss, l2_normalize
 from byol_keras.schedules import target_tau
+from byol_keras.validation import check_int, check_number, check_positive_int
 
 
 def _clone_structure(layer):
@@ -162,27 +163,12 @@ class BYOL(keras.Model):
                 "`encoder` must be a keras.Model or keras.layers.Layer mapping images to feature "
                 f"vectors (batch, dim). Received: encoder={encoder!r} of type {type(encoder).__name__}"
             )
-        for arg, value in (
-            ("projection_dim", projection_dim),
-            ("projection_hidden_dim", projection_hidden_dim),
-            ("prediction_hidden_dim", prediction_hidden_dim),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"`{arg}` must be a positive integer. Received: {arg}={value!r}")
-        if not isinstance(base_tau, (int, float)) or isinstance(base_tau, bool) or not 0.0 <= base_tau <= 1.0:
-            raise ValueError(f"`base_tau` must be in [0, 1]. Received: base_tau={base_tau!r}")
-        if total_steps is not None and (
-            not isinstance(total_steps, int) or isinstance(total_steps, bool) or total_steps <= 0
-        ):
-            raise ValueError(
-                f"`total_steps` must be a positive integer or None. Received: total_steps={total_steps!r}"
-            )
-        if num_classes is not None and (
-            not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes <= 1
-        ):
-            raise ValueError(
-                f"`num_classes` must be an integer > 1 or None. Received: num_classes={num_classes!r}"
-            )
+        projection_dim = check_positive_int("projection_dim", projection_dim)
+        projection_hidden_dim = check_positive_int("projection_hidden_dim", projection_hidden_dim)
+        prediction_hidden_dim = check_positive_int("prediction_hidden_dim", prediction_hidden_dim)
+        base_tau = check_number("base_tau", base_tau, 0, 1)
+        total_steps = check_int("total_steps", total_steps, minimum=1, allow_none=True)
+        num_classes = check_int("num_classes", num_classes, minimum=2, allow_none=True)
         if augment_on not in ("data", "device"):
             raise ValueError(
                 f"`augment_on` must be 'data' or 'device'. Received: augment_on={augment_on!r}"

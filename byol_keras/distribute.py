@@ -36,10 +36,10 @@ import shutil
 import tempfile
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from byol_keras.layers import sync_batchnorm  # noqa: F401  (its home is layers.py; importable here too)
+from byol_keras.validation import check_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -170,8 +170,7 @@ def per_replica_batch_size(global_batch, strategy):
     >>> per_replica_batch_size(256, tf.distribute.get_strategy())
     256
     """
-    if not isinstance(global_batch, (int, np.integer)) or isinstance(global_batch, bool) or global_batch <= 0:
-        raise ValueError(f"`global_batch` must be a positive integer. Received: global_batch={global_batch!r}")
+    global_batch = check_positive_int("global_batch", global_batch)
     replicas = strategy.num_replicas_in_sync
     if global_batch % replicas:
         raise ValueError(

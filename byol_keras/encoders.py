@@ -8,6 +8,7 @@ of feature vectors `(batch, dim)`: ours below, `keras.applications` models built
 import keras
 
 from byol_keras.layers import FusedBatchNormalization
+from byol_keras.validation import check_bool, check_positive_int, check_positive_ints
 
 # PyTorch/torchvision BatchNorm defaults, which the CIFAR BYOL results (solo-learn, lightly) use.
 _BN_MOMENTUM = 0.9
@@ -100,11 +101,9 @@ def resnet18(
     >>> encoder.output_shape
     (None, 32)
     """
-    if not isinstance(width, int) or isinstance(width, bool) or width <= 0:
-        raise ValueError(f"`width` must be a positive integer. Received: width={width!r}")
+    width = check_positive_int("width", width)
     inputs = keras.Input(shape=input_shape, name="images")
-    if not isinstance(stem_relu, bool):
-        raise TypeError(f"`stem_relu` must be a bool. Received: stem_relu={stem_relu!r}")
+    check_bool("stem_relu", stem_relu)
     if downsample_padding not in ("same", "symmetric"):
         raise ValueError(
             "`downsample_padding` must be 'same' or 'symmetric'. "
@@ -160,9 +159,7 @@ def convnet(widths=(32, 64, 128), input_shape=(None, None, 3), name="convnet", k
     Returns:
         A functional `keras.Model`.
     """
-    widths = tuple(widths)
-    if not widths or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
-        raise ValueError(f"`widths` must be a non-empty sequence of positive ints. Received: widths={widths!r}")
+    widths = check_positive_ints("widths", widths)
     inputs = keras.Input(input_shape)
     x = inputs
     for index, filters in enumerate(widths):

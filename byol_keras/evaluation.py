@@ -14,14 +14,13 @@ Features and images enter as NumPy arrays or tensors; `(images, labels)` tuples 
 `tf.data` datasets yielding `(images, labels)` are both accepted wherever a labelled set is expected.
 """
 
-import numbers
 
 import keras
 import numpy as np
 from keras import ops
 
 from byol_keras.augment import center_crop_resize, normalize
-from byol_keras.validation import check_positive_float, check_positive_int
+from byol_keras.validation import check_number, check_positive_float, check_positive_int, check_seed
 
 # Random-resized-crop ranges of the paper's linear-evaluation training transform (Inception-style crop,
 # the same ranges as the pretraining views).
@@ -438,10 +437,8 @@ def balanced_subset(labels, fraction, seed):
     Returns:
         Sorted int64 array of indices into `labels`.
     """
-    if not isinstance(fraction, numbers.Real) or isinstance(fraction, bool) or not 0 < fraction <= 1:
-        raise ValueError(f"`fraction` must be in (0, 1]. Received: fraction={fraction!r}")
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
-        raise TypeError(f"`seed` must be an integer. Received: seed={seed!r}")
+    check_number("fraction", fraction, 0, 1, low_open=True)
+    check_seed("seed", seed, allow_none=False)
     labels = np.asarray(labels).reshape(-1)
     if labels.size == 0:
         raise ValueError("`labels` must not be empty. Received: labels.shape=(0,)")

@@ -36,6 +36,7 @@ from keras import ops
 
 from byol_keras.augment import center_crop_resize
 from byol_keras.augment import normalize
+from byol_keras.validation import check_number, check_positive_int
 
 SERVING_DEFAULT = "serving_default"
 EMBED_PIXELS = "embed_pixels"
@@ -250,10 +251,8 @@ def export_encoder(
     import tensorflow as tf
 
     encoder, projector = _unpack(model_or_encoder, include_projector)
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"`image_size` must be a positive int. Received: image_size={image_size!r}")
-    if not 0.0 < crop_fraction <= 1.0:
-        raise ValueError(f"`crop_fraction` must be in (0, 1]. Received: crop_fraction={crop_fraction}")
+    image_size = check_positive_int("image_size", image_size)
+    crop_fraction = check_number("crop_fraction", crop_fraction, 0, 1, low_open=True)
     export_dir = os.fspath(export_dir)
     if os.path.exists(export_dir) and os.listdir(export_dir):
         raise FileExistsError(
@@ -392,8 +391,7 @@ def export_version(model_or_encoder, model_base_path, image_size, version=None, 
     model_base_path = os.fspath(model_base_path)
     if version is None:
         version = next_version(model_base_path)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"`version` must be a positive int. Received: version={version!r}")
+    version = check_positive_int("version", version)
     final_dir = os.path.join(model_base_path, str(version))
     if os.path.exists(final_dir):
         raise FileExistsError(

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from byol_keras.distribute import _task, is_chief
+from byol_keras.validation import check_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -100,16 +101,8 @@ class StepBackup(keras.callbacks.Callback):
         super().__init__()
         if not isinstance(backup_dir, (str, os.PathLike)) or not str(backup_dir):
             raise ValueError(f"`backup_dir` must be a non-empty path. Received: backup_dir={backup_dir!r}")
-        if (
-            not isinstance(save_every_steps, (int, np.integer))
-            or isinstance(save_every_steps, bool)
-            or save_every_steps <= 0
-        ):
-            raise ValueError(
-                f"`save_every_steps` must be a positive integer. Received: save_every_steps={save_every_steps!r}"
-            )
         self.backup_dir = os.fspath(backup_dir)
-        self.save_every_steps = int(save_every_steps)
+        self.save_every_steps = check_positive_int("save_every_steps", save_every_steps)
         self.delete_on_end = bool(delete_on_end)
         self.restored_state = None
         self._scratch = None

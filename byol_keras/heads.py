@@ -2,6 +2,8 @@
 
 import keras
 
+from byol_keras.validation import check_positive_int
+
 # Paper, section 3.3 and appendix: "a multi-layer perceptron (MLP) ... a linear layer with output size
 # 4096 followed by batch normalization, rectified linear units (ReLU), and a final linear layer with
 # output dimension 256". BatchNorm as in the official code: decay 0.9, eps 1e-5.
@@ -25,9 +27,9 @@ def mlp_head(input_dim, hidden_dim, output_dim, synchronized=False, name="head",
     Returns:
         A built `keras.Sequential` mapping `(batch, input_dim)` to `(batch, output_dim)`.
     """
-    for arg, value in (("input_dim", input_dim), ("hidden_dim", hidden_dim), ("output_dim", output_dim)):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"`{arg}` must be a positive integer. Received: {arg}={value!r}")
+    input_dim = check_positive_int("input_dim", input_dim)
+    hidden_dim = check_positive_int("hidden_dim", hidden_dim)
+    output_dim = check_positive_int("output_dim", output_dim)
     return keras.Sequential(
         [
             keras.Input(shape=(input_dim,)),

@@ -11,7 +11,6 @@ views are made of.
 Images are `(batch, height, width, 3)`, uint8 or float in [0, 255] unless a function says otherwise.
 """
 
-import keras
 from keras import ops
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -20,7 +20,7 @@ instead, which differs in two places, both available here: the trust ratio's den
 import keras
 from keras import ops
 
-from byol_keras.validation import is_number
+from byol_keras.validation import check_bool, is_number
 
 
 def lars_trust_ratio(weight, update, trust_coefficient):
@@ -224,10 +224,8 @@ class LARS(keras.optimizers.Optimizer):
             raise ValueError(
                 f"`trust_coefficient` must be None or a float > 0. Received: trust_coefficient={trust_coefficient}"
             )
-        if not isinstance(nesterov, bool):
-            raise TypeError(f"`nesterov` must be a bool. Received: nesterov={nesterov!r}")
-        if not isinstance(clip_lr, bool):
-            raise TypeError(f"`clip_lr` must be a bool. Received: clip_lr={clip_lr!r}")
+        check_bool("nesterov", nesterov)
+        check_bool("clip_lr", clip_lr)
         if trust_ratio not in TRUST_RATIO_STYLES:
             raise ValueError(f"`trust_ratio` must be one of {TRUST_RATIO_STYLES}. Received: trust_ratio={trust_ratio!r}")
         if weight_decay is not None and (not is_number(weight_decay) or weight_decay < 0):

@@ -7,12 +7,11 @@ call it and a saved model can rebuild it.
 """
 
 import math
-import numbers
 
 import keras
 from keras import ops
 
-from byol_keras.validation import is_number
+from byol_keras.validation import check_int, check_positive_int, is_number
 
 
 
@@ -114,10 +113,8 @@ def _validate_warmup_cosine(base_learning_rate, warmup_steps, total_steps):
         raise ValueError(
             f"`base_learning_rate` must be a number >= 0. Received: base_learning_rate={base_learning_rate}"
         )
-    if not isinstance(warmup_steps, numbers.Integral) or isinstance(warmup_steps, bool) or warmup_steps < 0:
-        raise ValueError(f"`warmup_steps` must be an integer >= 0. Received: warmup_steps={warmup_steps}")
-    if not isinstance(total_steps, numbers.Integral) or isinstance(total_steps, bool) or total_steps <= 0:
-        raise ValueError(f"`total_steps` must be an integer > 0. Received: total_steps={total_steps}")
+    check_int("warmup_steps", warmup_steps, minimum=0)
+    check_positive_int("total_steps", total_steps)
     if warmup_steps >= total_steps:
         raise ValueError(
             "`warmup_steps` must be smaller than `total_steps`, or no step is left for the cosine decay. "
@@ -190,6 +187,5 @@ def scale_learning_rate(base_learning_rate, batch_size):
         raise ValueError(
             f"`base_learning_rate` must be a number >= 0. Received: base_learning_rate={base_learning_rate}"
         )
-    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size <= 0:
-        raise ValueError(f"`batch_size` must be an integer > 0. Received: batch_size={batch_size}")
+    check_positive_int("batch_size", batch_size)
     return float(base_learning_rate) * batch_size / 256.0

@@ -368,7 +368,7 @@ def test_seed_reproduces_and_distinguishes():
 
 
 def _message(name, value):
-    return re.escape(f"{name}={value}")
+    return re.escape(f"{name}={value!r}")
 
 
 @pytest.mark.parametrize(

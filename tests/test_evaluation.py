@@ -274,7 +274,7 @@ def test_balanced_subset_full_fraction_is_everything_when_balanced():
 
 @pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
 def test_balanced_subset_rejects_bad_fraction(fraction):
-    with pytest.raises(ValueError, match=f"`fraction` must be in \\(0, 1\\]. Received: fraction={fraction}"):
+    with pytest.raises(ValueError, match=f"`fraction` must be a number in \\(0, 1\\]. Received: fraction={fraction}"):
         balanced_subset([0, 1], fraction, seed=0)
 
 

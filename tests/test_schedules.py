@@ -213,7 +213,7 @@ def test_scale_learning_rate_is_the_paper_rule():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"batch_size": 0}, "`batch_size` must be an integer > 0. Received: batch_size=0"),
+        ({"batch_size": 0}, "`batch_size` must be a positive integer. Received: batch_size=0"),
         ({"batch_size": 64.0}, "batch_size=64.0"),
         ({"base_learning_rate": -1.0}, "Received: base_learning_rate=-1.0"),
     ],

@@ -6,6 +6,7 @@ with `--debug` or for an error the program did not expect.
 """
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -161,3 +162,20 @@ def load_evaluation_inputs(args):
         raise ValueError("The image size is unknown: pass --image-size. Received: image_size=None")
     train, test = load_eval_data(args.data, args.data_dir, image_size, args.train_split, args.test_split)
     return encoder, image_size, train, test
+
+
+def report_evaluation(args, results, protocol, image_size, line, default_name, **fields):
+    """Finish an evaluation command: add the run's description to `results`, print `line`, write the JSON.
+
+    `results` gets `protocol`, the flags `add_evaluation_flags` describe, `epochs`, `lr` and `fields`;
+    the JSON goes to `--out`, else to RUN_DIR/`default_name` when there is a RUN_DIR, else nowhere.
+    """
+    results.update(protocol=protocol, **fields, data=args.data, run_dir=args.run_dir, encoder=args.encoder,
+                   image_size=image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    print(line)
+    out = args.out or (os.path.join(args.run_dir, default_name) if args.run_dir else None)
+    if out:
+        with open(out, "w") as f:
+            json.dump(results, f, indent=2)
+        print(f"wrote {out}")
+    return results

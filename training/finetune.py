@@ -11,8 +11,6 @@ encoder trains, BatchNorm included. Prints top-1 / top-5 and writes them as JSON
 """
 
 import argparse
-import json
-import os
 import sys
 
 import numpy as np
@@ -172,32 +170,10 @@ def _finetune(args):
         crop_fraction=args.crop_fraction,
         train_labels=train.labels,
     )
-    results.update(
-        {
-            "protocol": "finetune",
-            "fraction": args.fraction,
-            "seed": args.seed,
-            "data": args.data,
-            "run_dir": args.run_dir,
-            "encoder": args.encoder,
-            "image_size": image_size,
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-        }
-    )
-    print(
-        f"fine-tune on {results['num_labelled']} labels ({args.fraction:.0%}): "
-        f"top-1 {results['top1']:.4f}  top-5 {results['top5']:.4f}"
-    )
-    out = args.out
-    if out is None and args.run_dir:
-        out = os.path.join(args.run_dir, f"finetune_{args.fraction * 100:g}pct.json")
-    if out:
-        with open(out, "w") as f:
-            json.dump(results, f, indent=2)
-        print(f"wrote {out}")
-    return results
+    line = (f"fine-tune on {results['num_labelled']} labels ({args.fraction:.0%}): "
+            f"top-1 {results['top1']:.4f}  top-5 {results['top5']:.4f}")
+    return cli.report_evaluation(args, results, "finetune", image_size, line,
+                                 f"finetune_{args.fraction * 100:g}pct.json", fraction=args.fraction, seed=args.seed)
 
 
 def main(argv=None):

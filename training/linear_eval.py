@@ -14,7 +14,6 @@ choice). Prints top-1 / top-5 and writes them as JSON.
 """
 
 import argparse
-import json
 import os
 import sys
 
@@ -161,25 +160,8 @@ def _linear_eval(args):
         crop_fraction=args.crop_fraction,
         seed=args.seed,
     )
-    results.update(
-        {
-            "protocol": "linear",
-            "data": args.data,
-            "run_dir": args.run_dir,
-            "encoder": args.encoder,
-            "image_size": image_size,
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-        }
-    )
-    print(f"linear eval: top-1 {results['top1']:.4f}  top-5 {results['top5']:.4f}")
-    out = args.out or (os.path.join(args.run_dir, "linear_eval.json") if args.run_dir else None)
-    if out:
-        with open(out, "w") as f:
-            json.dump(results, f, indent=2)
-        print(f"wrote {out}")
-    return results
+    line = f"linear eval: top-1 {results['top1']:.4f}  top-5 {results['top5']:.4f}"
+    return cli.report_evaluation(args, results, "linear", image_size, line, "linear_eval.json")
 
 
 def main(argv=None):
