@@ -8,6 +8,7 @@ augmenting. The maths (and the evaluation preprocessing `normalize`, `center_cro
 """
 
 import functools
+import math
 
 import keras
 from keras import ops
@@ -110,8 +111,10 @@ PAPER_VIEW_PROBS = (
 # Index of each colour-jitter operation in `jitter_order`.
 JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
 # Attempts at drawing a crop that fits in the image before falling back to the whole image, as
-# torchvision's `RandomResizedCrop` (10; the official pipeline also makes 10 attempts, with another rule).
+# torchvision's `RandomResizedCrop` (`crop_style="torchvision"`).
 CROP_MAX_ATTEMPTS = 10
+# How the crop box is drawn (`BYOLView(crop_style=...)`).
+CROP_STYLES = ("torchvision", "official")
 
 
 @keras.saving.register_keras_serializable(package="byol_keras")
@@ -124,9 +127,8 @@ class BYOLView(keras.layers.Layer):
     probability `solarize_prob`; then ImageNet normalisation (`normalize`). Every image draws its
     own crop, flip, jitter parameters and order, and its own apply decision for every stage.
 
-    The crop is torchvision's `RandomResizedCrop` (area and aspect ratio drawn uniformly, up to
-    `CROP_MAX_ATTEMPTS` tries, else the whole image; sub-pixel boxes), resized by a per-image separable
-    matrix product; the colour jitter follows `jitter_style`; the blur draws one sigma per image. Where and
+    The crop follows `crop_style`: torchvision's `RandomResizedCrop` by default, or the official code's
+    `_decode_and_random_crop`; either way it is resized by a per-image separable matrix product; the colour jitter follows `jitter_style`; the blur draws one sigma per image. Where and
     why this departs from KerasCV's and Keras' layers: `docs/design.md` ("Why BYOLView is not a stack of
     KerasCV layers").
 
@@ -140,6 +142,13 @@ class BYOLView(keras.layers.Layer):
         crop_area: (min, max) fraction of the image area covered by the crop, in (0, 1].
             Defaults to `(0.08, 1.0)`.
         crop_aspect_ratio: (min, max) crop width / height, > 0. Defaults to `(3/4, 4/3)`.
+        crop_style: how a crop box is drawn; both draw the area fraction uniformly in `crop_area` and the
+            aspect ratio log-uniformly in `crop_aspect_ratio`. `"torchvision"` (`RandomResizedCrop`,
+            which lightly and solo-learn use): up to `CROP_MAX_ATTEMPTS` draws until the box fits in the
+            image, else the whole image; boxes are sub-pixel. `"official"` (the official BYOL code's
+            `_decode_and_random_crop`, deepmind-research `byol/utils/dataset.py`): one draw, its width and
+            height rounded to whole pixels and clipped to the image's, whole-pixel offsets. Defaults to
+            `"torchvision"`.
         interpolation: `"bicubic"` or `"bilinear"`. Defaults to `"bicubic"`.
         flip_prob: probability of a horizontal flip. Defaults to 0.5.
         jitter_prob: probability of the colour jitter. Defaults to 0.8.
@@ -204,6 +213,7 @@ class BYOLView(keras.layers.Layer):
         solarize_threshold=0.5,
         seed=None,
         jit_compile=True,
+        crop_style="torchvision",
         **kwargs,
     ):
         # Augmentation maths stay in float32 even under a mixed-precision policy.
@@ -219,6 +229,8 @@ class BYOLView(keras.layers.Layer):
             raise ValueError(
                 f"`jitter_style` must be one of {JITTER_STYLES}. Received: jitter_style={jitter_style!r}"
             )
+        if crop_style not in CROP_STYLES:
+            raise ValueError(f"`crop_style` must be one of {CROP_STYLES}. Received: crop_style={crop_style!r}")
         if blur_kernel_size is None:
             blur_kernel_size = default_blur_kernel_size(image_size)
         blur_kernel_size = check_positive_int("blur_kernel_size", blur_kernel_size)
@@ -232,6 +244,8 @@ class BYOLView(keras.layers.Layer):
         self.crop_aspect_ratio = check_pair(
             "crop_aspect_ratio", crop_aspect_ratio, 0.0, None, low_open=True
         )
+        self.crop_style = crop_style
+        self._log_aspect_range = tuple(math.log(r) for r in self.crop_aspect_ratio)
         self.interpolation = interpolation
         self.flip_prob = check_number("flip_prob", flip_prob, 0, 1)
         self.jitter_prob = check_number("jitter_prob", jitter_prob, 0, 1)
@@ -290,22 +304,12 @@ class BYOLView(keras.layers.Layer):
         height = ops.cast(shape[1], "float32")
         width = ops.cast(shape[2], "float32")
 
-        # Crop: draw area fraction and aspect ratio, keep the first attempt that fits.
-        attempts = (batch_size, CROP_MAX_ATTEMPTS)
-        area = self._uniform(attempts, *self.crop_area)
-        aspect = self._uniform(attempts, *self.crop_aspect_ratio)
-        box_h = ops.sqrt(area * width / (height * aspect))  # fraction of the height
-        box_w = ops.sqrt(area * height * aspect / width)  # fraction of the width
-        fits = ops.logical_and(box_h <= 1.0, box_w <= 1.0)
-        first = ops.argmax(ops.cast(fits, "int32"), axis=1)[:, None]
-        any_fit = ops.any(fits, axis=1)
-        box_h = ops.where(any_fit, ops.take_along_axis(box_h, first, axis=1)[:, 0], 1.0)
-        box_w = ops.where(any_fit, ops.take_along_axis(box_w, first, axis=1)[:, 0], 1.0)
-        y1 = self._uniform((batch_size,)) * (1.0 - box_h)
-        x1 = self._uniform((batch_size,)) * (1.0 - box_w)
-
+        if self.crop_style == "official":
+            crop_box = self._sample_official_crop(batch_size, height, width)
+        else:
+            crop_box = self._sample_torchvision_crop(batch_size, height, width)
         return {
-            "crop_box": ops.stack([y1, x1, y1 + box_h, x1 + box_w], axis=-1),
+            "crop_box": crop_box,
             "flip": self._bernoulli(batch_size, self.flip_prob),
             "jitter": self._bernoulli(batch_size, self.jitter_prob),
             "brightness": self._uniform((batch_size,), -self.brightness, self.brightness),
@@ -321,6 +325,31 @@ class BYOLView(keras.layers.Layer):
             "blur_sigma": self._uniform((batch_size,), *self.blur_sigma),
             "solarize": self._bernoulli(batch_size, self.solarize_prob),
         }
+
+    def _sample_torchvision_crop(self, batch_size, height, width):
+        """torchvision's `RandomResizedCrop`: the first draw that fits, else the whole image; sub-pixel."""
+        attempts = (batch_size, CROP_MAX_ATTEMPTS)
+        area = self._uniform(attempts, *self.crop_area)
+        aspect = ops.exp(self._uniform(attempts, *self._log_aspect_range))
+        box_h = ops.sqrt(area * width / (height * aspect))  # fraction of the height
+        box_w = ops.sqrt(area * height * aspect / width)  # fraction of the width
+        fits = ops.logical_and(box_h <= 1.0, box_w <= 1.0)
+        box_h = _first_true_or(fits, box_h, 1.0)
+        box_w = _first_true_or(fits, box_w, 1.0)
+        y1 = self._uniform((batch_size,)) * (1.0 - box_h)
+        x1 = self._uniform((batch_size,)) * (1.0 - box_w)
+        return ops.stack([y1, x1, y1 + box_h, x1 + box_w], axis=-1)
+
+    def _sample_official_crop(self, batch_size, height, width):
+        """The official `_decode_and_random_crop`: one draw, rounded to pixels and clipped to the image."""
+        target_area = self._uniform((batch_size,), *self.crop_area) * (height * width)
+        aspect = ops.exp(self._uniform((batch_size,), *self._log_aspect_range))
+        # ops.round rounds half to even, as tf.round in the official code. At least one pixel.
+        box_w = ops.clip(ops.round(ops.sqrt(target_area * aspect)), 1.0, width)
+        box_h = ops.clip(ops.round(ops.sqrt(target_area / aspect)), 1.0, height)
+        y1 = ops.floor(self._uniform((batch_size,)) * (height - box_h + 1.0))
+        x1 = ops.floor(self._uniform((batch_size,)) * (width - box_w + 1.0))
+        return ops.stack([y1 / height, x1 / width, (y1 + box_h) / height, (x1 + box_w) / width], axis=-1)
 
     def apply_transform(self, images, transform):
         """Apply drawn choices to a batch: deterministic given `transform`.
@@ -393,6 +422,7 @@ class BYOLView(keras.layers.Layer):
                 "image_size": self.image_size,
                 "crop_area": self.crop_area,
                 "crop_aspect_ratio": self.crop_aspect_ratio,
+                "crop_style": self.crop_style,
                 "interpolation": self.interpolation,
                 "flip_prob": self.flip_prob,
                 "jitter_prob": self.jitter_prob,
@@ -412,6 +442,12 @@ class BYOLView(keras.layers.Layer):
             }
         )
         return config
+
+
+def _first_true_or(mask, values, default):
+    """Per row of `(batch, attempts)`: `values` at the first True of `mask`, else `default`."""
+    first = ops.argmax(ops.cast(mask, "int32"), axis=1)[:, None]
+    return ops.where(ops.any(mask, axis=1), ops.take_along_axis(values, first, axis=1)[:, 0], default)
 
 
 def _executing_eagerly():
@@ -437,7 +473,7 @@ def _xla_apply_transform():
 
 
 _VIEW_ARGS = (
-    "crop_area", "crop_aspect_ratio", "interpolation", "flip_prob", "jitter_prob", "brightness",
+    "crop_area", "crop_aspect_ratio", "crop_style", "interpolation", "flip_prob", "jitter_prob", "brightness",
     "contrast", "saturation", "hue", "jitter_style", "grayscale_prob", "blur_prob", "blur_sigma",
     "blur_kernel_size", "solarize_prob", "solarize_threshold", "jit_compile",
 )

@@ -83,6 +83,7 @@ SOLO_LEARN_CIFAR_BYOL = {
     "base_tau": 0.99,
     "augment": {
         "crop_area": (0.08, 1.0),
+        "crop_style": "torchvision",
         "interpolation": "bicubic",
         "jitter_style": "torchvision",
         "jitter_prob": 0.8,
@@ -138,7 +139,10 @@ def imagenet_resnet50(epochs=1000):
         )
     return dict(
         _BASE,
-        source="Grill et al. 2020, configs/byol.py: LARS, batch 4096, 10 warm-up epochs, LR/WD/τ by length",
+        source=(
+            "Grill et al. 2020, configs/byol.py: LARS, batch 4096, 10 warm-up epochs, LR/WD/τ by length; "
+            "utils/dataset.py's crop (crop_style 'official')"
+        ),
         data="imagenet2012",
         test_split="validation",
         image_size=224,
@@ -154,6 +158,7 @@ def imagenet_resnet50(epochs=1000):
         knn_bank_per_class=50,
         knn_queries_per_class=10,
         knn_every_n_epochs=10,
+        augment={"crop_style": "official"},
     )
 
 

@@ -568,3 +568,79 @@ def test_jitter_style_reaches_the_view_and_is_checked():
         BYOLView(32, jitter_style="pil")
     with pytest.raises(ValueError, match="style"):
         color_jitter(TORCHVISION_IMAGES, *np.zeros((4, 2), "float32"), np.zeros((2, 4), "int32"), style="PIL")
+
+
+# --- The crop's law, against NumPy re-implementations of its two sources ----------------------------
+
+def _torchvision_crops(rng, n, height, width, area=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """(h, w) in pixels from torchvision's `RandomResizedCrop.get_params`, without its rounding."""
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    boxes = []
+    for _ in range(n):
+        for _ in range(10):
+            target = rng.uniform(*area) * height * width
+            aspect = math.exp(rng.uniform(*log_ratio))
+            h, w = math.sqrt(target / aspect), math.sqrt(target * aspect)
+            if h <= height and w <= width:
+                break
+        else:
+            h, w = height, width  # Here the whole image (see BYOLView's docstring).
+        boxes.append((h, w))
+    return np.array(boxes)
+
+
+def _official_crops(rng, n, height, width, area=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """(h, w) in pixels from the official `_decode_and_random_crop` (np.round is half-to-even, as tf.round)."""
+    target = rng.uniform(*area, n) * height * width
+    aspect = np.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1]), n))
+    return np.stack([np.minimum(np.round(np.sqrt(target / aspect)), height),
+                     np.minimum(np.round(np.sqrt(target * aspect)), width)], axis=1)
+
+
+def _our_crops(crop_style, n, height, width, seed):
+    view = BYOLView(16, crop_style=crop_style, seed=seed)
+    box = np.asarray(view.sample_transform(np.zeros((n, height, width, 3), "uint8"))["crop_box"], "float64")
+    return box, np.stack([(box[:, 2] - box[:, 0]) * height, (box[:, 3] - box[:, 1]) * width], axis=1)
+
+
+@pytest.mark.parametrize("crop_style, reference", [("torchvision", _torchvision_crops), ("official", _official_crops)])
+@pytest.mark.parametrize("height, width", [(30, 40), (64, 64)])
+def test_crop_sizes_follow_the_source_distribution(crop_style, reference, height, width):
+    from scipy.stats import ks_2samp
+
+    n = 20_000
+    _, ours = _our_crops(crop_style, n, height, width, seed=5)
+    if crop_style == "official":
+        ours = np.round(ours)  # Whole pixels up to float32 rounding (checked below); KS needs exact ties.
+    theirs = reference(np.random.default_rng(0), n, height, width)
+    for name, a, b in [("height", ours[:, 0], theirs[:, 0]), ("width", ours[:, 1], theirs[:, 1]),
+                       ("area", ours.prod(1), theirs.prod(1)), ("log aspect", np.log(ours[:, 1] / ours[:, 0]),
+                                                                np.log(theirs[:, 1] / theirs[:, 0]))]:
+        assert ks_2samp(a, b).pvalue > 1e-3, name
+    # Power: a uniform (not log-uniform) aspect ratio makes wide crops more likely; the test sees it.
+    if height == width:
+        assert abs(np.mean(ours[:, 1] > ours[:, 0]) - np.mean(theirs[:, 1] > theirs[:, 0])) < 0.02
+        uniform_aspect = np.random.default_rng(1).uniform(3 / 4, 4 / 3, n)
+        assert ks_2samp(np.log(uniform_aspect), np.log(theirs[:, 1] / theirs[:, 0])).pvalue < 1e-6
+
+
+def test_official_crop_is_whole_pixels_inside_the_image():
+    height, width = 30, 40
+    box, sizes = _our_crops("official", 5000, height, width, seed=2)
+    pixels = box * [height, width, height, width]
+    assert np.allclose(pixels, np.round(pixels), atol=1e-3)
+    assert (pixels >= -1e-3).all() and (pixels[:, 2] <= height + 1e-3).all() and (pixels[:, 3] <= width + 1e-3).all()
+    assert (sizes >= 1).all()
+    # Offsets are uniform over the free room: the first and the last position both occur.
+    full_width = np.isclose(sizes[:, 1], width)
+    assert full_width.any() and np.allclose(pixels[full_width, 1], 0, atol=1e-3)
+    small = sizes[:, 1] < width / 2
+    assert pixels[small, 1].min() < 0.5 and (pixels[small, 3] > width - 0.5).any()
+
+
+def test_crop_style_is_validated_and_serialised():
+    with pytest.raises(ValueError, match="`crop_style` must be one of .* Received: crop_style='tensorflow'"):
+        BYOLView(16, crop_style="tensorflow")
+    view = BYOLView(16, crop_style="official")
+    assert BYOLView.from_config(view.get_config()).crop_style == "official"
+    assert BYOLAugment(16, crop_style="official").view1.crop_style == "official"

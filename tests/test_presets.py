@@ -26,6 +26,7 @@ SOLO_LEARN_CIFAR = [
     ("gaussian_blur.prob (both views)", False, "blur"),
     ("backbone.name", "resnet18", "encoder.name"),
     ("rrc.crop_min_scale, crop_max_scale", (0.08, 1.0), "augment.crop_area"),
+    ("torchvision RandomResizedCrop", "torchvision", "augment.crop_style"),
     ("RandomResizedCrop interpolation", "bicubic", "augment.interpolation"),
     ("color_jitter: torchvision ColorJitter", "torchvision", "augment.jitter_style"),
     ("color_jitter.prob", 0.8, "augment.jitter_prob"),
@@ -88,7 +89,8 @@ def test_imagenet_presets_match_the_official_config(name):
     assert (config["projection_hidden_dim"], config["projection_dim"], config["prediction_hidden_dim"]) == (
         4096, 256, 4096)
     assert (config["image_size"], config["blur"], config["encoder"]["name"]) == (224, True, "resnet50")
-    assert config["augment"] == {}  # the paper's views as `view_configs` defines them
+    # The paper's views as `view_configs` defines them, cropped as byol/utils/dataset.py's `_decode_and_random_crop`.
+    assert config["augment"] == {"crop_style": "official"}
 
 
 def test_short_preset_is_the_measured_recipe_and_says_where_it_departs():
