@@ -1,6 +1,7 @@
 """Values that several test modules share (tests import this module, never each other)."""
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -92,3 +93,12 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def official_crop_sizes(rng, n, height, width, area=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """(h, w) in pixels of `n` crops drawn as the official `_decode_and_random_crop` (NumPy; np.round is
+    half-to-even, as tf.round): area uniform, aspect log-uniform, rounded, clipped to the image."""
+    target = rng.uniform(*area, n) * height * width
+    aspect = np.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1]), n))
+    return np.stack([np.minimum(np.round(np.sqrt(target / aspect)), height),
+                     np.minimum(np.round(np.sqrt(target * aspect)), width)], axis=1)

@@ -30,6 +30,7 @@ from byol_keras.augment import (
     view_configs,
 )
 from helpers import ALL_OFF  # everything off but the stage under test; the crop an exact identity map
+from helpers import official_crop_sizes
 
 CIFAR_TRAIN = pathlib.Path("/work/shared/data/cifar10/train")
 
@@ -589,21 +590,13 @@ def _torchvision_crops(rng, n, height, width, area=(0.08, 1.0), ratio=(3 / 4, 4 
     return np.array(boxes)
 
 
-def _official_crops(rng, n, height, width, area=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
-    """(h, w) in pixels from the official `_decode_and_random_crop` (np.round is half-to-even, as tf.round)."""
-    target = rng.uniform(*area, n) * height * width
-    aspect = np.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1]), n))
-    return np.stack([np.minimum(np.round(np.sqrt(target / aspect)), height),
-                     np.minimum(np.round(np.sqrt(target * aspect)), width)], axis=1)
-
-
 def _our_crops(crop_style, n, height, width, seed):
     view = BYOLView(16, crop_style=crop_style, seed=seed)
     box = np.asarray(view.sample_transform(np.zeros((n, height, width, 3), "uint8"))["crop_box"], "float64")
     return box, np.stack([(box[:, 2] - box[:, 0]) * height, (box[:, 3] - box[:, 1]) * width], axis=1)
 
 
-@pytest.mark.parametrize("crop_style, reference", [("torchvision", _torchvision_crops), ("official", _official_crops)])
+@pytest.mark.parametrize("crop_style, reference", [("torchvision", _torchvision_crops), ("official", official_crop_sizes)])
 @pytest.mark.parametrize("height, width", [(30, 40), (64, 64)])
 def test_crop_sizes_follow_the_source_distribution(crop_style, reference, height, width):
     from scipy.stats import ks_2samp

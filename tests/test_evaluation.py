@@ -22,7 +22,9 @@ from byol_keras.evaluation import (
     knn_predict,
     knn_votes,
     linear_probe,
+    official_crop_window,
 )
+from helpers import official_crop_sizes
 
 CIFAR10 = "/work/shared/data/cifar10"
 
@@ -463,3 +465,25 @@ def test_knn_accuracy_on_real_cifar10_pixels():
     encoder = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.AveragePooling2D(4), keras.layers.Flatten()])
     accuracy = knn_accuracy(encoder, load("train", 100), load("test", 20), k=20)
     assert 0.15 < accuracy < 0.6
+
+
+def test_linear_evaluation_crop_is_the_official_one():
+    from scipy.stats import ks_2samp
+
+    tf.random.set_seed(4)
+    height, width, n = 30, 40, 4000
+    windows = np.array([[int(v) for v in official_crop_window(height, width)] for _ in range(n)])
+    offset_h, offset_w, crop_h, crop_w = windows.T
+    assert (crop_h >= 1).all() and (crop_w >= 1).all()
+    assert (offset_h + crop_h <= height).all() and (offset_w + crop_w <= width).all() and (windows >= 0).all()
+    theirs = official_crop_sizes(np.random.default_rng(0), n, height, width)
+    for name, a, b in [("height", crop_h, theirs[:, 0]), ("width", crop_w, theirs[:, 1]),
+                       ("area", crop_h * crop_w, theirs.prod(1))]:
+        assert ks_2samp(a, b).pvalue > 1e-3, name
+    # Offsets use the whole free room, both ends included.
+    room = height - crop_h
+    assert (offset_h[room > 10] == 0).any() and (offset_h[room > 10] == room[room > 10]).any()
+    # The training transform crops with it: one image, a cropped and resized float32 square.
+    image = tf.constant(np.random.default_rng(1).integers(0, 256, (height, width, 3)), tf.float32)
+    out = evaluation._random_resized_crop(image, 16)
+    assert out.shape == (16, 16, 3) and float(tf.reduce_min(out)) >= 0 and float(tf.reduce_max(out)) <= 255
