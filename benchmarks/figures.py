@@ -95,8 +95,9 @@ def peer_curve(path, label=None):
     if summaries:
         summary = summaries[-1]
         return summary["curve"], label or f"{summary['peer']} (PyTorch), seed {summary['seed']}"
-    epochs = sorted((line["epoch"], line["knn_top1"]) for line in lines if "knn_top1" in line)
-    curve = [value for _, value in epochs]
+    # A resumed run (`--checkpoint`) may print an epoch twice if it was killed between printing and saving.
+    epochs = {line["epoch"]: line["knn_top1"] for line in lines if "knn_top1" in line}
+    curve = [epochs[epoch] for epoch in sorted(epochs)]
     return curve, (label or "lightly (PyTorch)") + f" (stopped after epoch {len(curve) - 1})"
 
 

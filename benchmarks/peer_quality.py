@@ -189,14 +189,14 @@ def main():
             step += 1
         scheduler.step()
         curve.append(evaluate())
-        print(json.dumps({"epoch": epoch + 1, "loss": float(np.mean(losses)), "knn_top1": curve[-1],
-                          "seconds": round(time.time() - start, 1)}), flush=True)
         if args.checkpoint:
             save_state(args.checkpoint, {
                 "epochs": args.epochs, "seed": args.seed, "epoch": epoch + 1, "step": step, "curve": curve,
                 "seconds": time.time() - start, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
                 "numpy_rng": np.random.get_state()})
+        print(json.dumps({"epoch": epoch + 1, "loss": float(np.mean(losses)), "knn_top1": curve[-1],
+                          "seconds": round(time.time() - start, 1)}), flush=True)
     print(json.dumps({"benchmark": "peer_quality_cifar10_knn", "peer": "lightly", "seed": args.seed,
                       "knn_top1_random_init": curve[0], "knn_top1_pretrained": curve[-1], "curve": curve,
                       "seconds": round(time.time() - start, 1),

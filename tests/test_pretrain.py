@@ -145,6 +145,22 @@ def test_quality_benchmark_recipes_build():
         build_optimizer(config, steps_per_epoch=39, total_steps=390)
 
 
+def test_peer_curve_reads_finished_unfinished_and_resumed_logs(tmp_path):
+    from benchmarks.figures import peer_curve
+
+    log = tmp_path / "peer.log"
+    # A run killed after printing epoch 2 but before saving it, then resumed from epoch 1.
+    log.write_text("\n".join(json.dumps(line) for line in [
+        {"epoch": 0, "knn_top1": 0.3}, {"epoch": 1, "knn_top1": 0.31}, {"epoch": 2, "knn_top1": 0.32},
+        {"resumed_at_epoch": 1, "step": 39}, {"epoch": 2, "knn_top1": 0.33}, {"epoch": 3, "knn_top1": 0.34},
+    ]) + "\nnot json\n")
+    curve, label = peer_curve(str(log))
+    assert curve == [0.3, 0.31, 0.33, 0.34] and label.endswith("(stopped after epoch 3)")
+    with open(log, "a") as f:
+        f.write(json.dumps({"peer": "lightly", "seed": 0, "curve": [0.3, 0.31, 0.33, 0.34, 0.35]}) + "\n")
+    assert peer_curve(str(log)) == ([0.3, 0.31, 0.33, 0.34, 0.35], "lightly (PyTorch), seed 0")
+
+
 def test_supervised_ceiling_benchmark_runs_on_an_image_folder(tmp_path):
     # benchmarks/supervised_ceiling.py end to end on a two-class folder (red-ish vs blue-ish images):
     # one step of the budget's batch, then the benchmark's kNN, whose labels must line up with the
