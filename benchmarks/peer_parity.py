@@ -1,6 +1,6 @@
 """Step-by-step parity with the peer: the same BYOL network, weights and batches in byol_keras and lightly.
 
-    .venv/bin/python benchmarks/peer_parity.py     # needs the peer's Python (default /tmp/peer/bin/python)
+    .venv/bin/python -m benchmarks.peer_parity    # needs the peer's Python (default /tmp/peer/bin/python)
 
 Builds byol_keras' quality-benchmark network at a small size (ResNet-18 of width 4 as lightly's
 benchmark backbone: no stem ReLU, PyTorch's padding of strided convolutions; heads 64 → 32), hands
