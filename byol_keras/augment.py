@@ -334,8 +334,10 @@ class BYOLView(keras.layers.Layer):
         box_h = ops.sqrt(area * width / (height * aspect))  # fraction of the height
         box_w = ops.sqrt(area * height * aspect / width)  # fraction of the width
         fits = ops.logical_and(box_h <= 1.0, box_w <= 1.0)
-        box_h = _first_true_or(fits, box_h, 1.0)
-        box_w = _first_true_or(fits, box_w, 1.0)
+        first = ops.argmax(ops.cast(fits, "int32"), axis=1)[:, None]
+        any_fit = ops.any(fits, axis=1)
+        box_h = ops.where(any_fit, ops.take_along_axis(box_h, first, axis=1)[:, 0], 1.0)
+        box_w = ops.where(any_fit, ops.take_along_axis(box_w, first, axis=1)[:, 0], 1.0)
         y1 = self._uniform((batch_size,)) * (1.0 - box_h)
         x1 = self._uniform((batch_size,)) * (1.0 - box_w)
         return ops.stack([y1, x1, y1 + box_h, x1 + box_w], axis=-1)
@@ -442,12 +444,6 @@ class BYOLView(keras.layers.Layer):
             }
         )
         return config
-
-
-def _first_true_or(mask, values, default):
-    """Per row of `(batch, attempts)`: `values` at the first True of `mask`, else `default`."""
-    first = ops.argmax(ops.cast(mask, "int32"), axis=1)[:, None]
-    return ops.where(ops.any(mask, axis=1), ops.take_along_axis(values, first, axis=1)[:, 0], default)
 
 
 def _executing_eagerly():
