@@ -15,6 +15,7 @@ from keras import ops
 
 from byol_keras.validation import check_bool, check_number, check_pair, check_positive_int, check_seed
 from byol_keras.image_ops import (  # the maths the views are made of; importable from here as before
+    official_crop_window,
     GRAYSCALE_WEIGHTS,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -344,13 +345,8 @@ class BYOLView(keras.layers.Layer):
 
     def _sample_official_crop(self, batch_size, height, width):
         """The official `_decode_and_random_crop`: one draw, rounded to pixels and clipped to the image."""
-        target_area = self._uniform((batch_size,), *self.crop_area) * (height * width)
-        aspect = ops.exp(self._uniform((batch_size,), *self._log_aspect_range))
-        # ops.round rounds half to even, as tf.round in the official code. At least one pixel.
-        box_w = ops.clip(ops.round(ops.sqrt(target_area * aspect)), 1.0, width)
-        box_h = ops.clip(ops.round(ops.sqrt(target_area / aspect)), 1.0, height)
-        y1 = ops.floor(self._uniform((batch_size,)) * (height - box_h + 1.0))
-        x1 = ops.floor(self._uniform((batch_size,)) * (width - box_w + 1.0))
+        uniforms = [self._uniform((batch_size,)) for _ in range(4)]
+        y1, x1, box_h, box_w = official_crop_window(uniforms, height, width, self.crop_area, self.crop_aspect_ratio)
         return ops.stack([y1 / height, x1 / width, (y1 + box_h) / height, (x1 + box_w) / width], axis=-1)
 
     def apply_transform(self, images, transform):

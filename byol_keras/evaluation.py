@@ -14,13 +14,12 @@ Features and images enter as NumPy arrays or tensors; `(images, labels)` tuples 
 `tf.data` datasets yielding `(images, labels)` are both accepted wherever a labelled set is expected.
 """
 
-import math
-
 import keras
 import numpy as np
 from keras import ops
 
 from byol_keras.augment import center_crop_resize, normalize
+from byol_keras.image_ops import official_crop_window
 from byol_keras.validation import check_number, check_positive_float, check_positive_int, check_seed
 
 # Random-resized-crop ranges of the paper's linear-evaluation training transform (the official code's
@@ -454,35 +453,8 @@ def balanced_subset(labels, fraction, seed):
     return np.sort(np.concatenate(chosen)).astype("int64")
 
 
-def official_crop_window(height, width, area_range=_CROP_AREA_RANGE, aspect_range=_CROP_ASPECT_RANGE):
-    """A random crop window of one image, as the official code's `_decode_and_random_crop`.
-
-    The area fraction is uniform in `area_range`, the aspect ratio (width / height) log-uniform in
-    `aspect_range`; the width and height are rounded to whole pixels (half to even, as `tf.round`),
-    clipped to the image's (and to at least one pixel), and the offsets are uniform over the free room.
-    `BYOLView(crop_style="official")` draws the same law for a batch.
-
-    Args:
-        height, width: int32 scalar tensors (or ints), the image's size in pixels.
-
-    Returns:
-        int32 tensors `(offset_height, offset_width, crop_height, crop_width)`.
-    """
-    import tensorflow as tf
-
-    height, width = tf.cast(height, tf.int32), tf.cast(width, tf.int32)
-    height_f, width_f = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
-    target_area = tf.random.uniform([], *area_range) * height_f * width_f
-    aspect = tf.exp(tf.random.uniform([], math.log(aspect_range[0]), math.log(aspect_range[1])))
-    crop_w = tf.cast(tf.clip_by_value(tf.round(tf.sqrt(target_area * aspect)), 1.0, width_f), tf.int32)
-    crop_h = tf.cast(tf.clip_by_value(tf.round(tf.sqrt(target_area / aspect)), 1.0, height_f), tf.int32)
-    offset_h = tf.random.uniform([], 0, height - crop_h + 1, dtype=tf.int32)
-    offset_w = tf.random.uniform([], 0, width - crop_w + 1, dtype=tf.int32)
-    return offset_h, offset_w, crop_h, crop_w
-
-
 def _random_resized_crop(image, image_size):
-    """The official linear-evaluation training crop of one image (`official_crop_window`), resized.
+    """The official linear-evaluation training crop of one image (`image_ops.official_crop_window`), resized.
 
     Args:
         image: float32 tensor `(h, w, 3)` in [0, 255].
@@ -494,7 +466,10 @@ def _random_resized_crop(image, image_size):
     import tensorflow as tf
 
     shape = tf.shape(image)
-    offset_h, offset_w, crop_h, crop_w = official_crop_window(shape[0], shape[1])
+    uniforms = [tf.random.uniform([]) for _ in range(4)]
+    window = official_crop_window(uniforms, tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32),
+                                  _CROP_AREA_RANGE, _CROP_ASPECT_RANGE)
+    offset_h, offset_w, crop_h, crop_w = [tf.cast(v, tf.int32) for v in window]
     crop = tf.slice(image, tf.stack([offset_h, offset_w, 0]), tf.stack([crop_h, crop_w, shape[2]]))
     crop = tf.image.resize(crop, (image_size, image_size), method="bicubic", antialias=True)
     # Bicubic resampling overshoots at edges; keep the [0, 255] range that `normalize` expects.

@@ -11,6 +11,8 @@ views are made of.
 Images are `(batch, height, width, 3)`, uint8 or float in [0, 255] unless a function says otherwise.
 """
 
+import math
+
 from keras import ops
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -80,6 +82,31 @@ def default_blur_kernel_size(image_size):
         Odd int >= 1.
     """
     return 2 * ((image_size // 10) // 2) + 1
+
+
+def official_crop_window(uniforms, height, width, area_range, aspect_range):
+    """The official code's `_decode_and_random_crop` window from four uniform draws in [0, 1).
+
+    The area fraction is uniform in `area_range`, the aspect ratio (width / height) log-uniform in
+    `aspect_range`; width and height are rounded to whole pixels (half to even, as `tf.round`) and
+    clipped to the image's (and to at least one pixel); the offsets are uniform over the free room.
+    Elementwise, so one call serves one image or a batch; the callers own the random draws.
+
+    Args:
+        uniforms: four float tensors of one shape, uniform in [0, 1): area, aspect, y and x draws.
+        height, width: float tensors (or numbers), the image size in pixels.
+        area_range, aspect_range: (min, max) pairs.
+
+    Returns:
+        float tensors `(y1, x1, crop_height, crop_width)` in whole pixels.
+    """
+    u_area, u_aspect, u_y, u_x = uniforms
+    low, high = math.log(aspect_range[0]), math.log(aspect_range[1])
+    target_area = (area_range[0] + u_area * (area_range[1] - area_range[0])) * (height * width)
+    aspect = ops.exp(low + u_aspect * (high - low))
+    crop_w = ops.clip(ops.round(ops.sqrt(target_area * aspect)), 1.0, width)
+    crop_h = ops.clip(ops.round(ops.sqrt(target_area / aspect)), 1.0, height)
+    return ops.floor(u_y * (height - crop_h + 1.0)), ops.floor(u_x * (width - crop_w + 1.0)), crop_h, crop_w
 
 
 def _keys_cubic(x, a=-0.5):

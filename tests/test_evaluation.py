@@ -22,8 +22,8 @@ from byol_keras.evaluation import (
     knn_predict,
     knn_votes,
     linear_probe,
-    official_crop_window,
 )
+from byol_keras.image_ops import official_crop_window
 from helpers import official_crop_sizes
 
 CIFAR10 = "/work/shared/data/cifar10"
@@ -472,7 +472,12 @@ def test_linear_evaluation_crop_is_the_official_one():
 
     tf.random.set_seed(4)
     height, width, n = 30, 40, 4000
-    windows = np.array([[int(v) for v in official_crop_window(height, width)] for _ in range(n)])
+    # The linear evaluation's draws (four tf.random scalars per image), n times at once.
+    uniforms = [tf.random.uniform([n]) for _ in range(4)]
+    windows = np.stack([np.asarray(v) for v in official_crop_window(
+        uniforms, float(height), float(width), evaluation._CROP_AREA_RANGE, evaluation._CROP_ASPECT_RANGE)], axis=1)
+    assert np.array_equal(windows, np.round(windows))
+    windows = windows.astype(int)
     offset_h, offset_w, crop_h, crop_w = windows.T
     assert (crop_h >= 1).all() and (crop_w >= 1).all()
     assert (offset_h + crop_h <= height).all() and (offset_w + crop_w <= width).all() and (windows >= 0).all()
