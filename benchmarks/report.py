@@ -14,17 +14,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CIFAR = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "cifar10"))
 
 
-def set_threads(threads):
+def set_threads(threads, inter_threads=None):
     """Pin TensorFlow's thread pools before TensorFlow runs anything (the peer's `torch.set_num_threads`).
 
     Args:
-        threads: int, intra-op threads (the one that matters for convolutions and matmuls). The
-            inter-op pool gets the same number: a train step has few independent ops to overlap.
+        threads: int, intra-op threads (the one that matters for convolutions and matmuls).
+        inter_threads: int or None, inter-op threads; None gives the pool `threads` as well, 0 leaves
+            TensorFlow's own choice.
     """
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads if inter_threads is None else inter_threads)
 
 
 def peak_rss_mb():

@@ -1,6 +1,6 @@
 """Train-step throughput of `BYOL.fit` on random inputs, and its FLOP/s against TensorFlow's matmul rate.
 
-    python -m benchmarks.step --batch 128 --size 32 --threads 2            # the issue's configuration
+    python -m benchmarks.step --batch 128 --size 32 --threads 2            # the default configuration
     python -m benchmarks.step --jit 0                                        # without XLA (1: with; auto: the library's choice)
     python -m benchmarks.step --profile runs/profile-step                    # + TensorBoard profile of 3 steps
 
@@ -143,7 +143,7 @@ def random_views(batch, size, seed=0):
 
 
 def run(args):
-    report.set_threads(args.threads)
+    report.set_threads(args.threads, args.inter_threads)
     rss_after_import = report.peak_rss_mb()
     model = build_model(args)
     dataset = random_views(args.batch, args.size)
@@ -174,7 +174,7 @@ def run(args):
             matmul_gflops=round(matmul / 1e9, 2),
             fraction_of_matmul=round(achieved / matmul, 3),
         )
-    config = {k: getattr(args, k) for k in ("batch", "size", "width", "hidden", "projection_dim", "threads", "steps", "warmup", "jit", "optimizer", "bn")}
+    config = {k: getattr(args, k) for k in ("batch", "size", "width", "hidden", "projection_dim", "threads", "inter_threads", "steps", "warmup", "jit", "optimizer", "bn")}
     config["jit_compile"] = getattr(args, "jit_resolved", None)
     return report.emit("train_step", config, images_per_second, "images/s", **extra)
 
@@ -187,6 +187,8 @@ def parse_args(argv=None):
     parser.add_argument("--hidden", type=int, default=4096, help="hidden width of projector and predictor")
     parser.add_argument("--projection-dim", dest="projection_dim", type=int, default=256, help="projector output")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--inter-threads", dest="inter_threads", type=int, default=None,
+                        help="inter-op threads (default: --threads; 0: TensorFlow's own choice)")
     parser.add_argument("--steps", type=int, default=5, help="steps per timed run")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1, help="untimed epochs first (tracing, XLA compilation)")
