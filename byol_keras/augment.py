@@ -15,7 +15,6 @@ from keras import ops
 
 from byol_keras.validation import check_bool, check_number, check_pair, check_positive_int, check_seed
 from byol_keras.image_ops import (  # the maths the views are made of; importable from here as before
-    official_crop_window,
     GRAYSCALE_WEIGHTS,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -36,6 +35,7 @@ from byol_keras.image_ops import (  # the maths the views are made of; importabl
     gaussian_blur_matrix,
     interpolation_matrix,
     normalize,
+    official_crop_window,
     separable_transform,
 )
 

@@ -453,8 +453,24 @@ def balanced_subset(labels, fraction, seed):
     return np.sort(np.concatenate(chosen)).astype("int64")
 
 
+def _crop_window(height, width, shape=()):
+    """Random windows of the linear-evaluation training crop (`image_ops.official_crop_window`).
+
+    Args:
+        height, width: float32 scalar tensors (or numbers), the image size in pixels.
+        shape: the shape of the draws: `()` for one image (the training transform), `(n,)` for n windows.
+
+    Returns:
+        float32 tensors `(y1, x1, crop_height, crop_width)` of `shape`, in whole pixels.
+    """
+    import tensorflow as tf
+
+    uniforms = [tf.random.uniform(shape) for _ in range(4)]
+    return official_crop_window(uniforms, height, width, _CROP_AREA_RANGE, _CROP_ASPECT_RANGE)
+
+
 def _random_resized_crop(image, image_size):
-    """The official linear-evaluation training crop of one image (`image_ops.official_crop_window`), resized.
+    """The official linear-evaluation training crop of one image (`_crop_window`), resized.
 
     Args:
         image: float32 tensor `(h, w, 3)` in [0, 255].
@@ -466,9 +482,7 @@ def _random_resized_crop(image, image_size):
     import tensorflow as tf
 
     shape = tf.shape(image)
-    uniforms = [tf.random.uniform([]) for _ in range(4)]
-    window = official_crop_window(uniforms, tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32),
-                                  _CROP_AREA_RANGE, _CROP_ASPECT_RANGE)
+    window = _crop_window(tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32))
     offset_h, offset_w, crop_h, crop_w = [tf.cast(v, tf.int32) for v in window]
     crop = tf.slice(image, tf.stack([offset_h, offset_w, 0]), tf.stack([crop_h, crop_w, shape[2]]))
     crop = tf.image.resize(crop, (image_size, image_size), method="bicubic", antialias=True)

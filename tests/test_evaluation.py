@@ -23,7 +23,6 @@ from byol_keras.evaluation import (
     knn_votes,
     linear_probe,
 )
-from byol_keras.image_ops import official_crop_window
 from helpers import official_crop_sizes
 
 CIFAR10 = "/work/shared/data/cifar10"
@@ -472,10 +471,8 @@ def test_linear_evaluation_crop_is_the_official_one():
 
     tf.random.set_seed(4)
     height, width, n = 30, 40, 4000
-    # The linear evaluation's draws (four tf.random scalars per image), n times at once.
-    uniforms = [tf.random.uniform([n]) for _ in range(4)]
-    windows = np.stack([np.asarray(v) for v in official_crop_window(
-        uniforms, float(height), float(width), evaluation._CROP_AREA_RANGE, evaluation._CROP_ASPECT_RANGE)], axis=1)
+    # The windows `_random_resized_crop` draws for one image, n at once (same draws, ranges and law).
+    windows = np.stack([np.asarray(v) for v in evaluation._crop_window(float(height), float(width), (n,))], axis=1)
     assert np.array_equal(windows, np.round(windows))
     windows = windows.astype(int)
     offset_h, offset_w, crop_h, crop_w = windows.T

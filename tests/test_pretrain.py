@@ -283,14 +283,14 @@ def test_tensorboard_serves_the_projector_of_a_run(tmp_path):
 def test_step_benchmark_runs_and_pins_the_thread_pools():
     # benchmarks/step.py end to end on a tiny network, in its own process (thread pools can only be set
     # before TensorFlow starts): one JSON line with a positive rate, the thread settings read back.
-    command = [sys.executable, "-m", "benchmarks.step", "--batch", "4", "--size", "16", "--width", "4",
-               "--hidden", "16", "--projection-dim", "8", "--steps", "1", "--runs", "1", "--no-matmul",
-               "--threads", "1", "--inter-threads", "3"]
+    flags = ["--batch", "4", "--size", "16", "--width", "4", "--hidden", "16", "--projection-dim", "8",
+             "--steps", "1", "--runs", "1", "--no-matmul", "--threads", "1", "--inter-threads", "3"]
+    # `python -m benchmarks.step FLAGS`, then the pools read back in the same process.
     probe = ("import sys, runpy, tensorflow as tf; sys.argv = ['step'] + sys.argv[1:]; "
              "runpy.run_module('benchmarks.step', run_name='__main__'); "
              "print(tf.config.threading.get_intra_op_parallelism_threads(), "
              "tf.config.threading.get_inter_op_parallelism_threads())")
-    result = subprocess.run([sys.executable, "-c", probe] + command[3:], cwd=ROOT, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", probe] + flags, cwd=ROOT, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     *_, line, threads = result.stdout.strip().splitlines()
