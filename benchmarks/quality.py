@@ -71,7 +71,6 @@ def build_config(recipe_name, data, epochs=None, seed=0, out=None):
         epochs=epochs or BUDGET["epochs"],
         batch_size=BUDGET["batch_size"],
         image_size=BUDGET["image_size"],
-        load_size=BUDGET["image_size"],
         blur=False,
         encoder=encoder,
         limit_per_class=BUDGET["limit_per_class"],

@@ -37,6 +37,8 @@ from byol_keras.image_ops import (  # the maths the views are made of; importabl
     normalize,
     official_crop_window,
     separable_transform,
+    torchvision_crop_window,
+    TORCHVISION_CROP_ATTEMPTS,
 )
 
 
@@ -84,6 +86,26 @@ class BYOLAugment(keras.layers.Layer):
     def call(self, images, training=True):
         return self.view1(images, training=training), self.view2(images, training=training)
 
+    @property
+    def views(self):
+        """`(view1, view2)`, the two `BYOLView`s."""
+        return self.view1, self.view2
+
+    def augment_crops(self, crops1, crops2):
+        """Both views from crops already cut and resized per view (`BYOLView.augment_crops`).
+
+        `byol_keras.data.pretrain_dataset` cuts each view's window from the whole image (decoding only
+        that window of a JPEG) and hands the two batches of crops here, or to the model when the views are
+        made on the accelerator (`BYOL(augment=..., augment_on="device")`).
+
+        Args:
+            crops1, crops2: uint8 or float `(batch, image_size, image_size, 3)`, view 1's and view 2's crops.
+
+        Returns:
+            A tuple of two float32 `(batch, image_size, image_size, 3)` ImageNet-normalised tensors.
+        """
+        return self.view1.augment_crops(crops1), self.view2.augment_crops(crops2)
+
     def compute_output_shape(self, input_shape):
         shape = (input_shape[0], self.image_size, self.image_size, 3)
         return shape, shape
@@ -111,9 +133,8 @@ PAPER_VIEW_PROBS = (
 )
 # Index of each colour-jitter operation in `jitter_order`.
 JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
-# Attempts at drawing a crop that fits in the image before falling back to the whole image, as
-# torchvision's `RandomResizedCrop` (`crop_style="torchvision"`).
-CROP_MAX_ATTEMPTS = 10
+# Attempts at drawing a crop that fits in the image before torchvision's fallback (`crop_style="torchvision"`).
+CROP_MAX_ATTEMPTS = TORCHVISION_CROP_ATTEMPTS
 # How the crop box is drawn (`BYOLView(crop_style=...)`).
 CROP_STYLES = ("torchvision", "official")
 
@@ -246,7 +267,6 @@ class BYOLView(keras.layers.Layer):
             "crop_aspect_ratio", crop_aspect_ratio, 0.0, None, low_open=True
         )
         self.crop_style = crop_style
-        self._log_aspect_range = tuple(math.log(r) for r in self.crop_aspect_ratio)
         self.interpolation = interpolation
         self.flip_prob = check_number("flip_prob", flip_prob, 0, 1)
         self.jitter_prob = check_number("jitter_prob", jitter_prob, 0, 1)
@@ -304,11 +324,8 @@ class BYOLView(keras.layers.Layer):
         batch_size = shape[0]
         height = ops.cast(shape[1], "float32")
         width = ops.cast(shape[2], "float32")
-
-        if self.crop_style == "official":
-            crop_box = self._sample_official_crop(batch_size, height, width)
-        else:
-            crop_box = self._sample_torchvision_crop(batch_size, height, width)
+        y1, x1, box_h, box_w = self.crop_window(height, width, self.crop_uniforms(batch_size))
+        crop_box = ops.stack([y1 / height, x1 / width, (y1 + box_h) / height, (x1 + box_w) / width], axis=-1)
         return {
             "crop_box": crop_box,
             "flip": self._bernoulli(batch_size, self.flip_prob),
@@ -327,32 +344,46 @@ class BYOLView(keras.layers.Layer):
             "solarize": self._bernoulli(batch_size, self.solarize_prob),
         }
 
-    def _sample_torchvision_crop(self, batch_size, height, width):
-        """torchvision's `RandomResizedCrop`: the first draw that fits, else the whole image; sub-pixel."""
-        attempts = (batch_size, CROP_MAX_ATTEMPTS)
-        area = self._uniform(attempts, *self.crop_area)
-        aspect = ops.exp(self._uniform(attempts, *self._log_aspect_range))
-        box_h = ops.sqrt(area * width / (height * aspect))  # fraction of the height
-        box_w = ops.sqrt(area * height * aspect / width)  # fraction of the width
-        fits = ops.logical_and(box_h <= 1.0, box_w <= 1.0)
-        first = ops.argmax(ops.cast(fits, "int32"), axis=1)[:, None]
-        any_fit = ops.any(fits, axis=1)
-        box_h = ops.where(any_fit, ops.take_along_axis(box_h, first, axis=1)[:, 0], 1.0)
-        box_w = ops.where(any_fit, ops.take_along_axis(box_w, first, axis=1)[:, 0], 1.0)
-        y1 = self._uniform((batch_size,)) * (1.0 - box_h)
-        x1 = self._uniform((batch_size,)) * (1.0 - box_w)
-        return ops.stack([y1, x1, y1 + box_h, x1 + box_w], axis=-1)
+    def crop_uniforms(self, batch_size, draw=None):
+        """The uniform draws one crop window per image needs, in `crop_window`'s order.
 
-    def _sample_official_crop(self, batch_size, height, width):
-        """The official `_decode_and_random_crop`: one draw, rounded to pixels and clipped to the image."""
-        uniforms = [self._uniform((batch_size,)) for _ in range(4)]
-        y1, x1, box_h, box_w = official_crop_window(uniforms, height, width, self.crop_area, self.crop_aspect_ratio)
-        return ops.stack([y1 / height, x1 / width, (y1 + box_h) / height, (x1 + box_w) / width], axis=-1)
+        Args:
+            batch_size: int or scalar tensor, the number of windows.
+            draw: callable `shape -> uniform float32 tensor in [0, 1)`, or None for this view's seeded
+                generator. The per-image pipeline passes a stateless draw here.
+
+        Returns:
+            A tuple of tensors with leading axis `batch_size`, as `crop_window` takes them.
+        """
+        draw = draw or self._uniform
+        if self.crop_style == "official":
+            return tuple(draw((batch_size,)) for _ in range(4))
+        attempts = (batch_size, CROP_MAX_ATTEMPTS)
+        return draw(attempts), draw(attempts), draw((batch_size,)), draw((batch_size,))
+
+    def crop_window(self, height, width, uniforms):
+        """Crop windows `(y1, x1, crop_height, crop_width)` in whole pixels of an image of the given size.
+
+        Drawn on the image's own height and width, as both sources of `crop_style` do:
+        `image_ops.torchvision_crop_window` or `image_ops.official_crop_window`.
+
+        Args:
+            height, width: float scalars (or tensors broadcastable to the draws' leading axis).
+            uniforms: the draws from `crop_uniforms`.
+
+        Returns:
+            Four float32 tensors, one value per window.
+        """
+        if self.crop_style == "official":
+            return official_crop_window(uniforms, height, width, self.crop_area, self.crop_aspect_ratio)
+        return torchvision_crop_window(uniforms, height, width, self.crop_area, self.crop_aspect_ratio)
 
     def apply_transform(self, images, transform):
         """Apply drawn choices to a batch: deterministic given `transform`.
 
-        Stages whose probability is 0 are skipped outright (their decisions are all False anyway).
+        The crop window is cut from each image and resized (`interpolation`) by a per-image matrix
+        product, with the flip folded in; then `apply_after_crop`'s stages. Stages whose probability is 0
+        are skipped outright (their decisions are all False anyway).
 
         Args:
             images: `(batch, height, width, 3)` uint8 or float in [0, 255].
@@ -379,7 +410,26 @@ class BYOLView(keras.layers.Layer):
         cols = ops.where(transform["flip"][:, None, None], ops.flip(cols, axis=1), cols)
         # Bicubic overshoots near edges; the colour maths below expect the valid range.
         images = ops.clip(separable_transform(images, rows, cols), 0.0, 255.0)
+        return self._colour_blur_solarize(images, transform)
 
+    def apply_after_crop(self, crops, transform):
+        """The stages after the crop (flip, colour jitter, grayscale, blur, solarize) on cropped images.
+
+        For crops already cut and resized to `image_size` (`byol_keras.data.pretrain_dataset` cuts them
+        per image, on the whole photo); `transform["crop_box"]` is not read.
+
+        Args:
+            crops: `(batch, image_size, image_size, 3)` uint8 or float in [0, 255].
+            transform: dict from `sample_transform`.
+
+        Returns:
+            float32 `(batch, image_size, image_size, 3)` in [0, 255], before normalisation.
+        """
+        crops = ops.cast(crops, "float32")
+        crops = ops.where(transform["flip"][:, None, None, None], ops.flip(crops, axis=2), crops)
+        return self._colour_blur_solarize(crops, transform)
+
+    def _colour_blur_solarize(self, images, transform):
         if self.jitter_prob > 0.0:
             jittered = 255.0 * color_jitter(
                 images / 255.0,
@@ -407,8 +457,30 @@ class BYOLView(keras.layers.Layer):
             return normalize(center_crop_resize(images, self.image_size, crop_fraction=1.0))
         transform = self.sample_transform(images)
         if self.jit_compile and not _executing_eagerly():
-            return normalize(_xla_apply_transform()(self, images, transform))
+            return normalize(_xla_apply()(self, "apply_transform", images, transform))
         return normalize(self.apply_transform(images, transform))
+
+    def augment_crops(self, crops):
+        """This view of crops already cut and resized: flip, colour, grayscale, blur, solarize, normalise.
+
+        The random draws are `sample_transform`'s (one per image and stage); the crop it draws is unused.
+        Compiled with XLA inside a graph when `jit_compile`, as `call`.
+
+        Args:
+            crops: uint8 or float `(batch, image_size, image_size, 3)` in [0, 255].
+
+        Returns:
+            float32 `(batch, image_size, image_size, 3)`, ImageNet-normalised.
+        """
+        if tuple(crops.shape[1:3]) not in ((self.image_size, self.image_size), (None, None)):
+            raise ValueError(
+                f"`crops` must be {self.image_size}x{self.image_size} images (this view's image_size). "
+                f"Received: crops of shape {tuple(crops.shape)}"
+            )
+        transform = self.sample_transform(crops)
+        if self.jit_compile and not _executing_eagerly():
+            return normalize(_xla_apply()(self, "apply_after_crop", crops, transform))
+        return normalize(self.apply_after_crop(crops, transform))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.image_size, self.image_size, 3)
@@ -449,17 +521,17 @@ def _executing_eagerly():
 
 
 @functools.cache
-def _xla_apply_transform():
-    """`BYOLView.apply_transform` as one XLA-compiled function, shared by every view.
+def _xla_apply():
+    """`apply(view, method_name, images, transform)` as one XLA-compiled function, shared by every view.
 
-    The view is a Python argument: each view instance (and input shape) gets its own trace. Kept at
-    module level rather than as a layer attribute, so that no `tf.function` hangs off the layer for
-    SavedModel export to trace.
+    The view and the name of its method (`"apply_transform"` or `"apply_after_crop"`) are Python
+    arguments: each view instance, method and input shape gets its own trace. Kept at module level rather than as a layer
+    attribute, so that no `tf.function` hangs off the layer for SavedModel export to trace.
     """
     import tensorflow as tf
 
-    def apply(view, images, transform):
-        return view.apply_transform(images, transform)
+    def apply(view, method_name, images, transform):
+        return getattr(view, method_name)(images, transform)
 
     return tf.function(apply, jit_compile=True)
 

@@ -119,10 +119,12 @@ class BYOL(keras.Model):
             `(view1, view2)`, e.g. `byol_keras.augment.BYOLAugment`; only with
             `augment_on="device"`. Defaults to None.
         augment_on: `"data"` or `"device"`. `"data"`: batches arrive as views made in `tf.data`,
-            `(view1, view2)` or `(view1, view2, labels)`. `"device"`: batches arrive as raw images,
-            `images` or `(images, labels)` (`pretrain_dataset(..., views=None)`), and `augment` makes
-            the views inside the compiled `train_step` (and `test_step`), for accelerator hosts with
-            few CPU cores. The views have the same distribution either way (under XLA TensorFlow's
+            `(view1, view2)` or `(view1, view2, labels)`. `"device"`: batches arrive from
+            `pretrain_dataset(..., views=augment, views_on="device")`, which decodes and cuts each view's
+            window on the CPU, as `(crops1, crops2, labels)` (then `augment.augment_crops` makes the rest
+            of the views), or as whole images `images` / `(images, labels)` (then `augment` makes the whole
+            views), inside the compiled `train_step` (and `test_step`), for accelerator hosts with few CPU
+            cores. The views have the same distribution either way (under XLA TensorFlow's
             stateless RNG uses another algorithm, so a seed gives other, equally distributed, draws).
             Defaults to `"data"`.
         head_initializer: the projector's and predictor's Dense kernel initializer, any
@@ -336,10 +338,21 @@ class BYOL(keras.Model):
             data = tuple(data)
             while len(data) > 1 and data[-1] is None:
                 data = data[:-1]
+            if len(data) == 3:
+                # `pretrain_dataset(..., views_on="device")` on its per-image path: each view's crops are
+                # already cut from the whole image on the CPU; the rest of the views is made here.
+                crops1, crops2, labels = data
+                if not hasattr(self.augment, "augment_crops"):
+                    raise ValueError(
+                        "Batches of `(crops1, crops2, labels)` need `augment` to be a BYOLAugment (its "
+                        f"`augment_crops` finishes the views). Received: augment={self.augment!r}"
+                    )
+                view1, view2 = self.augment.augment_crops(crops1, crops2)
+                return view1, view2, labels
             if len(data) not in (1, 2):
                 raise ValueError(
-                    "With augment_on='device' BYOL expects each batch to be `images` or "
-                    f"`(images, labels)`. Received: a batch with {len(data)} elements"
+                    "With augment_on='device' BYOL expects each batch to be `images`, `(images, labels)` "
+                    f"or `(crops1, crops2, labels)`. Received: a batch with {len(data)} elements"
                 )
             images, labels = data[0], (data[1] if len(data) == 2 else None)
         else:

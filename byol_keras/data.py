@@ -69,8 +69,12 @@ TFDS_NAMES = ("cifar10", "cifar100", "stl10", "imagenette", "imagenet2012")
 DIGITS_SEED = 0
 DIGITS_TEST_SIZE = 360
 
-# `cache="auto"` keeps decoded, resized images in memory when they take at most this many bytes.
+# `cache="auto"` keeps decoded images in memory when they take at most this many bytes.
 AUTO_CACHE_BYTES = 2 * 1024**3
+
+# libjpeg's accurate integer DCT, as Pillow (hence torchvision) decodes: TensorFlow's default fast DCT is
+# off by about one level per pixel (0.96 / 255 on average on CIFAR-10's JPEGs).
+JPEG_DCT_METHOD = "INTEGER_ACCURATE"
 
 
 @dataclasses.dataclass(eq=False)
@@ -167,50 +171,93 @@ def pretrain_dataset(
     source,
     views,
     batch_size,
-    image_size,
+    image_size=None,
     shuffle=True,
     seed=None,
     cache="auto",
     shuffle_buffer=10_000,
+    views_on="data",
 ):
-    """The BYOL pretraining pipeline: `(view1, view2, labels)` batches.
+    """The BYOL pretraining pipeline: `(view1, view2, labels)` batches whose crops come from whole images.
 
-    Decode in parallel → resize the shorter side to `image_size` and crop the centre square (so that
-    images can be batched; upscales small images) → optionally cache the uint8 images → shuffle →
-    batch (dropping the remainder: BatchNorm and the BYOL loss see full batches) → `views` on the
-    whole batch → prefetch. Element order depends only on `seed`: all parallel maps keep their order.
+    With `views` a `byol_keras.augment.BYOLAugment`, each view's crop window is drawn on the image's own
+    height and width (`BYOLView.crop_window`, the official or torchvision law), as the official code and
+    torchvision do, on one of two paths:
 
-    When records are files and the images are not cached, the file list is shuffled (full
-    permutation) before decoding, so the shuffle costs no image memory. When cached (or for TFDS),
-    decoded images are shuffled with a buffer of `shuffle_buffer` (all images when cached).
+    - **Per image** (photos, ImageNet, any source whose images differ in size or are large): for a JPEG
+      only each view's window is decoded (`tf.io.decode_and_crop_jpeg`); other formats are decoded once
+      and cropped. Each crop is resized to the view's `image_size` (`interpolation`, no antialiasing, as the
+      official code), rounded to uint8 and batched; the flip, colour jitter, grayscale, blur and
+      solarisation then run vectorised on the batch (`BYOLAugment.augment_crops`), each image with its
+      own draws. The windows' random draws are stateless, keyed by `seed` and the position in the
+      stream (`tf.data.Dataset.random`), so a seed gives the same crops in every run.
+    - **Native size** (CIFAR, STL-10, digits): when every image has one known size of at most twice the
+      view's side, the images are decoded once (cached in memory when they fit), batched at that size, and
+      `BYOLAugment` cuts and resizes the windows by per-image matrix products, which at these sizes is
+      cheaper than work per image. Same windows, same crop-then-resize maths.
+
+    Any other `views` callable receives uint8 batches of `image_size` squares (the shorter side resized
+    to `image_size`, the centre square kept), and `views=None` yields those squares themselves.
+
+    Element order depends only on `seed`: all parallel maps keep their order. Incomplete batches are
+    dropped (BatchNorm and the BYOL loss see full batches). When records are files and not cached, the
+    file list is shuffled (a full permutation) before decoding, so the shuffle costs no image memory;
+    otherwise decoded images are shuffled with a buffer of `shuffle_buffer` (all images when cached).
 
     Args:
         source: `Source` from `load_source`.
-        views: callable mapping a uint8 batch `(batch, image_size, image_size, 3)` to two float32
-            tensors `(view1, view2)` (the BYOL augmentations, ImageNet-normalised), or None to
-            yield the uint8 images themselves, `(images, labels)`, for a model that makes the views
-            on the accelerator (`BYOL(augment=..., augment_on="device")`).
+        views: a `BYOLAugment`; or any callable mapping a uint8 batch `(batch, image_size, image_size, 3)`
+            to two float32 tensors `(view1, view2)`; or None to yield uint8 `(images, labels)` batches of
+            `image_size` squares for a model that augments them itself.
         batch_size: int, positive, at most `source.num_examples`.
-        image_size: int, side of the square images handed to `views`. For ImageNet use a size a bit
-            larger than the augmentation crop (e.g. 256 for 224 crops).
+        image_size: int or None. Only for a `views` that is not a `BYOLAugment` (or None): the side of the
+            square images it receives. A `BYOLAugment` crops whole images to its own `image_size`.
+            Defaults to None.
         shuffle: bool, reshuffle every epoch. Defaults to True.
-        seed: int or None. The same seed gives the same order of examples every run. Defaults to
-            None (a different order every run).
-        cache: True, False or `"auto"` (cache when the resized uint8 images take at most
-            `AUTO_CACHE_BYTES`). Defaults to `"auto"`.
+        seed: int or None. The same seed gives the same order of examples and the same crop windows
+            every run. Defaults to None (different every run).
+        cache: True, False or `"auto"`: keep the decoded uint8 images in memory (`"auto"`: when they take at
+            most `AUTO_CACHE_BYTES` at their own size, known for verified folders, digits and fixed-size
+            TFDS sets). Defaults to `"auto"`.
         shuffle_buffer: int, buffer for shuffling decoded images that are not cached. Defaults to
             10,000.
+        views_on: `"data"` or `"device"`, only with a `BYOLAugment`. `"device"`: this pipeline does only
+            the CPU part, decoding and cutting the windows, and yields `(crops1, crops2, labels)` (uint8
+            crops at the view size) on the per-image path or `(images, labels)` (uint8 images at their
+            native size) on the native-size path; `BYOL(augment=views, augment_on="device")` makes the
+            rest of the views on the accelerator. Defaults to `"data"`.
 
     Returns:
-        `tf.data.Dataset` of `(view1, view2, labels)` (or `(images, labels)` when `views` is None);
+        `tf.data.Dataset` of `(view1, view2, labels)`, or as `views_on="device"` / `views=None` say above;
         labels int32 `(batch,)`, `-1` when unlabelled.
     """
+    from byol_keras.augment import BYOLAugment
+
     _check_source(source)
+    augment = views if isinstance(views, BYOLAugment) else None
     if views is not None and not callable(views):
-        raise TypeError(f"`views` must be callable or None. Received: views={views!r}")
+        raise TypeError(f"`views` must be a BYOLAugment, a callable or None. Received: views={views!r}")
     check_positive_int("batch_size", batch_size)
-    check_positive_int("image_size", image_size)
     check_positive_int("shuffle_buffer", shuffle_buffer)
+    if augment is None:
+        if image_size is None:
+            raise ValueError(
+                "`image_size` is needed when `views` is not a BYOLAugment: it is the side of the square "
+                f"images `views` receives. Received: image_size=None, views={views!r}"
+            )
+        check_positive_int("image_size", image_size)
+    elif image_size is not None and image_size != augment.image_size:
+        raise ValueError(
+            f"`image_size` must be None or the BYOLAugment's own image_size ({augment.image_size}): the views "
+            f"crop whole images to it. Received: image_size={image_size!r}"
+        )
+    if views_on not in ("data", "device"):
+        raise ValueError(f"`views_on` must be 'data' or 'device'. Received: views_on={views_on!r}")
+    if views_on == "device" and augment is None:
+        raise ValueError(
+            "`views_on='device'` needs `views` to be the BYOLAugment the model will apply "
+            f"(`BYOL(augment=..., augment_on='device')`). Received: views={views!r}"
+        )
     if seed is not None and not isinstance(seed, (int, np.integer)):
         raise TypeError(f"`seed` must be an int or None. Received: seed={seed!r}")
     if cache not in (True, False, "auto"):
@@ -220,35 +267,95 @@ def pretrain_dataset(
             f"`batch_size` must be at most the number of examples ({source.num_examples} in "
             f"{source.name}), since incomplete batches are dropped. Received: batch_size={batch_size}"
         )
+
+    native = augment is not None and native_size(source, augment.image_size)
+    if augment is None:
+        decoded_bytes = source.num_examples * image_size * image_size * 3
+    elif source.image_sizes is not None:
+        decoded_bytes = int(np.sum(np.prod(source.image_sizes, axis=1))) * 3
+    else:
+        decoded_bytes = None  # unknown sizes: never cached automatically
     if cache == "auto":
-        cache = source.num_examples * image_size * image_size * 3 <= AUTO_CACHE_BYTES
-    warn_small_images(source, image_size)
+        cache = decoded_bytes is not None and decoded_bytes <= AUTO_CACHE_BYTES
+    warn_small_images(source, augment.image_size if augment is not None else image_size)
 
     records = source.records
     shuffle_files = shuffle and source.file_backed and not cache
     if shuffle_files:
         records = records.shuffle(source.num_examples, seed=seed, reshuffle_each_iteration=True)
-    images = _decoded(source, records, lambda image: _resize_square(image, image_size))
-    if cache:
+
+    if augment is None:
+        images = _decoded(source, records, lambda image: _resize_square(image, image_size))
+    elif native or cache or not source.file_backed:
+        images = _decoded(source, records)
+    else:
+        images = None  # per image, straight from the files
+    if images is not None and cache:
         images = images.cache()
-    if shuffle and not shuffle_files:
+    if images is not None and shuffle and not shuffle_files:
         buffer = source.num_examples if cache else min(shuffle_buffer, source.num_examples)
         images = images.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    batches = images.batch(batch_size, drop_remainder=True)
-    if views is None:
+
+    if augment is None or native:
+        batches = images.batch(batch_size, drop_remainder=True)
+        if views is None or views_on == "device":
+            return batches.prefetch(tf.data.AUTOTUNE)
+
+        def make_views(images, labels):
+            return _check_pair(views(images), views) + (labels,)
+
+        batches = batches.map(make_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return batches.prefetch(tf.data.AUTOTUNE)
 
-    def make_views(images, labels):
-        pair = views(images)
-        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            raise TypeError(
-                "`views` must return a pair (view1, view2). "
-                f"Received: {type(pair).__name__} from views={views!r}"
-            )
-        return pair[0], pair[1], labels
+    # Per image: each view's window on the whole image, then batches of equally sized crops.
+    keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    if images is None:
+        def crop(record, key):
+            path, label = record
+            return _crop_views_from_file(path, key, augment.views), tf.cast(label, tf.int32)
 
-    batches = batches.map(make_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        crops = tf.data.Dataset.zip((records, keys)).map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        crops = crops.ignore_errors(log_warning=True)  # files that fail after the scan, or unverified folders
+        if source.exact_count:
+            crops = crops.apply(tf.data.experimental.assert_cardinality(source.num_examples))
+    else:
+        def crop(image_label, key):
+            image, label = image_label
+            return _crop_views_from_image(image, key, augment.views), label
+
+        crops = tf.data.Dataset.zip((images, keys)).map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    batches = crops.batch(batch_size, drop_remainder=True)
+    if views_on == "device":
+        batches = batches.map(lambda pair, labels: (pair[0], pair[1], labels))
+        return batches.prefetch(tf.data.AUTOTUNE)
+
+    def finish_views(pair, labels):
+        return _check_pair(augment.augment_crops(*pair), augment) + (labels,)
+
+    batches = batches.map(finish_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def native_size(source, image_size):
+    """Whether `pretrain_dataset` takes the native-size path for views of side `image_size`.
+
+    True when every image of `source` has one known size whose longer side is at most twice
+    `image_size` (CIFAR-10 at 32 px, STL-10 at 96, digits): batches of whole images at that size are
+    then cropped and resized by matrix products, which is cheaper than cutting each image alone. Larger
+    or varying images (photos, ImageNet) take the per-image path.
+
+    Args:
+        source: `Source`.
+        image_size: int, the views' side.
+
+    Returns:
+        bool.
+    """
+    sizes = source.image_sizes
+    if sizes is None or len(sizes) == 0:
+        return False
+    first = np.asarray(sizes[0])
+    return bool(np.all(np.asarray(sizes) == first)) and int(first.max()) <= 2 * image_size
 
 
 def eval_dataset(source, image_size, batch_size, crop_fraction=0.875):
@@ -436,9 +543,7 @@ def decode_image(contents):
         return tf.ensure_shape(image, [None, None, 3])
 
     def jpeg():
-        # libjpeg's accurate integer DCT, as Pillow (hence torchvision) decodes: TensorFlow's default
-        # fast DCT is off by about one level per pixel (0.96 / 255 on average on CIFAR-10's JPEGs).
-        image = tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE")
+        image = tf.io.decode_jpeg(contents, channels=3, dct_method=JPEG_DCT_METHOD)
         return tf.ensure_shape(image, [None, None, 3])
 
     def not_palette_bmp():
@@ -690,6 +795,66 @@ def _resize_square(image, image_size):
 
     image = tf.cond(same, lambda: tf.cast(image, tf.uint8), resized)
     return tf.ensure_shape(image, [image_size, image_size, 3])
+
+
+def _check_pair(pair, views):
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise TypeError(
+            "`views` must return a pair (view1, view2). "
+            f"Received: {type(pair).__name__} from views={views!r}"
+        )
+    return tuple(pair)
+
+
+def _view_windows(height, width, key, views):
+    """One crop window per view for an image of `height` x `width`, drawn statelessly from `key`."""
+    windows = []
+    for index, view in enumerate(views):
+        view_key = tf.random.experimental.stateless_fold_in(key, index)
+        draws = iter(tf.unstack(tf.random.experimental.stateless_split(view_key, 4), num=4))
+
+        def draw(shape):
+            return tf.random.stateless_uniform(shape, seed=next(draws))
+
+        window = view.crop_window(tf.cast(height, tf.float32), tf.cast(width, tf.float32), view.crop_uniforms(1, draw))
+        windows.append(tf.cast(tf.concat(window, axis=0), tf.int32))  # (y1, x1, crop_height, crop_width)
+    return windows
+
+
+def _resize_crop(crop, view):
+    """A crop resized to the view's side as uint8 (rounded): the official code's resize, no antialiasing."""
+    resized = tf.image.resize(crop, (view.image_size, view.image_size), method=view.interpolation, antialias=False)
+    return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
+
+
+def _crop_views_from_image(image, key, views):
+    """Each view's window cut from a decoded `(h, w, 3)` image and resized: a tuple of uint8 crops."""
+    shape = tf.shape(image)
+    windows = _view_windows(shape[0], shape[1], key, views)
+    return tuple(
+        _resize_crop(tf.slice(image, [window[0], window[1], 0], [window[2], window[3], 3]), view)
+        for window, view in zip(windows, views)
+    )
+
+
+def _crop_views_from_file(path, key, views):
+    """Each view's window of an image file, resized: a JPEG decodes only the windows, others decode once."""
+    contents = tf.io.read_file(path)
+
+    def jpeg_windows():
+        shape = tf.image.extract_jpeg_shape(contents)
+        windows = _view_windows(shape[0], shape[1], key, views)
+        return tuple(
+            _resize_crop(
+                tf.io.decode_and_crop_jpeg(contents, window, channels=3, dct_method=JPEG_DCT_METHOD), view
+            )
+            for window, view in zip(windows, views)
+        )
+
+    def whole_image():
+        return _crop_views_from_image(decode_image(contents), key, views)
+
+    return tf.cond(tf.io.is_jpeg(contents), jpeg_windows, whole_image)
 
 
 def _first_per_class(labels, limit):

@@ -23,7 +23,6 @@ FIELDS = {
     "test_split": "split used as kNN queries (None: no kNN monitor)",
     "data_dir": "TFDS data directory (None: TFDS default)",
     "image_size": "side of the augmented views",
-    "load_size": "side images are resized to before the random crop",
     "blur": "Gaussian blur in the views (off at 32 px)",
     "encoder": "dict: name ('resnet18' | 'resnet50') and its arguments",
     "projection_dim": "projector/predictor output",
@@ -64,7 +63,6 @@ PYTORCH_DEFAULT_INIT = {
 # Solarization 0.0 / 0.2 and flip 0.5 are `view_configs`' defaults; exclude_bias_n_norm is LARS' rank rule.
 SOLO_LEARN_CIFAR_BYOL = {
     "image_size": 32,
-    "load_size": 32,
     "blur": False,  # gaussian_blur prob 0.0 in both views
     "encoder": {"name": "resnet18", "width": 64, "cifar_stem": True},
     "projection_dim": 256,
@@ -103,7 +101,6 @@ _BASE = {
     "test_split": "test",
     "data_dir": None,
     "image_size": 32,
-    "load_size": 32,
     "blur": False,
     "encoder": {"name": "resnet18", "width": 64, "cifar_stem": True},
     "projection_dim": 256,
@@ -146,7 +143,6 @@ def imagenet_resnet50(epochs=1000):
         data="imagenet2012",
         test_split="validation",
         image_size=224,
-        load_size=256,
         blur=True,
         encoder={"name": "resnet50"},
         epochs=epochs,
@@ -210,7 +206,6 @@ PRESETS = {
         data="stl10",
         train_split="train+unlabelled",
         image_size=96,
-        load_size=96,
         blur=True,
         encoder={"name": "resnet18", "width": 64, "cifar_stem": False},
         epochs=400,
@@ -237,7 +232,6 @@ PRESETS = {
         ),
         data="digits",
         image_size=16,
-        load_size=32,
         encoder={"name": "convnet", "widths": (16, 32, 64), "kernel_initializer": PYTORCH_DEFAULT_INIT},
         head_initializer=PYTORCH_DEFAULT_INIT,
         projection_dim=64,

@@ -102,3 +102,51 @@ def official_crop_sizes(rng, n, height, width, area=(0.08, 1.0), ratio=(3 / 4, 4
     aspect = np.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1]), n))
     return np.stack([np.minimum(np.round(np.sqrt(target / aspect)), height),
                      np.minimum(np.round(np.sqrt(target * aspect)), width)], axis=1)
+
+
+# --- Crop windows: NumPy re-implementations of the two sources, driven by given uniform draws ----------
+
+
+def torchvision_window_reference(uniforms, height, width, area=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """torchvision's `RandomResizedCrop.get_params`, line by line in Python, with its random draws replaced
+    by `uniforms = (area (n, 10), aspect (n, 10), y (n,), x (n,))` in [0, 1): `uniform_(a, b)` is
+    `a + u * (b - a)` and `randint(0, m)` is `floor(u * m)`. Computed in float32 as TensorFlow does.
+    Returns `(n, 4)` int `(y1, x1, h, w)`."""
+    f32 = np.float32
+    u_area, u_aspect, u_y, u_x = (np.asarray(u, f32) for u in uniforms)
+    log_ratio = (f32(math.log(ratio[0])), f32(math.log(ratio[1])))
+    windows = []
+    for n in range(len(u_y)):
+        for attempt in range(u_area.shape[1]):
+            target_area = f32(height * width) * (f32(area[0]) + u_area[n, attempt] * f32(area[1] - area[0]))
+            aspect_ratio = np.exp(log_ratio[0] + u_aspect[n, attempt] * (log_ratio[1] - log_ratio[0]))
+            w = int(np.round(np.sqrt(target_area * aspect_ratio)))
+            h = int(np.round(np.sqrt(target_area / aspect_ratio)))
+            if 0 < w <= width and 0 < h <= height:
+                windows.append((int(u_y[n] * f32(height - h + 1)), int(u_x[n] * f32(width - w + 1)), h, w))
+                break
+        else:  # torchvision's fallback: the centred whole image, its aspect ratio clamped
+            in_ratio = width / height
+            if in_ratio < min(ratio):
+                w, h = width, int(round(width / min(ratio)))
+            elif in_ratio > max(ratio):
+                h, w = height, int(round(height * max(ratio)))
+            else:
+                w, h = width, height
+            windows.append(((height - h) // 2, (width - w) // 2, h, w))
+    return np.array(windows)
+
+
+def official_window_reference(uniforms, height, width, area=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """The official `_decode_and_random_crop` window (deepmind-research byol/utils/dataset.py) from
+    `uniforms = (area, aspect, y, x)`, each `(n,)` in [0, 1): area uniform, aspect log-uniform, width and
+    height rounded (half to even, as tf.round) and clipped to the image, offsets uniform over the free room.
+    Computed in float32 as TensorFlow does. Returns `(n, 4)` int `(y1, x1, h, w)`."""
+    f32 = np.float32
+    u_area, u_aspect, u_y, u_x = (np.asarray(u, f32) for u in uniforms)
+    target = (f32(area[0]) + u_area * f32(area[1] - area[0])) * f32(height * width)
+    low, high = f32(math.log(ratio[0])), f32(math.log(ratio[1]))
+    aspect = np.exp(low + u_aspect * (high - low))
+    w = np.clip(np.round(np.sqrt(target * aspect)), 1, width)
+    h = np.clip(np.round(np.sqrt(target / aspect)), 1, height)
+    return np.stack([np.floor(u_y * (height - h + 1)), np.floor(u_x * (width - w + 1)), h, w], axis=1).astype(int)

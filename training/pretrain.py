@@ -87,8 +87,6 @@ def resolve_config(args):
                     "weight_decay", "base_tau", "optimizer", "limit_per_class", "knn_every_n_epochs")
     }
     config = get_preset(args.preset, **overrides)
-    if args.image_size is not None:
-        config["load_size"] = max(config["load_size"], args.image_size)
     if args.width is not None:
         config["encoder"] = with_width(config["encoder"], args.width)
     config["seed"] = args.seed
@@ -205,7 +203,7 @@ def run(config):
     if config["limit_per_class"]:
         source = subset_per_class(source, config["limit_per_class"])
     augment = BYOLAugment(image_size, blur=config["blur"], seed=config["seed"], **config["augment"])
-    dataset = pretrain_dataset(source, augment, batch_size, config["load_size"], seed=config["seed"])
+    dataset = pretrain_dataset(source, augment, batch_size, seed=config["seed"])
     steps_per_epoch = source.num_examples // batch_size
     if config["steps_per_epoch_cap"]:
         steps_per_epoch = min(steps_per_epoch, config["steps_per_epoch_cap"])

@@ -1,0 +1,68 @@
+"""A photo-sized, non-square JPEG folder for the 224-px pipeline figures, made from the CIFAR-10 folder.
+
+    python -m benchmarks.photos /tmp/photos --per-class 300          # 3,000 JPEGs, 400x300, quality 90
+
+Users bring photographs hundreds of pixels a side and rarely square; CIFAR-10's 32-px squares hide the
+cost of decoding and the geometry of crops. Each CIFAR-10 training image is upscaled (bicubic, Pillow) to
+`--width` x `--height` and saved as a JPEG of `--quality`, in the same class folders. Nothing is committed:
+the folder goes wherever the command says (a temporary one), and a folder that already holds the requested
+files is reused as it is.
+"""
+
+import argparse
+import os
+
+from benchmarks import report
+
+
+def make_photos(destination, source=None, per_class=300, width=400, height=300, quality=90):
+    """Write `per_class` upscaled JPEGs per class under `destination/<class>/`; returns `destination`.
+
+    Args:
+        destination: str, output folder (created).
+        source: str or None, a CIFAR-10 `train` folder of class sub-folders. Defaults to
+            `../shared/data/cifar10/train` beside the repository.
+        per_class: int, images per class (the first ones in file-name order).
+        width, height: int, output size in pixels.
+        quality: int, JPEG quality.
+
+    Returns:
+        str, `destination`.
+    """
+    from PIL import Image
+
+    source = source or os.path.join(report.DEFAULT_CIFAR, "train")
+    if not os.path.isdir(source):
+        raise SystemExit(f"error: no image folder of classes at {source!r}")
+    for name in sorted(os.listdir(source)):
+        folder = os.path.join(source, name)
+        if not os.path.isdir(folder):
+            continue
+        out = os.path.join(destination, name)
+        os.makedirs(out, exist_ok=True)
+        for filename in sorted(os.listdir(folder))[:per_class]:
+            target = os.path.join(out, os.path.splitext(filename)[0] + ".jpg")
+            if os.path.exists(target):
+                continue
+            with Image.open(os.path.join(folder, filename)) as image:
+                photo = image.convert("RGB").resize((width, height), Image.BICUBIC)
+            photo.save(target + ".tmp", format="JPEG", quality=quality)
+            os.replace(target + ".tmp", target)
+    return destination
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("destination")
+    parser.add_argument("--source", help="CIFAR-10 train folder (default: ../shared/data/cifar10/train)")
+    parser.add_argument("--per-class", dest="per_class", type=int, default=300)
+    parser.add_argument("--width", type=int, default=400)
+    parser.add_argument("--height", type=int, default=300)
+    parser.add_argument("--quality", type=int, default=90)
+    args = parser.parse_args(argv)
+    make_photos(args.destination, args.source, args.per_class, args.width, args.height, args.quality)
+    print(args.destination)
+
+
+if __name__ == "__main__":
+    main()
