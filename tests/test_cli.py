@@ -79,7 +79,7 @@ def test_export_rejects_a_missing_run_directory(tmp_path):
 
 
 def test_short_run_hint_points_to_the_short_preset():
-    from training.pretrain import short_run_hint
+    from byol_keras.cli.pretrain import short_run_hint
 
     hint = short_run_hint({"preset": "cifar10-resnet18", "epochs": 3})
     assert "--epochs 3" in hint and "1000-epoch" in hint and "--preset cifar10-resnet18-short" in hint

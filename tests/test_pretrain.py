@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from byol_keras.presets import FIELDS, PRESETS, get_preset
-from training.pretrain import parse_args, resolve_config
+from byol_keras.cli.pretrain import parse_args, resolve_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,7 +54,7 @@ def test_optimizer_choices_decay_as_documented():
     from byol_keras.byol import BYOL
     from byol_keras.encoders import resnet18
     from byol_keras.optimizers import LARS
-    from training.pretrain import build_optimizer
+    from byol_keras.cli.pretrain import build_optimizer
 
     model = BYOL(resnet18(width=4, input_shape=(8, 8, 3)), projection_dim=8, projection_hidden_dim=16,
                  prediction_hidden_dim=16, num_classes=3)
@@ -128,7 +128,7 @@ def test_quality_benchmark_recipes_build():
     # Every recipe of benchmarks/quality.py resolves to a configuration whose views, encoder and
     # optimizer build, so a typo in a recipe fails here rather than ten minutes into a benchmark.
     from byol_keras.augment import BYOLAugment
-    from training.pretrain import build_encoder, build_optimizer
+    from byol_keras.cli.pretrain import build_encoder, build_optimizer
 
     from benchmarks import quality
     assert {"lightly-tv", "short", "solo-learn"} <= set(quality.RECIPES)
@@ -219,7 +219,7 @@ def test_resumed_run_reports_the_true_random_init_and_the_raw_pixel_reference(tm
 
 
 def test_summary_lines_say_whether_the_encoder_beats_raw_pixels():
-    from training.pretrain import summary_lines
+    from byol_keras.cli.pretrain import summary_lines
 
     summary = {"preset": "demo", "steps": 10, "seconds": 3.0, "knn_top1_random_init": 0.5, "knn_top1_pretrained": 0.8,
                "knn_top1_raw_pixels": 0.7, "resumed_from_step": None, "knn_top1_at_resume": None, "export_dir": None}

@@ -1,8 +1,8 @@
 """Export a trained run as a TF Serving SavedModel (image bytes in, embeddings out).
 
 Usage:
-    python -m training.export runs/cifar10_byol --out saved_models/cifar10_byol
-    python -m training.export runs/cifar10_byol --out saved_models/cifar10_byol --version 3
+    byol-export runs/cifar10_byol --out saved_models/cifar10_byol
+    byol-export runs/cifar10_byol --out saved_models/cifar10_byol --version 3
 
 Reads `RUN_DIR/config.json` (needs "image_size") and `RUN_DIR/model.keras` (the saved BYOL model, or
 any Keras encoder), and writes `OUT/VERSION/` in the layout TF Serving expects. `--out` defaults to
@@ -18,7 +18,8 @@ See saved_models/README.md for requests and inspection.
 import argparse
 import json
 import os
-import sys
+
+from byol_keras import cli
 
 CONFIG_FILENAME = "config.json"
 MODEL_FILENAME = "model.keras"
@@ -97,11 +98,9 @@ def export_run(run_dir, out=None, version=None, crop_fraction=None, include_proj
     )
 
 
-def build_parser():
-    from training import cli
-
+def build_parser(prog="byol-export"):
     parser = argparse.ArgumentParser(
-        prog="python -m training.export",
+        prog=prog,
         description="Export a trained run as a TF Serving SavedModel.",
     )
     parser.add_argument("run_dir", type=cli.existing_dir, help="training run folder with config.json and model.keras")
@@ -118,10 +117,8 @@ def parse_args(argv=None):
     return build_parser().parse_args(argv)
 
 
-def main(argv=None):
-    from training import cli
-
-    return cli.run(_export, build_parser(), argv)
+def main(argv=None, prog="byol-export"):
+    return cli.run(_export, build_parser(prog), argv)
 
 
 def _export(args):
@@ -141,5 +138,7 @@ def _export(args):
     return description
 
 
-if __name__ == "__main__":
-    main(sys.argv[1:])
+def command(prog="byol-export"):
+    """The `byol-export` program on `sys.argv`: exit status 0 (2 for a bad flag, from argparse)."""
+    main(prog=prog)
+    return 0

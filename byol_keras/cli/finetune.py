@@ -1,6 +1,6 @@
 r"""Semi-supervised evaluation: fine-tune a pretrained BYOL encoder on 1 % or 10 % of the labels.
 
-    python -m training.finetune runs/cifar10 --data /work/shared/data/cifar10 --fraction 0.01 \
+    byol-finetune runs/cifar10 --data /work/shared/data/cifar10 --fraction 0.01 \
         --seed 0 --epochs 30 --batch-size 256 --lr 0.01 --out runs/cifar10/finetune_1pct.json
 
 The paper's semi-supervised protocol: the encoder and a linear head are fine-tuned on a class-balanced
@@ -11,10 +11,10 @@ encoder trains, BatchNorm included. Prints top-1 / top-5 and writes them as JSON
 """
 
 import argparse
-import sys
 
 import numpy as np
 
+from byol_keras import cli
 from byol_keras.evaluation import (
     balanced_subset,
     classification_dataset,
@@ -132,11 +132,9 @@ def run_finetune(
     return results
 
 
-def build_parser():
-    from training import cli
-
+def build_parser(prog="byol-finetune"):
     parser = argparse.ArgumentParser(
-        prog="python -m training.finetune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     cli.add_evaluation_flags(parser)
     parser.add_argument("--fraction", type=cli.fraction, default=0.01, help="labelled fraction, e.g. 0.01 or 0.1")
@@ -153,8 +151,6 @@ def parse_args(argv=None):
 
 
 def _finetune(args):
-    from training import cli
-
     encoder, image_size, train, test = cli.load_evaluation_inputs(args)
     results = run_finetune(
         encoder,
@@ -176,12 +172,12 @@ def _finetune(args):
                                  f"finetune_{args.fraction * 100:g}pct.json", fraction=args.fraction, seed=args.seed)
 
 
-def main(argv=None):
-    from training import cli
-
-    parser = build_parser()
+def main(argv=None, prog="byol-finetune"):
+    parser = build_parser(prog)
     return cli.run_evaluation(_finetune, parser, argv)
 
 
-if __name__ == "__main__":
-    main(sys.argv[1:])
+def command(prog="byol-finetune"):
+    """The `byol-finetune` program on `sys.argv`: exit status 0 (2 for a bad flag, from argparse)."""
+    main(prog=prog)
+    return 0

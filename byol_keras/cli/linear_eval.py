@@ -1,9 +1,9 @@
 r"""Linear evaluation of a pretrained BYOL encoder: the paper's protocol.
 
-    python -m training.linear_eval runs/cifar10 --data /work/shared/data/cifar10 \
+    byol-linear-eval runs/cifar10 --data /work/shared/data/cifar10 \
         --epochs 100 --batch-size 256 --lr 0.1 --out runs/cifar10/linear_eval.json
 
-    python -m training.linear_eval --encoder encoder.keras --image-size 32 --data digits --epochs 10
+    byol-linear-eval --encoder encoder.keras --image-size 32 --data digits --epochs 10
 
 The paper's linear protocol (its appendix on ImageNet linear evaluation): the encoder is frozen, with
 BatchNorm in inference mode, and a single linear layer on its pooled features is trained with SGD,
@@ -14,9 +14,8 @@ choice). Prints top-1 / top-5 and writes them as JSON.
 """
 
 import argparse
-import os
-import sys
 
+from byol_keras import cli
 from byol_keras.evaluation import (
     classification_dataset,
     classifier_on_encoder,
@@ -24,10 +23,6 @@ from byol_keras.evaluation import (
     evaluate_classifier,
     train_classifier,
 )
-
-# TFDS sets whose held-out split is called "validation" rather than "test".
-_VALIDATION_SPLIT = ("imagenet2012", "imagenette")
-
 
 def run_linear_eval(
     encoder,
@@ -82,54 +77,9 @@ def run_linear_eval(
     return evaluate_classifier(classifier, test, verbose=verbose)
 
 
-def load_eval_data(data, data_dir=None, image_size=None, train_split=None, test_split=None):
-    """Open the labelled train and test splits of a data source with `byol_keras.data.load_source`.
-
-    An image folder with `train/` and `test/` (or `val/`, `validation/`) sub-folders gives one split
-    each; a TFDS name uses `train` and `test` (`validation` for ImageNet and Imagenette); `digits`
-    uses its fixed split.
-
-    Args:
-        data: str, an image-folder path, a TFDS name or "digits".
-        data_dir: str or None, the TFDS data directory. Defaults to None.
-        image_size: int or None, passed on (digits are upsampled to it). Defaults to None.
-        train_split: str or None, overrides the training split (a TFDS split or sub-folder name).
-            Defaults to None.
-        test_split: str or None, overrides the test split. Defaults to None.
-
-    Returns:
-        Tuple `(train_source, test_source)` of `byol_keras.data.Source`.
-    """
-    from byol_keras.data import TFDS_NAMES, load_source
-
-    if data != "digits" and data.split("/")[0] not in TFDS_NAMES:
-        train_dir = os.path.join(data, train_split or "train")
-        if test_split is None:
-            names = ("test", "val", "validation")
-            test_split = next((n for n in names if os.path.isdir(os.path.join(data, n))), "test")
-        test_dir = os.path.join(data, test_split)
-        if not os.path.isdir(train_dir) or not os.path.isdir(test_dir):
-            raise ValueError(
-                "An image folder for evaluation needs `train/` and `test/` (or `val/`) sub-folders, "
-                f"one class folder each. Received: data={data!r}"
-            )
-        return (
-            load_source(train_dir, image_size=image_size),
-            load_source(test_dir, image_size=image_size),
-        )
-    if test_split is None:
-        test_split = "validation" if data.split("/")[0] in _VALIDATION_SPLIT else "test"
-    return (
-        load_source(data, train_split or "train", data_dir, image_size=image_size),
-        load_source(data, test_split, data_dir, image_size=image_size),
-    )
-
-
-def build_parser():
-    from training import cli
-
+def build_parser(prog="byol-linear-eval"):
     parser = argparse.ArgumentParser(
-        prog="python -m training.linear_eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     cli.add_evaluation_flags(parser)
     parser.add_argument("--epochs", type=cli.positive_int, default=100)
@@ -145,8 +95,6 @@ def parse_args(argv=None):
 
 
 def _linear_eval(args):
-    from training import cli
-
     encoder, image_size, train, test = cli.load_evaluation_inputs(args)
     results = run_linear_eval(
         encoder,
@@ -164,12 +112,12 @@ def _linear_eval(args):
     return cli.report_evaluation(args, results, "linear", image_size, line, "linear_eval.json")
 
 
-def main(argv=None):
-    from training import cli
-
-    parser = build_parser()
+def main(argv=None, prog="byol-linear-eval"):
+    parser = build_parser(prog)
     return cli.run_evaluation(_linear_eval, parser, argv)
 
 
-if __name__ == "__main__":
-    main(sys.argv[1:])
+def command(prog="byol-linear-eval"):
+    """The `byol-linear-eval` program on `sys.argv`: exit status 0 (2 for a bad flag, from argparse)."""
+    main(prog=prog)
+    return 0

@@ -1,8 +1,8 @@
 """Pretrain an image encoder with BYOL.
 
-    python -m training.pretrain --preset demo
-    python -m training.pretrain --preset cifar10-resnet18 --data ../shared/data/cifar10 --epochs 100 --out runs/cifar10
-    python -m training.pretrain --preset imagenet-resnet50 --data imagenet2012 --data-dir /data/tfds --out runs/in1k
+    byol-pretrain --preset demo
+    byol-pretrain --preset cifar10-resnet18 --data ../shared/data/cifar10 --epochs 100 --out runs/cifar10
+    byol-pretrain --preset imagenet-resnet50 --data imagenet2012 --data-dir /data/tfds --out runs/in1k
 
 Flags left unset keep the preset's value (`byol_keras/presets.py`). The run directory (`--out`, default
 `runs/<preset>`) receives:
@@ -22,13 +22,13 @@ import os
 import sys
 import time
 
+from byol_keras import cli
+
 OPTIMIZERS = ("lars", "sgd-l2", "sgd")
 
 
-def build_parser():
-    from training import cli
-
-    parser = argparse.ArgumentParser(prog="python -m training.pretrain", description=__doc__.split("\n")[0],
+def build_parser(prog="byol-pretrain"):
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="demo", choices=_preset_names(), metavar="PRESET",
                         help="named configuration: " + ", ".join(_preset_names()) + " (default: demo)")
@@ -403,9 +403,7 @@ def short_run_hint(config):
             f"{config['preset']}; for short runs use --preset {short} ({PRESETS[short]['epochs']} epochs by default)")
 
 
-def main(argv=None):
-    from training import cli
-
+def main(argv=None, prog="byol-pretrain"):
     def pretrain(args):
         import logging
 
@@ -424,7 +422,7 @@ def main(argv=None):
             print(line)
         return summary
 
-    return cli.run(pretrain, build_parser(), argv)
+    return cli.run(pretrain, build_parser(prog), argv)
 
 
 def summary_lines(summary):
@@ -446,5 +444,7 @@ def summary_lines(summary):
     return lines
 
 
-if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+def command(prog="byol-pretrain"):
+    """The `byol-pretrain` program on `sys.argv`: exit status 0 after a finished run, 1 after a stop at a
+    non-finite loss (2 for a bad flag, from argparse)."""
+    return 0 if main(prog=prog) else 1
