@@ -35,6 +35,7 @@ def _assert_clean_error(returncode, stderr, *expected):
         (["--epochs", "three"], ["--epochs", "'three'"]),
         (["--base-tau", "1.5"], ["--base-tau", "[0, 1]", "1.5"]),
         (["--learning-rate", "-0.1"], ["--learning-rate", "-0.1"]),
+        (["--verbose", "3"], ["--verbose", "auto, 0, 1 or 2", "'3'"]),
     ],
 )
 def test_pretrain_rejects_bad_flags_cleanly(args, expected):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from byol_keras.cli.pretrain import RESULT_RULE, parse_args, resolve_config
 from byol_keras.presets import FIELDS, PRESETS, get_preset
-from byol_keras.cli.pretrain import parse_args, resolve_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -85,10 +85,17 @@ def test_demo_command_end_to_end(tmp_path):
     run_dir, export = tmp_path / "run", tmp_path / "saved_models" / "demo"
     command = [
         sys.executable, "-m", "training.pretrain", "--preset", "demo", "--epochs", "2", "--steps-per-epoch", "2",
-        "--width", "4", "--out", str(run_dir), "--export", str(export), "--verbose", "2", "--backup-every", "2",
+        "--width", "4", "--out", str(run_dir), "--export", str(export), "--backup-every", "2",
     ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
+    # Into a pipe (not a terminal) the default progress is a plain line per few epochs, no bars; then the
+    # closing lines, set apart by a blank line and a rule.
+    assert "\r" not in result.stdout and "\x1b" not in result.stdout, result.stdout[-3000:]
+    lines = result.stdout.splitlines()
+    assert [l.split()[:2] for l in lines[:2]] == [["epoch", "1/2"], ["epoch", "2/2"]], lines
+    assert "knn_top1" in lines[1] and lines[2:4] == ["", RESULT_RULE] and lines[4].startswith("BYOL demo"), lines
+    assert len(lines) == 7, lines
     # The printed summary line with both accuracies and the export.
     line = [l for l in result.stdout.splitlines() if l.startswith("BYOL demo")][-1]
     assert "kNN top-1" in line and "(random init)" in line and "(pretrained)" in line, line

@@ -61,8 +61,9 @@ def build_parser(prog="byol-pretrain"):
     parser.add_argument("--out", help="run directory (default: runs/<preset>)")
     parser.add_argument("--export", help="TF Serving base path (default: saved_models/<preset>; 'none' to skip)")
     parser.add_argument("--seed", type=cli.non_negative_int, default=0)
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
-                        help="Keras progress: 0 silent, 1 bar, 2 a line per epoch")
+    parser.add_argument("--verbose", type=cli.verbosity, default="auto", metavar="{auto,0,1,2}",
+                        help="progress: auto (default) one bar for the whole run on a terminal, a line every few "
+                             "epochs in a log file; or Keras' own: 0 silent, 1 a bar per epoch, 2 a line per epoch")
     cli.add_debug_flag(parser)
     return parser
 
@@ -294,6 +295,14 @@ def run(config):
         if resumed:
             print(f"Resuming from {resumed['path']} at global step {resumed['step']} (epoch {resumed['epoch'] + 1})")
 
+        verbose = config.get("verbose", "auto")
+        if verbose == "auto":
+            # Keras' display is a bar per epoch, with carriage returns even in a log file. Placed last, so
+            # that its lines carry the kNN monitor's values; a line with each one unless that makes > 50.
+            every = config["knn_every_n_epochs"] if knn is not None else None
+            if every is not None and config["epochs"] > 50 * every:
+                every = None
+            callbacks.append(monitors.RunProgress(every_n_epochs=every))
         history = model.fit(
             # One iterator for the whole run (Keras keeps it across epochs when `steps_per_epoch` is set):
             # a new iterator per epoch refills the shuffle buffer and restarts the view workers, which
@@ -303,7 +312,7 @@ def run(config):
             epochs=config["epochs"],
             steps_per_epoch=steps_per_epoch,
             callbacks=callbacks,
-            verbose=config.get("verbose", 1),
+            verbose=0 if verbose == "auto" else verbose,
             shuffle=False,  # the pipeline shuffles (seeded); Keras would only warn
         )
         if stopper.message is not None:
@@ -344,6 +353,7 @@ def run(config):
 
 
 RANDOM_INIT_FILE = "knn_random_init.json"
+RESULT_RULE = "=" * 88  # above the closing lines
 # Above this many bank values (images × pixels) the raw-pixel reference is skipped: it needs a float32 copy.
 RAW_PIXEL_KNN_MAX_VALUES = 400_000_000
 
@@ -418,6 +428,8 @@ def main(argv=None, prog="byol-pretrain"):
         except NonFiniteLossError as error:
             print(f"error: {error}", file=sys.stderr)
             return None
+        # Set apart from the progress and the logs above them: these lines are the result.
+        print("\n" + RESULT_RULE)
         for line in summary_lines(summary):
             print(line)
         return summary
