@@ -1,6 +1,6 @@
 """The command-line programs, and what they share: flag types that check their values, and clean errors.
 
-One module a command, each with `main(argv)`: `pretrain` (`byol-pretrain`), `linear_eval`
+One module per command, each with `main(argv)`: `pretrain` (`byol-pretrain`), `linear_eval`
 (`byol-linear-eval`), `finetune` (`byol-finetune`), `export` (`byol-export`). Installed, the commands are on
 the PATH; in a clone, `python -m training.pretrain` etc. run the same programs (`training/*.py` are their
 thin entry points).
