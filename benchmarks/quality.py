@@ -57,7 +57,7 @@ def recipe_fields(name):
 
 
 def build_config(recipe_name, data, epochs=None, seed=0, out=None):
-    """The `training.pretrain.run` configuration of a recipe on the fixed budget."""
+    """The `byol_keras.cli.pretrain.run` configuration of a recipe on the fixed budget."""
     from byol_keras.presets import get_preset
 
     recipe = recipe_fields(recipe_name)
@@ -107,7 +107,7 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    from training.pretrain import run
+    from byol_keras.cli.pretrain import run
 
     config = build_config(args.recipe, args.data, args.epochs, args.seed, args.out)
     summary = run(config)

@@ -4,7 +4,9 @@
 
 Importing the package registers its Keras objects (BYOL, LARS, WarmupCosine, the augmentation layers),
 so that `keras.saving.load_model` finds them after `import byol_keras`; the other modules (data, callbacks,
-evaluation, export, distribute, presets) load on first use.
+evaluation, export, distribute, presets, and `cli`, the command-line programs) load on first use, as
+attributes (`byol_keras.data`) or imports (`from byol_keras.data import load_source`). `__all__` names the
+public classes and functions.
 """
 
 import importlib
@@ -15,6 +17,8 @@ from byol_keras import byol as _byol  # noqa: F401
 from byol_keras import optimizers as _optimizers  # noqa: F401
 from byol_keras import schedules as _schedules  # noqa: F401
 
+# The one place the version is written: pyproject.toml reads it (setuptools `attr`) into the distribution's
+# metadata, so `importlib.metadata.version("byol-keras")` gives the same string.
 __version__ = "0.1.0"
 
 # public name -> module that defines it
@@ -33,13 +37,14 @@ _EXPORTS = {
     "BYOLAugment": "augment",
     "BYOLView": "augment",
 }
+# reachable as attributes, not star-imported
 _SUBMODULES = (
-    "augment", "byol", "callbacks", "data", "distribute", "encoders", "evaluation", "export", "fault_tolerance",
-    "image_ops",
-    "heads", "layers", "losses", "optimizers", "presets", "schedules", "validation",
+    "augment", "byol", "callbacks", "cli", "data", "distribute", "encoders", "evaluation", "export",
+    "fault_tolerance", "heads", "image_ops", "layers", "losses", "optimizers", "presets", "schedules",
+    "validation",
 )
 
-__all__ = sorted(_EXPORTS) + list(_SUBMODULES)
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name):
@@ -51,4 +56,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return __all__
+    return sorted(set(__all__) | set(_SUBMODULES) | {"__version__"})

@@ -7,7 +7,7 @@ Three protocols, from cheapest to the paper's:
 - `linear_probe`: a linear classifier trained on precomputed, frozen features.
 - `classification_dataset` + `classifier_on_encoder` + `train_classifier` + `evaluate_classifier`: the
   paper's linear evaluation (frozen encoder, augmented images) and semi-supervised fine-tuning (trainable
-  encoder on a `balanced_subset` of the labels); `training/linear_eval.py` and `training/finetune.py`
+  encoder on a `balanced_subset` of the labels); `byol_keras/cli/linear_eval.py` and `cli/finetune.py`
   are thin wrappers around them.
 
 Features and images enter as NumPy arrays or tensors; `(images, labels)` tuples of NumPy arrays and

@@ -1,6 +1,6 @@
 """Named pretraining configurations, as data.
 
-A preset is a plain dict of the arguments `training/pretrain.py` needs; `get_preset(name, **overrides)`
+A preset is a plain dict of the arguments `byol_keras/cli/pretrain.py` needs; `get_preset(name, **overrides)`
 returns a copy with fields replaced, which is also how tests shrink one. The paper's values are the
 named constants below, read from the official code (deepmind-research `byol/configs/byol.py`) and
 `../shared/BYOL_RECIPE.md`.
@@ -15,7 +15,7 @@ PAPER_EMA_PRESETS = {40: 0.97, 100: 0.99, 300: 0.99, 1000: 0.996}
 PAPER_BATCH_SIZE = 4096
 PAPER_WARMUP_EPOCHS = 10
 
-# Every field a preset has, with its meaning. `training.pretrain` reads exactly these.
+# Every field a preset has, with its meaning. `byol_keras.cli.pretrain` reads exactly these.
 FIELDS = {
     "source": "where the values come from",
     "data": "TFDS name, image folder or 'digits'",
@@ -277,7 +277,7 @@ def get_preset(name, **overrides):
     return config
 
 
-# Where `training.pretrain` points a user whose `--epochs` is far below a preset's schedule.
+# Where `byol_keras.cli.pretrain` points a user whose `--epochs` is far below a preset's schedule.
 SHORT_SCHEDULE_PRESETS = {
     "cifar10-resnet18": "cifar10-resnet18-short",
     "imagenet-resnet50": "imagenet-resnet50-100",

@@ -1,7 +1,8 @@
-"""Tests for byol_keras.callbacks: the kNN monitor and the TensorBoard writers."""
+"""Tests for byol_keras.callbacks: the kNN monitor, the TensorBoard writers and the run's progress display."""
 
 import doctest
 import glob
+import io
 import os
 
 import keras
@@ -15,6 +16,7 @@ from byol_keras.augment import normalize
 from byol_keras.callbacks import (
     EmbeddingProjector,
     KNNMonitor,
+    RunProgress,
     StepScalars,
     ViewGrid,
     make_callbacks,
@@ -374,3 +376,55 @@ def test_with_the_real_byol_model(tmp_path):
     events = _events(tmp_path)
     assert BYOL_KEYS <= set(events)
     assert [step for step, _ in events["loss"]] == [1, 2]
+
+
+# RunProgress: the whole run as one bar on a terminal, a few plain lines in a log file
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def _fit_with(callback, epochs, steps_per_epoch):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.ones((4 * steps_per_epoch, 2), "float32")
+    model.fit(x, x[:, :1], batch_size=4, epochs=epochs, callbacks=[callback], verbose=0)
+
+
+def test_run_progress_writes_a_few_plain_lines_to_a_log_file():
+    stream = io.StringIO()  # not a terminal
+    _fit_with(RunProgress(stream=stream), epochs=45, steps_per_epoch=2)
+    text = stream.getvalue()
+    assert "\r" not in text and "\x1b" not in text
+    lines = text.splitlines()
+    # After the first epoch, every ceil(45 / RunProgress.LINES) = 3rd, and the last: 16 lines, not 45 bars.
+    assert [line.split()[1] for line in lines] == ["1/45"] + [f"{epoch}/45" for epoch in range(3, 46, 3)]
+    assert lines[0].startswith("epoch  1/45  step  2/90  ")
+    assert lines[-1].startswith("epoch 45/45  step 90/90  ") and "  loss " in lines[-1]
+
+    stream = io.StringIO()
+    _fit_with(RunProgress(every_n_epochs=4, stream=stream), epochs=10, steps_per_epoch=1)
+    assert [line.split()[1] for line in stream.getvalue().splitlines()] == ["1/10", "4/10", "8/10", "10/10"]
+
+
+def test_run_progress_draws_one_bar_for_the_run_on_a_terminal():
+    stream = _Terminal()
+    _fit_with(RunProgress(stream=stream, interval=0), epochs=5, steps_per_epoch=2)
+    text = stream.getvalue()
+    assert text.count("\n") == 1 and text.endswith("\n")  # one bar, redrawn in place, ended once
+    frames = text[:-1].split("\r")[1:]
+    assert len(frames) == 5 * 2 + 5  # after every step and every epoch (interval 0)
+    assert frames[0].startswith("epoch 1/5  [" + "=" * 2 + " " * 22 + "]  step  1/10  ")
+    assert " left" in frames[0] and "  loss " in frames[0]
+    assert frames[-1].startswith("epoch 5/5  [" + "=" * 24 + "]  step 10/10  ") and " left" not in frames[-1]
+    # A shorter frame pads over the end of the longer one before it.
+    assert all(len(b) >= len(a.rstrip()) for a, b in zip(frames, frames[1:]))
+
+
+def test_run_progress_validates():
+    with pytest.raises(ValueError, match="every_n_epochs=0"):
+        RunProgress(every_n_epochs=0)
+    with pytest.raises(ValueError, match="interval=-1"):
+        RunProgress(interval=-1)

@@ -35,6 +35,7 @@ def _assert_clean_error(returncode, stderr, *expected):
         (["--epochs", "three"], ["--epochs", "'three'"]),
         (["--base-tau", "1.5"], ["--base-tau", "[0, 1]", "1.5"]),
         (["--learning-rate", "-0.1"], ["--learning-rate", "-0.1"]),
+        (["--verbose", "3"], ["--verbose", "auto, 0, 1 or 2", "'3'"]),
     ],
 )
 def test_pretrain_rejects_bad_flags_cleanly(args, expected):
@@ -79,7 +80,7 @@ def test_export_rejects_a_missing_run_directory(tmp_path):
 
 
 def test_short_run_hint_points_to_the_short_preset():
-    from training.pretrain import short_run_hint
+    from byol_keras.cli.pretrain import short_run_hint
 
     hint = short_run_hint({"preset": "cifar10-resnet18", "epochs": 3})
     assert "--epochs 3" in hint and "1000-epoch" in hint and "--preset cifar10-resnet18-short" in hint

@@ -1,4 +1,4 @@
-"""Tests for byol_keras.evaluation and the training/linear_eval.py, training/finetune.py entry points."""
+"""Tests for byol_keras.evaluation and the linear-evaluation and fine-tuning commands (byol_keras/cli/)."""
 
 import doctest
 import json
@@ -340,7 +340,7 @@ def test_linear_classifier_freezes_encoder_and_batchnorm():
 
 
 def test_run_linear_eval_end_to_end():
-    from training.linear_eval import run_linear_eval
+    from byol_keras.cli.linear_eval import run_linear_eval
 
     rng = np.random.default_rng(0)
     train, test = _colour_images(rng, 16), _colour_images(rng, 8)
@@ -353,7 +353,7 @@ def test_run_linear_eval_end_to_end():
 
 
 def test_run_finetune_end_to_end_trains_encoder_on_subset():
-    from training.finetune import labelled_subset, run_finetune
+    from byol_keras.cli.finetune import labelled_subset, run_finetune
 
     rng = np.random.default_rng(0)
     train, test = _colour_images(rng, 20), _colour_images(rng, 8)
@@ -376,7 +376,8 @@ def test_run_finetune_end_to_end_trains_encoder_on_subset():
 def test_linear_eval_cli_on_a_saved_encoder(tmp_path, monkeypatch):
     import types
 
-    import training.linear_eval as linear_eval
+    import byol_keras.cli.linear_eval as linear_eval
+    from byol_keras import cli
 
     rng = np.random.default_rng(0)
     train, test = _colour_images(rng, 8), _colour_images(rng, 4)
@@ -386,7 +387,7 @@ def test_linear_eval_cli_on_a_saved_encoder(tmp_path, monkeypatch):
     as_source = lambda data: types.SimpleNamespace(  # noqa: E731
         dataset=tf.data.Dataset.from_tensor_slices(data), num_classes=2, labels=data[1]
     )
-    monkeypatch.setattr(linear_eval, "load_eval_data", lambda *args: (as_source(train), as_source(test)))
+    monkeypatch.setattr(cli, "load_eval_data", lambda *args: (as_source(train), as_source(test)))
     out = tmp_path / "results.json"
     results = linear_eval.main(
         ["--encoder", encoder_path, "--image-size", "12", "--data", "digits", "--epochs", "1",
@@ -401,8 +402,8 @@ def test_linear_eval_cli_on_a_saved_encoder(tmp_path, monkeypatch):
 def test_clis_on_a_saved_byol_run_with_digits(tmp_path):
     byol = pytest.importorskip("byol_keras.byol", reason="byol_keras.byol is not available")
     pytest.importorskip("byol_keras.data", reason="byol_keras.data is not available")
-    import training.finetune as finetune
-    import training.linear_eval as linear_eval
+    import byol_keras.cli.finetune as finetune
+    import byol_keras.cli.linear_eval as linear_eval
 
     model = byol.BYOL(_small_encoder(8), projection_dim=4, projection_hidden_dim=8, prediction_hidden_dim=8)
     model.save(str(tmp_path / "model.keras"))
@@ -423,7 +424,7 @@ def test_load_eval_data_finds_folder_splits(tmp_path):
     pytest.importorskip("byol_keras.data", reason="byol_keras.data is not available")
     from PIL import Image
 
-    from training.linear_eval import load_eval_data
+    from byol_keras.cli import load_eval_data
 
     for split, count in (("train", 3), ("val", 2)):
         for name in ("ant", "bee"):

@@ -1,4 +1,4 @@
-"""Tests for byol_keras/export.py and training/export.py: export, then serve, and compare with Keras.
+"""Tests for byol_keras/export.py and the export command (byol_keras/cli/export.py): export, then serve, and compare with Keras.
 
 Every served output is checked against the in-memory reference
 `encoder(normalize(center_crop_resize(decoded pixels)), training=False)`, on the exact pixels the served
@@ -30,7 +30,7 @@ from byol_keras.export import export_version
 from byol_keras.export import l2_normalize
 from byol_keras.export import next_version
 from byol_keras.export import preprocess_image_bytes
-from training import export as export_cli
+from byol_keras.cli import export as export_cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 IMAGE_SIZE = 16

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from byol_keras.cli.pretrain import RESULT_RULE, parse_args, resolve_config
 from byol_keras.presets import FIELDS, PRESETS, get_preset
-from training.pretrain import parse_args, resolve_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,7 +54,7 @@ def test_optimizer_choices_decay_as_documented():
     from byol_keras.byol import BYOL
     from byol_keras.encoders import resnet18
     from byol_keras.optimizers import LARS
-    from training.pretrain import build_optimizer
+    from byol_keras.cli.pretrain import build_optimizer
 
     model = BYOL(resnet18(width=4, input_shape=(8, 8, 3)), projection_dim=8, projection_hidden_dim=16,
                  prediction_hidden_dim=16, num_classes=3)
@@ -85,10 +85,17 @@ def test_demo_command_end_to_end(tmp_path):
     run_dir, export = tmp_path / "run", tmp_path / "saved_models" / "demo"
     command = [
         sys.executable, "-m", "training.pretrain", "--preset", "demo", "--epochs", "2", "--steps-per-epoch", "2",
-        "--width", "4", "--out", str(run_dir), "--export", str(export), "--verbose", "2", "--backup-every", "2",
+        "--width", "4", "--out", str(run_dir), "--export", str(export), "--backup-every", "2",
     ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
+    # Into a pipe (not a terminal) the default progress is a plain line per few epochs, no bars; then the
+    # closing lines, set apart by a blank line and a rule.
+    assert "\r" not in result.stdout and "\x1b" not in result.stdout, result.stdout[-3000:]
+    lines = result.stdout.splitlines()
+    assert [l.split()[:2] for l in lines[:2]] == [["epoch", "1/2"], ["epoch", "2/2"]], lines
+    assert "knn_top1" in lines[1] and lines[2:4] == ["", RESULT_RULE] and lines[4].startswith("BYOL demo"), lines
+    assert len(lines) == 7, lines
     # The printed summary line with both accuracies and the export.
     line = [l for l in result.stdout.splitlines() if l.startswith("BYOL demo")][-1]
     assert "kNN top-1" in line and "(random init)" in line and "(pretrained)" in line, line
@@ -128,7 +135,7 @@ def test_quality_benchmark_recipes_build():
     # Every recipe of benchmarks/quality.py resolves to a configuration whose views, encoder and
     # optimizer build, so a typo in a recipe fails here rather than ten minutes into a benchmark.
     from byol_keras.augment import BYOLAugment
-    from training.pretrain import build_encoder, build_optimizer
+    from byol_keras.cli.pretrain import build_encoder, build_optimizer
 
     from benchmarks import quality
     assert {"lightly-tv", "short", "solo-learn"} <= set(quality.RECIPES)
@@ -219,7 +226,7 @@ def test_resumed_run_reports_the_true_random_init_and_the_raw_pixel_reference(tm
 
 
 def test_summary_lines_say_whether_the_encoder_beats_raw_pixels():
-    from training.pretrain import summary_lines
+    from byol_keras.cli.pretrain import summary_lines
 
     summary = {"preset": "demo", "steps": 10, "seconds": 3.0, "knn_top1_random_init": 0.5, "knn_top1_pretrained": 0.8,
                "knn_top1_raw_pixels": 0.7, "resumed_from_step": None, "knn_top1_at_resume": None, "export_dir": None}

@@ -1,4 +1,9 @@
-"""What every `training/` entry point shares: flag types that check their values, and clean errors.
+"""The command-line programs, and what they share: flag types that check their values, and clean errors.
+
+One module per command, each with `main(argv)`: `pretrain` (`byol-pretrain`), `linear_eval`
+(`byol-linear-eval`), `finetune` (`byol-finetune`), `export` (`byol-export`). Installed, the commands are on
+the PATH; in a clone, `python -m training.pretrain` etc. run the same programs (`training/*.py` are their
+thin entry points).
 
 A command-line user gets one line on stderr and exit status 2 (argparse's convention) for a bad flag,
 naming the flag and the value given, whether argparse or the library found the problem; a traceback only
@@ -81,6 +86,15 @@ def existing_dir(text):
     return text
 
 
+def verbosity(text):
+    """argparse type for `--verbose`: 'auto', or 0, 1 or 2 (Keras' own progress display)."""
+    if text == "auto":
+        return text
+    if text not in ("0", "1", "2"):
+        raise argparse.ArgumentTypeError(f"must be auto, 0, 1 or 2, got {text!r}")
+    return int(text)
+
+
 def add_debug_flag(parser):
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
 
@@ -140,6 +154,10 @@ def add_evaluation_flags(parser):
     parser.add_argument("--batch-size", type=positive_int, default=256)
 
 
+# TFDS sets whose held-out split is called "validation" rather than "test".
+_VALIDATION_SPLIT = ("imagenet2012", "imagenette")
+
+
 def run_evaluation(evaluate, parser, argv=None):
     """`run` for `linear_eval` / `finetune`: RUN_DIR or --encoder is required, then `evaluate(args)`."""
 
@@ -154,7 +172,6 @@ def run_evaluation(evaluate, parser, argv=None):
 def load_evaluation_inputs(args):
     """The encoder, the image size and the train/test data that `add_evaluation_flags` describe."""
     from byol_keras.evaluation import load_encoder
-    from training.linear_eval import load_eval_data
 
     encoder, config = load_encoder(args.run_dir, args.encoder)
     image_size = args.image_size or config.get("image_size")
@@ -162,6 +179,49 @@ def load_evaluation_inputs(args):
         raise ValueError("The image size is unknown: pass --image-size. Received: image_size=None")
     train, test = load_eval_data(args.data, args.data_dir, image_size, args.train_split, args.test_split)
     return encoder, image_size, train, test
+
+
+def load_eval_data(data, data_dir=None, image_size=None, train_split=None, test_split=None):
+    """Open the labelled train and test splits of a data source with `byol_keras.data.load_source`.
+
+    An image folder with `train/` and `test/` (or `val/`, `validation/`) sub-folders gives one split
+    each; a TFDS name uses `train` and `test` (`validation` for ImageNet and Imagenette); `digits`
+    uses its fixed split.
+
+    Args:
+        data: str, an image-folder path, a TFDS name or "digits".
+        data_dir: str or None, the TFDS data directory. Defaults to None.
+        image_size: int or None, passed on (digits are upsampled to it). Defaults to None.
+        train_split: str or None, overrides the training split (a TFDS split or sub-folder name).
+            Defaults to None.
+        test_split: str or None, overrides the test split. Defaults to None.
+
+    Returns:
+        Tuple `(train_source, test_source)` of `byol_keras.data.Source`.
+    """
+    from byol_keras.data import TFDS_NAMES, load_source
+
+    if data != "digits" and data.split("/")[0] not in TFDS_NAMES:
+        train_dir = os.path.join(data, train_split or "train")
+        if test_split is None:
+            names = ("test", "val", "validation")
+            test_split = next((n for n in names if os.path.isdir(os.path.join(data, n))), "test")
+        test_dir = os.path.join(data, test_split)
+        if not os.path.isdir(train_dir) or not os.path.isdir(test_dir):
+            raise ValueError(
+                "An image folder for evaluation needs `train/` and `test/` (or `val/`) sub-folders, "
+                f"one class folder each. Received: data={data!r}"
+            )
+        return (
+            load_source(train_dir, image_size=image_size),
+            load_source(test_dir, image_size=image_size),
+        )
+    if test_split is None:
+        test_split = "validation" if data.split("/")[0] in _VALIDATION_SPLIT else "test"
+    return (
+        load_source(data, train_split or "train", data_dir, image_size=image_size),
+        load_source(data, test_split, data_dir, image_size=image_size),
+    )
 
 
 def report_evaluation(args, results, protocol, image_size, line, default_name, **fields):

@@ -1,0 +1,460 @@
+"""Pretrain an image encoder with BYOL.
+
+    byol-pretrain --preset demo
+    byol-pretrain --preset cifar10-resnet18 --data ../shared/data/cifar10 --epochs 100 --out runs/cifar10
+    byol-pretrain --preset imagenet-resnet50 --data imagenet2012 --data-dir /data/tfds --out runs/in1k
+
+Flags left unset keep the preset's value (`byol_keras/presets.py`). The run directory (`--out`, default
+`runs/<preset>`) receives:
+
+    config.json      the resolved configuration (preset + flags + derived values)
+    logs/            TensorBoard: per-step loss, τ, learning rate, representation_std; kNN; views; projector
+    backup/          the fault-tolerance backup (running the same command again resumes from it)
+    checkpoints/     latest.keras, the full BYOL model, saved every epoch (every `--backup-every` steps if longer)
+    model.keras      the final BYOL model (online and target networks, optimizer state)
+    summary.json     kNN top-1 before and after, losses, wall time
+and the encoder is exported for TF Serving to `--export` (default `saved_models/<preset>/<version>`).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from byol_keras import cli
+
+OPTIMIZERS = ("lars", "sgd-l2", "sgd")
+
+
+def build_parser(prog="byol-pretrain"):
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="demo", choices=_preset_names(), metavar="PRESET",
+                        help="named configuration: " + ", ".join(_preset_names()) + " (default: demo)")
+    parser.add_argument("--data", type=cli.data_source,
+                        help="TFDS name, image folder or 'digits' (default: the preset's)")
+    parser.add_argument("--data-dir", dest="data_dir", help="TFDS data directory")
+    parser.add_argument("--epochs", type=cli.positive_int)
+    parser.add_argument("--batch-size", dest="batch_size", type=cli.positive_int, help="global batch size")
+    parser.add_argument("--image-size", dest="image_size", type=cli.positive_int)
+    parser.add_argument("--learning-rate", dest="base_learning_rate", type=cli.positive_float,
+                        help="base LR for batch 256")
+    parser.add_argument("--weight-decay", dest="weight_decay", type=cli.non_negative_float)
+    parser.add_argument("--base-tau", dest="base_tau", type=cli.unit_interval)
+    parser.add_argument("--optimizer", choices=OPTIMIZERS)
+    parser.add_argument("--width", type=cli.positive_int,
+                        help="network width: ResNet-18's first stage (64 = the standard network), a ConvNet's first layer")
+    parser.add_argument("--limit-per-class", dest="limit_per_class", type=cli.positive_int,
+                        help="pretrain on the first N images of each class")
+    parser.add_argument("--knn-every", dest="knn_every_n_epochs", type=cli.positive_int,
+                        help="kNN monitor every N epochs")
+    parser.add_argument("--steps-per-epoch", dest="steps_per_epoch", type=cli.positive_int,
+                        help="cap the steps of each epoch (quick runs)")
+    parser.add_argument("--strategy", default="auto", choices=("auto", "mirrored", "multi-worker", "tpu", "one-device"),
+                        help="tf.distribute strategy (auto: MirroredStrategy when >1 GPU is visible)")
+    parser.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16", "mixed_float16"))
+    parser.add_argument("--sync-bn", dest="sync_bn", action="store_true",
+                        help="cross-replica BatchNorm in the encoder even on one replica (always on with several)")
+    parser.add_argument("--backup-every", dest="backup_every", type=cli.positive_int,
+                        help="global steps between fault-tolerance backups (default: steps per epoch, within [100, 1000])")
+    parser.add_argument("--out", help="run directory (default: runs/<preset>)")
+    parser.add_argument("--export", help="TF Serving base path (default: saved_models/<preset>; 'none' to skip)")
+    parser.add_argument("--seed", type=cli.non_negative_int, default=0)
+    parser.add_argument("--verbose", type=cli.verbosity, default="auto", metavar="{auto,0,1,2}",
+                        help="progress: auto (default) one bar for the whole run on a terminal, a line every few "
+                             "epochs in a log file; or Keras' own: 0 silent, 1 a bar per epoch, 2 a line per epoch")
+    cli.add_debug_flag(parser)
+    return parser
+
+
+def _preset_names():
+    from byol_keras.presets import PRESETS
+
+    return sorted(PRESETS)
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
+
+
+def resolve_config(args):
+    """Preset + command-line overrides + derived values, as one JSON-serialisable dict."""
+    from byol_keras.presets import get_preset
+
+    overrides = {
+        key: getattr(args, key)
+        for key in ("data", "data_dir", "epochs", "batch_size", "image_size", "base_learning_rate",
+                    "weight_decay", "base_tau", "optimizer", "limit_per_class", "knn_every_n_epochs")
+    }
+    config = get_preset(args.preset, **overrides)
+    if args.width is not None:
+        config["encoder"] = with_width(config["encoder"], args.width)
+    config["seed"] = args.seed
+    config.update(strategy=args.strategy, precision=args.precision, sync_bn=args.sync_bn, backup_every=args.backup_every)
+    config["steps_per_epoch_cap"] = args.steps_per_epoch
+    config["run_dir"] = os.path.abspath(args.out or os.path.join("runs", args.preset))
+    export = args.export or os.path.join("saved_models", args.preset)
+    config["export_base_path"] = None if export.lower() == "none" else os.path.abspath(export)
+    return config
+
+
+def with_width(spec, width):
+    """The encoder spec with its width set: ResNet-18's first stage, or a ConvNet's first layer (doubling)."""
+    if spec["name"] == "convnet":
+        depth = len(spec.get("widths", (32, 64, 128)))
+        return dict(spec, widths=tuple(width * 2**i for i in range(depth)))
+    return dict(spec, width=width)
+
+
+def build_encoder(spec, image_size):
+    from byol_keras import encoders
+
+    spec = dict(spec)
+    name = spec.pop("name")
+    if name == "resnet18":
+        return encoders.resnet18(input_shape=(image_size, image_size, 3), **spec)
+    if name == "resnet50":
+        return encoders.resnet50(input_shape=(image_size, image_size, 3), **spec)
+    if name == "convnet":
+        return encoders.convnet(input_shape=(image_size, image_size, 3), **spec)
+    raise ValueError(
+        f"Unknown encoder. Expected 'resnet18', 'resnet50' or 'convnet'. Received: encoder name={name!r}")
+
+
+def build_optimizer(config, steps_per_epoch, total_steps, model=None):
+    """LARS or SGD with the warm-up + cosine schedule at the scaled learning rate.
+
+    - `lars`: biases and BatchNorm parameters (rank ≤ 1) are excluded from weight decay and trust-ratio
+      adaptation, as in the paper. Under LARS a weight moves by about lr·η = 1e-3·lr of its norm per
+      step, which the paper's 300k steps absorb but a short run does not.
+    - `sgd-l2`: SGD with momentum and *coupled* L2 decay on every variable, `torch.optim.SGD` exactly
+      (the CIFAR baselines: lightly, solo-learn).
+    - `sgd`: `keras.optimizers.SGD`, whose weight decay is decoupled (`w -= lr·wd·w`).
+
+    Deviation from the paper, for all three: the online linear probe (a monitor, not part of BYOL) gets
+    no weight decay and no trust ratio.
+    """
+    import keras
+
+    from byol_keras.optimizers import LARS
+    from byol_keras.schedules import WarmupCosine, scale_learning_rate
+
+    if config["optimizer"] not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer. Expected one of {OPTIMIZERS}. Received: optimizer={config['optimizer']!r}")
+    learning_rate = scale_learning_rate(config["base_learning_rate"], config["batch_size"])
+    warmup_steps = min(config["warmup_epochs"] * steps_per_epoch, total_steps - 1)
+    schedule = WarmupCosine(learning_rate, warmup_steps, total_steps)
+    probe = [] if model is None or getattr(model, "probe", None) is None else model.probe.trainable_variables
+    if config["optimizer"] == "lars":
+        exclude = None
+        if probe:
+            exclude = [v.path for v in model.trainable_variables if len(v.shape) <= 1]
+            exclude += [v.path for v in probe]
+        return LARS(schedule, momentum=config["momentum"], weight_decay=config["weight_decay"],
+                    trust_coefficient=config["trust_coefficient"], exclude_from_adaptation=exclude,
+                    clip_lr=config["clip_lr"], trust_ratio=config["trust_ratio"])
+    if config["optimizer"] == "sgd-l2":
+        return LARS(schedule, momentum=config["momentum"], weight_decay=config["weight_decay"],
+                    trust_coefficient=None, exclude_from_adaptation=[v.path for v in probe])
+    optimizer = keras.optimizers.SGD(schedule, momentum=config["momentum"], weight_decay=config["weight_decay"])
+    if probe:
+        optimizer.exclude_from_weight_decay(var_list=probe)
+    return optimizer
+
+
+def _labelled_arrays(source, image_size, per_class, crop_fraction):
+    from byol_keras.augment import normalize
+    from byol_keras.data import load_arrays
+
+    images, labels = load_arrays(source, image_size, per_class, crop_fraction=crop_fraction)
+    return images, normalize(images).numpy(), labels
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped at a non-finite loss; the last good backup is kept."""
+
+
+def run(config):
+    """Pretrain as `config` says; returns the summary dict (also written to `summary.json`)."""
+    import keras
+    import numpy as np
+
+    from byol_keras import callbacks as monitors
+    from byol_keras.augment import BYOLAugment
+    from byol_keras.byol import BYOL
+    from byol_keras.data import load_source, pretrain_dataset, subset_per_class
+    from byol_keras.distribute import make_strategy, per_replica_batch_size, set_precision, worker_dir
+    from byol_keras.fault_tolerance import StepBackup, StopOnNonFiniteLoss
+    from byol_keras.layers import sync_batchnorm
+    from byol_keras.evaluation import default_crop_fraction
+    from byol_keras.export import export_version
+
+    started = time.time()
+    run_dir = config["run_dir"]
+    os.makedirs(run_dir, exist_ok=True)
+    keras.utils.set_random_seed(config["seed"])
+    image_size, batch_size = config["image_size"], config["batch_size"]
+
+    strategy = make_strategy(config["strategy"])
+    per_replica_batch_size(batch_size, strategy)  # a batch that does not split evenly is an error
+    set_precision(config["precision"])
+
+    source = load_source(config["data"], split=config["train_split"], data_dir=config["data_dir"])
+    if config["limit_per_class"]:
+        source = subset_per_class(source, config["limit_per_class"])
+    augment = BYOLAugment(image_size, blur=config["blur"], seed=config["seed"], **config["augment"])
+    dataset = pretrain_dataset(source, augment, batch_size, seed=config["seed"])
+    steps_per_epoch = source.num_examples // batch_size
+    if config["steps_per_epoch_cap"]:
+        steps_per_epoch = min(steps_per_epoch, config["steps_per_epoch_cap"])
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"`batch_size` is larger than the dataset ({source.num_examples} images in {source.name}). "
+            f"Received: batch_size={batch_size}"
+        )
+    total_steps = config["epochs"] * steps_per_epoch
+    config.update(
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        num_examples=source.num_examples,
+        replicas=strategy.num_replicas_in_sync,
+        # The evaluation transform of the kNN monitor, and of the exported serving signature.
+        crop_fraction=default_crop_fraction(image_size),
+    )
+
+    # kNN bank (training images) and queries (test split), evaluation transform, kept in memory.
+    knn_bank = knn_queries = view_images = None
+    if source.num_classes and config["test_split"]:
+        test_source = load_source(config["data"], split=config["test_split"], data_dir=config["data_dir"])
+        crop = config["crop_fraction"]
+        bank_raw, bank_x, bank_y = _labelled_arrays(source, image_size, config["knn_bank_per_class"], crop)
+        query_raw, query_x, query_y = _labelled_arrays(test_source, image_size, config["knn_queries_per_class"], crop)
+        knn_bank, knn_queries = (bank_x, bank_y), (query_x, query_y)
+        view_images = bank_raw[:8]
+        # A class-balanced sample of the queries for the embedding projector.
+        order = np.argsort(np.arange(len(query_y)) % max(source.num_classes, 1), kind="stable")
+        projector_idx = np.sort(order[: min(500, len(query_y))])
+
+    # Backups every N global steps (write, then rename); running the same command again resumes from
+    # the newest complete one with its global step (hence τ and the learning rate) and epoch.
+    # By default once an epoch, but not more often than every 100 steps (tiny epochs would spend more time
+    # writing backups than training) nor less often than every 1,000.
+    backup_every = config["backup_every"] or min(max(steps_per_epoch, 100), 1000)
+    backup = StepBackup(os.path.join(run_dir, "backup"), backup_every)
+    resumed = backup.latest_state()
+    stopper = StopOnNonFiniteLoss()
+    with strategy.scope():
+        encoder = build_encoder(config["encoder"], image_size)
+        if strategy.num_replicas_in_sync > 1 or config["sync_bn"]:
+            encoder = sync_batchnorm(encoder)  # the paper's cross-replica BatchNorm
+        model = BYOL(
+            encoder,
+            projection_dim=config["projection_dim"],
+            projection_hidden_dim=config["projection_hidden_dim"],
+            prediction_hidden_dim=config["prediction_hidden_dim"],
+            base_tau=config["base_tau"],
+            head_initializer=config["head_initializer"],
+            total_steps=total_steps,
+            num_classes=source.num_classes if (config["probe"] and source.num_classes > 1) else None,
+        )
+        model.compile(optimizer=build_optimizer(config, steps_per_epoch, total_steps, model))
+
+    # Only the chief writes the run directory; other workers write to a temporary one, removed after.
+    with worker_dir(run_dir, strategy) as out_dir:
+        chief = out_dir == run_dir
+        with open(os.path.join(out_dir, "config.json"), "w") as f:
+            json.dump(config, f, indent=2, sort_keys=True)
+        callbacks = [backup, stopper]
+        callbacks += monitors.make_callbacks(
+            os.path.join(out_dir, "logs"),
+            knn_bank=knn_bank,
+            knn_queries=knn_queries,
+            knn_every_n_epochs=config["knn_every_n_epochs"],
+            knn_k=config["knn_k"],
+            view_images=view_images,
+            augment=augment,
+            projector_images=None if knn_queries is None else query_raw[projector_idx],
+            projector_labels=None if knn_queries is None else query_y[projector_idx],
+            class_names=list(source.class_names) or None,
+        )
+        os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
+        # The full model after an epoch, or after every `backup_every` steps when epochs are shorter.
+        save_freq = "epoch" if steps_per_epoch >= backup_every else backup_every
+        callbacks.append(keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "checkpoints", "latest.keras"),
+                                                         save_freq=save_freq))
+        knn = next((c for c in callbacks if isinstance(c, monitors.KNNMonitor)), None)
+        random_init_path = os.path.join(out_dir, RANDOM_INIT_FILE)
+        if knn is not None and not resumed:
+            # Right after the monitor's first evaluation (callbacks run in list order): the random-init
+            # figure is measured once, before the first step, and kept for a resumed run to report.
+            callbacks.insert(callbacks.index(knn) + 1, keras.callbacks.LambdaCallback(
+                on_epoch_begin=lambda epoch, logs: _save_random_init(random_init_path, knn.initial_value)))
+        if resumed:
+            print(f"Resuming from {resumed['path']} at global step {resumed['step']} (epoch {resumed['epoch'] + 1})")
+
+        verbose = config.get("verbose", "auto")
+        if verbose == "auto":
+            # Keras' display is a bar per epoch, with carriage returns even in a log file. Placed last, so
+            # that its lines carry the kNN monitor's values; a line with each one unless that makes > 50.
+            every = config["knn_every_n_epochs"] if knn is not None else None
+            if every is not None and config["epochs"] > 50 * every:
+                every = None
+            callbacks.append(monitors.RunProgress(every_n_epochs=every))
+        history = model.fit(
+            # One iterator for the whole run (Keras keeps it across epochs when `steps_per_epoch` is set):
+            # a new iterator per epoch refills the shuffle buffer and restarts the view workers, which
+            # costs more than the training steps of a small dataset's epoch. The pipeline's batches drop
+            # the remainder, so every epoch still covers each image once, in a fresh order.
+            dataset.repeat(),
+            epochs=config["epochs"],
+            steps_per_epoch=steps_per_epoch,
+            callbacks=callbacks,
+            verbose=0 if verbose == "auto" else verbose,
+            shuffle=False,  # the pipeline shuffles (seeded); Keras would only warn
+        )
+        if stopper.message is not None:
+            raise NonFiniteLossError(stopper.message)
+        model.save(os.path.join(out_dir, "model.keras"))
+
+        export_dir = None
+        if config["export_base_path"] and chief:
+            info = export_version(model, config["export_base_path"], image_size, crop_fraction=config["crop_fraction"])
+            export_dir = info.get("export_dir")
+
+        history_dict = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+        random_init = _load_random_init(random_init_path) if knn is not None else None
+        at_resume = knn.initial_value if (knn is not None and resumed) else None
+        with open(os.path.join(out_dir, "history.json"), "w") as f:
+            json.dump({"knn_top1_random_init": random_init, "knn_top1_at_resume": at_resume, **history_dict}, f, indent=1)
+        losses = history_dict.get("loss", [])
+        summary = {
+            "preset": config["preset"],
+            "data": source.name,
+            "epochs": config["epochs"],
+            "steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+            "resumed_from_step": resumed["step"] if resumed else None,
+            "jit_compile": bool(model.jit_compile),
+            "loss_first_epoch": losses[0] if losses else None,
+            "loss_last_epoch": losses[-1] if losses else None,
+            "knn_top1_random_init": random_init,
+            "knn_top1_at_resume": at_resume,
+            "knn_top1_pretrained": history_dict.get("knn_top1", [None])[-1],
+            "knn_top1_raw_pixels": None if knn_bank is None else raw_pixel_knn(knn_bank, knn_queries, config["knn_k"]),
+            "export_dir": export_dir,
+            "run_dir": run_dir,
+            "seconds": round(time.time() - started, 1),
+        }
+        with open(os.path.join(out_dir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+    return summary
+
+
+RANDOM_INIT_FILE = "knn_random_init.json"
+RESULT_RULE = "=" * 88  # above the closing lines
+# Above this many bank values (images × pixels) the raw-pixel reference is skipped: it needs a float32 copy.
+RAW_PIXEL_KNN_MAX_VALUES = 400_000_000
+
+
+def _save_random_init(path, value):
+    if value is not None and not os.path.exists(path):
+        with open(path, "w") as f:
+            json.dump({"knn_top1_random_init": value}, f)
+
+
+def _load_random_init(path):
+    """The kNN top-1 of the random-initialised encoder, measured before the first step of the run."""
+    try:
+        with open(path) as f:
+            return json.load(f)["knn_top1_random_init"]
+    except (OSError, ValueError, KeyError):
+        return None  # a run directory from before this file existed
+
+
+def raw_pixel_knn(bank, queries, k):
+    """kNN top-1 on the (normalised) pixels themselves, the reference a learned representation should beat.
+
+    Args:
+        bank: `(images, labels)`, float images `(n, h, w, c)` as the kNN monitor sees them.
+        queries: `(images, labels)`, the same form.
+        k: int, neighbours (as the monitor).
+
+    Returns:
+        float top-1 in [0, 1], or None when the bank is too large to copy (`RAW_PIXEL_KNN_MAX_VALUES`).
+    """
+    import numpy as np
+
+    from byol_keras.evaluation import knn_predict
+
+    (bank_x, bank_y), (query_x, query_y) = bank, queries
+    if bank_x.size > RAW_PIXEL_KNN_MAX_VALUES:
+        return None
+    num_classes = int(max(bank_y.max(), query_y.max())) + 1
+    predictions = knn_predict(bank_x.reshape(len(bank_x), -1), bank_y, query_x.reshape(len(query_x), -1),
+                              num_classes, k=k)
+    return float(np.mean(np.asarray(predictions) == query_y))
+
+
+def short_run_hint(config):
+    """A one-line hint when `--epochs` is far below the preset's schedule, or None.
+
+    Paper-scale recipes (LARS at a large learning rate, a slow target) need their whole schedule; a few
+    epochs of them can leave the encoder worse than at random initialisation.
+    """
+    from byol_keras.presets import PRESETS, SHORT_SCHEDULE_PRESETS
+
+    scheduled = PRESETS[config["preset"]]["epochs"]
+    if config["epochs"] * 5 > scheduled or config["preset"] not in SHORT_SCHEDULE_PRESETS:
+        return None
+    short = SHORT_SCHEDULE_PRESETS[config["preset"]]
+    return (f"--epochs {config['epochs']} is far below the {scheduled}-epoch schedule of preset "
+            f"{config['preset']}; for short runs use --preset {short} ({PRESETS[short]['epochs']} epochs by default)")
+
+
+def main(argv=None, prog="byol-pretrain"):
+    def pretrain(args):
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")  # strategy and XLA choices
+        config = resolve_config(args)
+        config["verbose"] = args.verbose
+        hint = short_run_hint(config)
+        if hint:
+            cli.print_warning(hint)
+        try:
+            summary = run(config)
+        except NonFiniteLossError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return None
+        # Set apart from the progress and the logs above them: these lines are the result.
+        print("\n" + RESULT_RULE)
+        for line in summary_lines(summary):
+            print(line)
+        return summary
+
+    return cli.run(pretrain, build_parser(prog), argv)
+
+
+def summary_lines(summary):
+    """The closing lines of a run: steps and time, kNN before and after, the raw-pixel reference, the export."""
+    before, after = summary["knn_top1_random_init"], summary["knn_top1_pretrained"]
+    line = f"BYOL {summary['preset']}: {summary['steps']} steps in {summary['seconds']:.0f} s"
+    if after is not None:
+        line += "; kNN top-1 " + ("" if before is None else f"{before:.4f} (random init) -> ") + f"{after:.4f} (pretrained)"
+        if summary.get("knn_top1_at_resume") is not None:
+            line += f" [{summary['knn_top1_at_resume']:.4f} when resumed at step {summary['resumed_from_step']}]"
+    lines = [line]
+    raw = summary.get("knn_top1_raw_pixels")
+    if raw is not None and after is not None:
+        verdict = "above" if after > raw else "not above"
+        lines.append(f"kNN top-1 on the raw pixels: {raw:.4f}; the pretrained encoder is {verdict} it "
+                     f"({after - raw:+.4f})")
+    if summary["export_dir"]:
+        lines.append(f"encoder exported to {summary['export_dir']}")
+    return lines
+
+
+def command(prog="byol-pretrain"):
+    """The `byol-pretrain` program on `sys.argv`: exit status 0 after a finished run, 1 after a stop at a
+    non-finite loss (2 for a bad flag, from argparse)."""
+    return 0 if main(prog=prog) else 1
