@@ -4,6 +4,7 @@
     python -m benchmarks.paired step --rounds 5 --jit 0          # the same, our step without XLA (1: with)
     python -m benchmarks.paired pipeline32 --rounds 5            # views at 32 px, no blur
     python -m benchmarks.paired pipeline96 --rounds 5            # views at 96 px, the paper's blur
+    python -m benchmarks.paired pipeline224 --rounds 3           # 400x300 JPEG photos, 224-px views, the paper's blur
     python -m benchmarks.paired step-demo --rounds 5             # the demo-sized step (width 8, heads 256 -> 64)
     python -m benchmarks.paired step --isa AVX2                  # both sides restricted to AVX2 (an AMD Zen CPU)
     python -m benchmarks.paired all --rounds 5
@@ -26,6 +27,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 from benchmarks import report
@@ -33,6 +35,13 @@ from benchmarks import report
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEER_DIR = os.path.normpath(os.path.join(report.ROOT, "..", "shared", "bench"))
 OURS_PYTHON = os.path.join(report.ROOT, ".venv", "bin", "python")
+
+
+def photo_folder(args):
+    """The 400x300 JPEG folder both sides read for `pipeline224` (made once, in a temporary folder)."""
+    from benchmarks.photos import make_photos
+
+    return make_photos(args.photos_dir, per_class=args.photos_per_class)
 
 
 def figures(args):
@@ -64,6 +73,12 @@ def figures(args):
              "--workers", "2"],
             [OURS_PYTHON, "-m", "benchmarks.pipeline", "--data", args.data, "--size", "96", "--blur", "1",
              "--runs", str(args.our_runs), "--batches", "5"],
+        ),
+        "pipeline224": (
+            [args.peer_python, os.path.join(PEER_DIR, "peer_augment.py"), args.photos_dir, "--size", "224",
+             "--workers", "2", "--batches", "10"],
+            [OURS_PYTHON, "-m", "benchmarks.pipeline", "--photos", "--photos-dir", args.photos_dir, "--size", "224",
+             "--blur", "1", "--runs", str(args.our_runs), "--batches", "4"],
         ),
     }
 
@@ -127,18 +142,24 @@ def compare(name, peer_command, our_command, rounds, isa=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("figure", choices=("step", "step-demo", "pipeline32", "pipeline96", "all"))
+    parser.add_argument("figure", choices=("step", "step-demo", "pipeline32", "pipeline96", "pipeline224", "all"))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--our-runs", dest="our_runs", type=int, default=5, help="timed runs inside each of our processes")
     parser.add_argument("--steps", type=int, default=2, help="timed steps of each peer train-step process")
     parser.add_argument("--peer-python", dest="peer_python", default="/tmp/peer/bin/python")
     parser.add_argument("--data", default=report.DEFAULT_CIFAR)
+    parser.add_argument("--photos-dir", dest="photos_dir",
+                        default=os.path.join(tempfile.gettempdir(), "byol_keras_photos_400x300_q90"),
+                        help="where pipeline224's photos are made (or reused); nothing is committed")
+    parser.add_argument("--photos-per-class", dest="photos_per_class", type=int, default=600)
     parser.add_argument("--jit", default="auto", choices=("auto", "0", "1"),
                         help="our train step with XLA (1), without (0), or the library's choice (auto, default)")
     parser.add_argument("--isa", choices=("AVX2",), help="restrict both sides to this instruction set (see above)")
     args = parser.parse_args(argv)
     table = figures(args)
-    names = ("pipeline32", "pipeline96", "step", "step-demo") if args.figure == "all" else (args.figure,)
+    names = ("pipeline32", "pipeline96", "pipeline224", "step", "step-demo") if args.figure == "all" else (args.figure,)
+    if "pipeline224" in names:
+        photo_folder(args)
     for name in names:
         compare(name, *table[name], rounds=args.rounds, isa=args.isa)
 

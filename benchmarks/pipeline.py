@@ -5,6 +5,7 @@
     python -m benchmarks.pipeline --photos --size 224 --blur 1         # 400x300 photos (made here), 224 px
     python -m benchmarks.pipeline --photos --size 224 --views-on device  # the CPU part of device views
     python -m benchmarks.pipeline --photos --size 224 --stages         # where each millisecond goes
+    python -m benchmarks.pipeline --photos --size 224 --views-on device --jpeg whole  # one decode, two crops
 
 `byol_keras.data.pretrain_dataset` over an image folder of class sub-folders with `BYOLAugment` (the paper's
 two views, Table 6), batch `--batch`. `--data` is the CIFAR-10 folder by default (32-px squares: the
@@ -17,10 +18,11 @@ on an accelerator (decode, windows, resize). Each run is `--batches` batches tim
 `time.perf_counter`; the pipeline's start-up and first batch are not counted. Prints one JSON line:
 images/second (pairs of views per second, the peer's unit), with the process's peak memory.
 
-`--stages` times the pieces instead, on in-memory files and one batch: per image (one core, ms per image)
-reading the JPEG's header, decoding it whole, decoding just the two views' windows, resizing the two
-crops; per batch (ms per batch, both cores) each stage after the crop (flip, colour jitter, grayscale,
-blur, solarize, normalise) and one whole view after the crop, XLA-compiled as the pipeline runs it.
+`--stages` times the pieces instead, on in-memory files and one batch: per image (one core, ms per image,
+each a `tf.function` call whose own cost is the `empty_call` row) reading the JPEG's header, decoding it
+whole, decoding just the two views' windows, resizing the two crops; per batch (ms per batch, both cores) each stage after the crop (flip, colour jitter, grayscale,
+blur of view 1 (every image) and of view 2 (10 %), solarize, normalise) and one whole view after the crop,
+XLA-compiled as the pipeline runs it.
 """
 
 import argparse
@@ -54,7 +56,10 @@ def run(args):
     from byol_keras.augment import BYOLAugment
     from byol_keras.data import load_source, native_size, pretrain_dataset
 
+    from byol_keras import data
+
     report.set_threads(args.threads)
+    data.DECODE_JPEG_WINDOWS = args.jpeg == "windows"
     source = load_source(image_folder(args), verify=bool(args.cache))
     augment = BYOLAugment(args.size, blur=bool(args.blur), seed=0)
     dataset = pretrain_dataset(
@@ -72,7 +77,7 @@ def run(args):
         for _ in range(args.batches):
             first = next(batches)[0]
         images_per_second.append(args.batches * int(first.shape[0]) / (time.perf_counter() - start))
-    config = {k: getattr(args, k) for k in ("size", "blur", "batch", "batches", "threads", "cache", "views_on", "photos")}
+    config = {k: getattr(args, k) for k in ("size", "blur", "batch", "batches", "threads", "cache", "views_on", "photos", "jpeg")}
     config["path"] = "native size" if native_size(source, args.size) else "per image"
     return report.emit("input_pipeline", config, images_per_second, "images/s")
 
@@ -117,6 +122,7 @@ def stages(args):
     crops = [decode_windows(tf.constant(c), keys[i]) for i, c in enumerate(contents)]
     resize = tf.function(lambda crop: data._resize_crop(crop, views[0]), reduce_retracing=True)
     results = {
+        "empty_call": _median_ms(per_image(lambda c, key: c), args.runs, len(contents)),
         "header_and_windows": _median_ms(per_image(windows), args.runs, len(contents)),
         "decode_whole_image": _median_ms(
             per_image(lambda c, key: tf.io.decode_jpeg(c, channels=3, dct_method=data.JPEG_DCT_METHOD)),
@@ -129,17 +135,19 @@ def stages(args):
     view = views[0]
     batch = tf.stack([data._resize_crop(pair[0], view) for pair in crops])
     transform = view.sample_transform(batch)
-    images = tf.cast(batch, tf.float32)
-    blur = aug.gaussian_blur_matrix(transform["blur_sigma"], args.size, view.blur_kernel_size)
+    # The view works channels first on [0, 1] (BYOLView._colour_blur_solarize): time the stages that way.
+    planar = tf.transpose(tf.cast(batch, tf.float32), (0, 3, 1, 2)) / 255.0
     batched = {
-        "flip": lambda: tf.where(transform["flip"][:, None, None, None], images[:, :, ::-1], images),
+        "cast_transpose_flip": lambda: tf.where(
+            transform["flip"][:, None, None, None], tf.reverse(planar, [3]), planar),
         "color_jitter": lambda: aug.color_jitter(
-            images / 255.0, transform["brightness"], transform["contrast"], transform["saturation"],
-            transform["hue"], transform["jitter_order"]),
-        "grayscale": lambda: view.grayscale(images),
-        "blur": lambda: aug.separable_transform(images, blur, blur),
-        "solarize": lambda: view.solarize(images),
-        "normalize": lambda: aug.normalize(images),
+            planar, transform["brightness"], transform["contrast"], transform["saturation"],
+            transform["hue"], transform["jitter_order"], channel_axis=1),
+        "grayscale": lambda: aug.grayscale(planar, channel_axis=1),
+        "blur_view1": lambda: view._blur(planar, tf.ones_like(transform["blur"]), transform["blur_sigma"]),
+        "blur_view2": lambda: views[1]._blur(planar, views[1].sample_transform(batch)["blur"], transform["blur_sigma"]),
+        "solarize": lambda: aug.solarize(planar, 0.5),
+        "normalize": lambda: aug.normalize(batch),
         "whole_view_after_crop": lambda: view.apply_after_crop(batch, transform),
     }
     per_batch = {
@@ -166,6 +174,8 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache", type=int, default=0, choices=(0, 1))
     parser.add_argument("--views-on", dest="views_on", default="data", choices=("data", "device"))
+    parser.add_argument("--jpeg", default="windows", choices=("windows", "whole"),
+                        help="per-image path: decode each view's JPEG window (default) or the whole image once")
     parser.add_argument("--stages", action="store_true", help="time each stage instead")
     return parser.parse_args(argv)
 

@@ -76,6 +76,11 @@ AUTO_CACHE_BYTES = 2 * 1024**3
 # off by about one level per pixel (0.96 / 255 on average on CIFAR-10's JPEGs).
 JPEG_DCT_METHOD = "INTEGER_ACCURATE"
 
+# The per-image path decodes each view's window of a JPEG (`decode_and_crop_jpeg`, one call per view) rather
+# than the whole image once: measured faster on photos (docs/design.md, "Views from the whole photo").
+# `benchmarks/pipeline.py --jpeg whole` flips it to measure the alternative.
+DECODE_JPEG_WINDOWS = True
+
 
 @dataclasses.dataclass(eq=False)
 class Source:
@@ -854,6 +859,8 @@ def _crop_views_from_file(path, key, views):
     def whole_image():
         return _crop_views_from_image(decode_image(contents), key, views)
 
+    if not DECODE_JPEG_WINDOWS:
+        return whole_image()
     return tf.cond(tf.io.is_jpeg(contents), jpeg_windows, whole_image)
 
 

@@ -262,66 +262,107 @@ def gaussian_blur_matrix(sigma, size, kernel_size):
     return weights / norm[:, None, None]
 
 
+def _spatial_axes(channel_axis):
+    """The height and width axes of a batch whose channels are on `channel_axis` (-1 or 1)."""
+    if channel_axis not in (-1, 3, 1):
+        raise ValueError(f"`channel_axis` must be -1 (channels last) or 1 (channels first). Received: {channel_axis}")
+    return (2, 3) if channel_axis == 1 else (1, 2)
+
+
+def _per_image(values):
+    """`(batch,)` → `(batch, 1, 1, 1)`, broadcastable over an image batch in either layout."""
+    return ops.cast(values, "float32")[:, None, None, None]
+
+
+def _rgb(images, channel_axis):
+    if channel_axis == 1:
+        return images[:, 0], images[:, 1], images[:, 2]
+    return images[..., 0], images[..., 1], images[..., 2]
+
+
 def adjust_brightness(images, delta):
     """Add a per-image `delta` to every channel and clip to [0, 1] (TensorFlow-style brightness).
 
     Args:
-        images: `(batch, h, w, 3)` float32 in [0, 1].
+        images: `(batch, h, w, 3)` (or channels first) float32 in [0, 1].
         delta: `(batch,)` float, additive shift on the [0, 1] scale.
 
     Returns:
-        float32 `(batch, h, w, 3)` in [0, 1].
+        float32, the shape of `images`, in [0, 1].
     """
-    return ops.clip(images + ops.cast(delta, "float32")[:, None, None, None], 0.0, 1.0)
+    return ops.clip(images + _per_image(delta), 0.0, 1.0)
 
 
-def adjust_contrast(images, factor):
+def adjust_contrast(images, factor, channel_axis=-1):
     """Scale each channel's deviation from its own spatial mean by `factor`, then clip to [0, 1].
 
     Args:
-        images: `(batch, h, w, 3)` float32 in [0, 1].
+        images: `(batch, h, w, 3)` float32 in [0, 1], or `(batch, 3, h, w)` with `channel_axis=1`.
         factor: `(batch,)` float, 1 keeps the image.
+        channel_axis: -1 (channels last) or 1 (channels first). Defaults to -1.
 
     Returns:
-        float32 `(batch, h, w, 3)` in [0, 1].
+        float32, the shape of `images`, in [0, 1].
     """
-    mean = ops.mean(images, axis=(1, 2), keepdims=True)
-    factor = ops.cast(factor, "float32")[:, None, None, None]
-    return ops.clip((images - mean) * factor + mean, 0.0, 1.0)
+    mean = ops.mean(images, axis=_spatial_axes(channel_axis), keepdims=True)
+    return ops.clip((images - mean) * _per_image(factor) + mean, 0.0, 1.0)
 
 
-def adjust_saturation_hue(images, saturation_factor, hue_delta):
+def adjust_saturation_hue(images, saturation_factor, hue_delta, channel_axis=-1):
     """Multiply the HSV saturation by `saturation_factor` (clipped to [0, 1]), rotate hue by `hue_delta`.
 
+    TensorFlow's `rgb_to_hsv` → scale S, shift H → `hsv_to_rgb`, written as one pointwise expression: with
+    `v = max(r, g, b)` (kept), the new chroma `v * clip(s * factor, 0, 1)` and the new hue `h'`, each channel is
+    `v - chroma * clip(min(k, 4 - k), 0, 1)` with `k = (n + 6 h') mod 6`, n = 5, 3, 1 for r, g, b (the standard
+    closed form of `hsv_to_rgb`). Equal to `tf.image.adjust_saturation` then `adjust_hue` up to float rounding,
+    with no intermediate HSV image (XLA fuses it into one loop; channels first it vectorises best).
+
     Args:
-        images: `(batch, h, w, 3)` float32 in [0, 1].
+        images: `(batch, h, w, 3)` float32 in [0, 1], or `(batch, 3, h, w)` with `channel_axis=1`.
         saturation_factor: `(batch,)` float, 1 keeps the saturation.
         hue_delta: `(batch,)` float, rotation in turns of the colour wheel (0.5 is half a turn).
+        channel_axis: -1 (channels last) or 1 (channels first). Defaults to -1.
 
     Returns:
-        float32 `(batch, h, w, 3)` in [0, 1].
+        float32, the shape of `images`, in [0, 1].
     """
-    hsv = ops.image.rgb_to_hsv(images)
-    saturation_factor = ops.cast(saturation_factor, "float32")[:, None, None]
-    hue_delta = ops.cast(hue_delta, "float32")[:, None, None]
-    hue = hsv[..., 0] + hue_delta
-    hue = hue - ops.floor(hue)  # Wrap around the colour wheel.
-    saturation = ops.clip(hsv[..., 1] * saturation_factor, 0.0, 1.0)
-    rgb = ops.image.hsv_to_rgb(ops.stack([hue, saturation, hsv[..., 2]], axis=-1))
-    return ops.clip(rgb, 0.0, 1.0)
+    _spatial_axes(channel_axis)
+    red, green, blue = _rgb(images, channel_axis)
+    value = ops.maximum(ops.maximum(red, green), blue)
+    spread = value - ops.minimum(ops.minimum(red, green), blue)
+    safe_spread = ops.where(spread > 0.0, spread, 1.0)
+    # Hue in sixths of a turn, TensorFlow's rgb_to_hsv: red, then green, decide ties; grey has hue 0.
+    sixths = ops.where(
+        value == red,
+        (green - blue) / safe_spread,
+        ops.where(value == green, (blue - red) / safe_spread + 2.0, (red - green) / safe_spread + 4.0),
+    )
+    sixths = ops.where(spread > 0.0, sixths, 0.0)
+    hue = sixths / 6.0 + ops.cast(hue_delta, "float32")[:, None, None]
+    sixths = 6.0 * (hue - ops.floor(hue))  # Wrap around the colour wheel.
+    saturation = ops.where(value > 0.0, spread / ops.where(value > 0.0, value, 1.0), 0.0)
+    chroma = value * ops.clip(saturation * ops.cast(saturation_factor, "float32")[:, None, None], 0.0, 1.0)
+    channels = []
+    for offset in (5.0, 3.0, 1.0):
+        k = offset + sixths
+        k = k - 6.0 * ops.floor(k / 6.0)
+        channels.append(value - chroma * ops.clip(ops.minimum(k, 4.0 - k), 0.0, 1.0))
+    return ops.clip(ops.stack(channels, axis=channel_axis), 0.0, 1.0)
 
 
 GRAYSCALE_WEIGHTS = (0.2989, 0.5870, 0.1140)  # ITU-R 601 luma, as KerasCV's and torchvision's grayscale
 
 
-def _luma(images):
-    """`(batch, h, w, 1)` grayscale of `(batch, h, w, 3)` RGB images (`GRAYSCALE_WEIGHTS`)."""
-    return ops.sum(images * ops.convert_to_tensor(GRAYSCALE_WEIGHTS, "float32"), axis=-1, keepdims=True)
+def _luma(images, channel_axis=-1):
+    """Grayscale `(batch, h, w, 1)` (or `(batch, 1, h, w)`) of RGB images (`GRAYSCALE_WEIGHTS`)."""
+    red, green, blue = _rgb(images, channel_axis)
+    luma = GRAYSCALE_WEIGHTS[0] * red + GRAYSCALE_WEIGHTS[1] * green + GRAYSCALE_WEIGHTS[2] * blue
+    return ops.expand_dims(luma, channel_axis)
 
 
 def _blend(images, other, factor):
     """`clip(factor * images + (1 - factor) * other, 0, 1)`, per image; torchvision's `_blend`."""
-    factor = ops.cast(factor, "float32")[:, None, None, None]
+    factor = _per_image(factor)
     return ops.clip(factor * images + (1.0 - factor) * other, 0.0, 1.0)
 
 
@@ -329,45 +370,47 @@ def adjust_brightness_torchvision(images, factor):
     """Multiply every pixel by a per-image `factor`, clip to [0, 1] (torchvision's `adjust_brightness`).
 
     Args:
-        images: `(batch, h, w, 3)` float32 in [0, 1].
+        images: `(batch, h, w, 3)` (or channels first) float32 in [0, 1].
         factor: `(batch,)` float >= 0, 1 keeps the image.
 
     Returns:
-        float32 `(batch, h, w, 3)` in [0, 1].
+        float32, the shape of `images`, in [0, 1].
     """
     return _blend(images, 0.0, factor)
 
 
-def adjust_contrast_torchvision(images, factor):
+def adjust_contrast_torchvision(images, factor, channel_axis=-1):
     """Blend each image with the mean of its grayscale, one scalar per image (torchvision's).
 
     Args:
-        images: `(batch, h, w, 3)` float32 in [0, 1].
+        images: `(batch, h, w, 3)` float32 in [0, 1], or `(batch, 3, h, w)` with `channel_axis=1`.
         factor: `(batch,)` float >= 0, 1 keeps the image.
+        channel_axis: -1 (channels last) or 1 (channels first). Defaults to -1.
 
     Returns:
-        float32 `(batch, h, w, 3)` in [0, 1].
+        float32, the shape of `images`, in [0, 1].
     """
-    return _blend(images, ops.mean(_luma(images), axis=(1, 2, 3), keepdims=True), factor)
+    return _blend(images, ops.mean(_luma(images, channel_axis), axis=(1, 2, 3), keepdims=True), factor)
 
 
-def adjust_saturation_torchvision(images, factor):
+def adjust_saturation_torchvision(images, factor, channel_axis=-1):
     """Blend each image with its own grayscale (torchvision's `adjust_saturation`).
 
     Args:
-        images: `(batch, h, w, 3)` float32 in [0, 1].
+        images: `(batch, h, w, 3)` float32 in [0, 1], or `(batch, 3, h, w)` with `channel_axis=1`.
         factor: `(batch,)` float >= 0, 1 keeps the image, 0 makes it gray.
+        channel_axis: -1 (channels last) or 1 (channels first). Defaults to -1.
 
     Returns:
-        float32 `(batch, h, w, 3)` in [0, 1].
+        float32, the shape of `images`, in [0, 1].
     """
-    return _blend(images, _luma(images), factor)
+    return _blend(images, _luma(images, channel_axis), factor)
 
 
 JITTER_STYLES = ("tensorflow", "torchvision")
 
 
-def color_jitter(images, brightness, contrast, saturation, hue, order, style="tensorflow"):
+def color_jitter(images, brightness, contrast, saturation, hue, order, style="tensorflow", channel_axis=-1):
     """The official colour jitter: four adjustments, each image in its own order, clipped after each.
 
     Each slot applies, per image, the adjustment `order[:, slot]` names (0 brightness, 1 contrast,
@@ -382,7 +425,8 @@ def color_jitter(images, brightness, contrast, saturation, hue, order, style="te
     hue is the same rotation. Each adjustment clips to [0, 1], as torchvision's do.
 
     Args:
-        images: `(batch, h, w, 3)` float32 in [0, 1].
+        images: `(batch, h, w, 3)` float32 in [0, 1], or `(batch, 3, h, w)` with `channel_axis=1` (faster
+            under XLA on a CPU: each channel is a contiguous plane).
         brightness: `(batch,)` brightness draw in `[-b, b]`: the additive delta (TensorFlow style)
             or the factor minus 1 (torchvision style).
         contrast: `(batch,)` contrast factor.
@@ -391,9 +435,10 @@ def color_jitter(images, brightness, contrast, saturation, hue, order, style="te
         order: `(batch, 4)` int, a permutation of `(0, 1, 2, 3)` per image.
         style: `"tensorflow"` (the official code's maths) or `"torchvision"`. Defaults to
             `"tensorflow"`.
+        channel_axis: -1 (channels last) or 1 (channels first). Defaults to -1.
 
     Returns:
-        float32 `(batch, h, w, 3)` in [0, 1].
+        float32, the shape of `images`, in [0, 1].
     """
     if style not in JITTER_STYLES:
         raise ValueError(f"`style` must be one of {JITTER_STYLES}. Received: style={style!r}")
@@ -403,16 +448,45 @@ def color_jitter(images, brightness, contrast, saturation, hue, order, style="te
         op = order[:, slot]
         if style == "tensorflow":
             images = adjust_brightness(images, ops.where(op == 0, brightness, zero))
-            images = adjust_contrast(images, ops.where(op == 1, contrast, one))
+            images = adjust_contrast(images, ops.where(op == 1, contrast, one), channel_axis)
             images = adjust_saturation_hue(
-                images, ops.where(op == 2, saturation, one), ops.where(op == 3, hue, zero)
+                images, ops.where(op == 2, saturation, one), ops.where(op == 3, hue, zero), channel_axis
             )
         else:
             images = adjust_brightness_torchvision(images, ops.where(op == 0, 1.0 + brightness, one))
-            images = adjust_contrast_torchvision(images, ops.where(op == 1, contrast, one))
-            images = adjust_saturation_torchvision(images, ops.where(op == 2, saturation, one))
-            images = adjust_saturation_hue(images, one, ops.where(op == 3, hue, zero))
+            images = adjust_contrast_torchvision(images, ops.where(op == 1, contrast, one), channel_axis)
+            images = adjust_saturation_torchvision(images, ops.where(op == 2, saturation, one), channel_axis)
+            images = adjust_saturation_hue(images, one, ops.where(op == 3, hue, zero), channel_axis)
     return images
+
+
+def grayscale(images, channel_axis=-1):
+    """Each image as its ITU-R 601 luma (`GRAYSCALE_WEIGHTS`) in all three channels: KerasCV's `Grayscale`
+    (`output_channels=3`), `tf.image.rgb_to_grayscale` and torchvision's, in either layout.
+
+    Args:
+        images: `(batch, h, w, 3)` float, or `(batch, 3, h, w)` with `channel_axis=1`.
+        channel_axis: -1 (channels last) or 1 (channels first). Defaults to -1.
+
+    Returns:
+        float32, the shape of `images`.
+    """
+    _spatial_axes(channel_axis)
+    return ops.repeat(_luma(images, channel_axis), 3, axis=channel_axis)
+
+
+def solarize(images, threshold):
+    """Invert every value at or above `threshold`: `where(x < threshold, x, 1 - x)` on the [0, 1] scale,
+    KerasCV's `Solarization` with a fixed threshold and no addition.
+
+    Args:
+        images: float in [0, 1], any layout.
+        threshold: float in [0, 1].
+
+    Returns:
+        float32, the shape of `images`.
+    """
+    return ops.where(images < threshold, images, 1.0 - images)
 
 
 def _select(mask, new, old):

@@ -337,6 +337,39 @@ def test_grayscale_and_solarize_values():
     np.testing.assert_allclose(out[2, 0, 1], 127.5, atol=1e-3)
 
 
+def test_grayscale_and_solarize_equal_the_keras_cv_layers_in_both_layouts():
+    import keras_cv
+
+    from byol_keras.image_ops import grayscale, solarize
+
+    images = _noise((4, 9, 7, 3), seed=4).astype("float32")
+    expected = np.asarray(keras_cv.layers.Grayscale(output_channels=3)(images))
+    np.testing.assert_allclose(np.asarray(grayscale(images)), expected, atol=1e-3)
+    planar = np.transpose(images, (0, 3, 1, 2))
+    np.testing.assert_allclose(np.transpose(np.asarray(grayscale(planar, channel_axis=1)), (0, 2, 3, 1)), expected, atol=1e-3)
+    layer = keras_cv.layers.Solarization(value_range=(0, 255), addition_factor=0.0, threshold_factor=(127.5, 127.5))
+    np.testing.assert_allclose(255.0 * np.asarray(solarize(images / 255.0, 0.5)), np.asarray(layer(images)), atol=1e-3)
+
+
+@pytest.mark.parametrize("batch_size, chosen", [(64, "rare"), (64, "all"), (64, "none"), (20, "rare")])
+def test_blur_of_a_gathered_subset_equals_blurring_the_whole_batch(batch_size, chosen):
+    """View 2 blurs 10 % of a batch: those images are gathered and blurred alone, up to a bound that a batch almost
+    never exceeds; above it (here forced: every image chosen) the whole batch is blurred. Either way the result is
+    the plain select-of-the-blurred-batch, compiled or not."""
+    view = BYOLView(16, **{**ALL_OFF, "blur_prob": 0.1})
+    rng = np.random.default_rng(batch_size)
+    images = rng.uniform(0, 1, (batch_size, 3, 16, 16)).astype("float32")
+    mask = {"rare": rng.uniform(size=batch_size) < 0.1, "all": np.ones(batch_size, bool),
+            "none": np.zeros(batch_size, bool)}[chosen]
+    sigma = rng.uniform(0.1, 2.0, batch_size).astype("float32")
+    matrix = np.asarray(gaussian_blur_matrix(sigma, 16, view.blur_kernel_size))
+    blurred = np.einsum("btw,bcsw->bcst", matrix, np.einsum("bsh,bchw->bcsw", matrix, images))
+    expected = np.where(mask[:, None, None, None], blurred, images)
+    np.testing.assert_allclose(np.asarray(view._blur(images, mask, sigma)), expected, atol=1e-5)
+    compiled = tf.function(view._blur, jit_compile=True)
+    np.testing.assert_allclose(np.asarray(compiled(tf.constant(images), tf.constant(mask), tf.constant(sigma))), expected, atol=1e-5)
+
+
 def test_inference_mode_is_resize_and_normalise():
     images = _noise((2, 20, 24, 3))
     out = BYOLView(16, seed=0)(images, training=False)
