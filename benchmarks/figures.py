@@ -1,11 +1,15 @@
 """Make the README's pictures from real data and a real run.
 
     python -m benchmarks.figures views                       # docs/views.png from ../shared/data/cifar10
+    python -m benchmarks.figures photo-views                 # docs/photo_views.png: windows on a 4:3 photo
     python -m benchmarks.figures knn runs/quality-lightly ...   # docs/knn_curve.png from runs' history.json
     python -m benchmarks.figures knn runs/quality-lightly-tv runs/peer-quality-seed0.log   # with the peer's curve
 
 `views`: eight CIFAR-10 test images (one per class, first eight classes), each with the two BYOL views
 the pretraining pipeline makes of it (32 px, blur off, as the quality benchmark), un-normalised.
+`photo-views`: one CIFAR-10 test image upscaled to a 400x300 JPEG (a photo's size and shape), the crop windows
+that `pretrain_dataset` draws on it for eight pairs of views (224 px, the paper's crop law, torchvision style),
+drawn on the photo, and the crops themselves as the pipeline cuts and resizes them (before the colour stages).
 `knn`: kNN top-1 on the CIFAR-10 test split after every epoch of the quality benchmark runs
 (`benchmarks/quality.py`), with the random-initialised floor at epoch 0; a file instead of a run
 directory is the output of `benchmarks/peer_quality.py` (lightly's curve, dashed).
@@ -48,6 +52,55 @@ def views_figure(data, out, seed=0):
     fig.suptitle("BYOL views (view 1: blur p=1 → off at 32 px, no solarize; view 2: solarize p=0.2)", fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=80)
+    print(f"wrote {out}")
+
+
+def photo_views_figure(data, out, seed=0, pairs=6):
+    import tempfile
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import tensorflow as tf
+    from PIL import Image
+
+    from byol_keras import data as pipeline
+    from byol_keras.augment import BYOLAugment
+
+    folder = os.path.join(data, "test", "cat")
+    with Image.open(os.path.join(folder, sorted(os.listdir(folder))[0])) as image:
+        photo = image.convert("RGB").resize((400, 300), Image.BICUBIC)
+    path = os.path.join(tempfile.mkdtemp(), "photo.jpg")
+    photo.save(path, quality=90)
+    views = BYOLAugment(224, seed=seed).views
+    keys = tf.data.Dataset.random(seed=seed).batch(2).take(pairs)
+    rows = (pairs + 1) // 2
+    fig = plt.figure(figsize=(11, 1.35 * rows + 0.6))
+    grid = fig.add_axes([0.045, 0.08, 0.47, 0.82])
+    grid.imshow(np.asarray(photo))
+    colours = plt.cm.tab10(np.arange(pairs) % 10)
+    for j, key in enumerate(keys):
+        windows = pipeline._view_windows(300, 400, key, views)
+        crops = pipeline._crop_views_from_file(tf.constant(path), key, views)
+        for i, (window, crop) in enumerate(zip(windows, crops)):
+            y, x, h, w = (int(v) for v in window)
+            grid.add_patch(plt.Rectangle((x, y), w, h, fill=False, lw=2, ls="-" if i == 0 else "--", color=colours[j]))
+            ax = fig.add_subplot(rows, 4, 4 * (j // 2) + 2 * (j % 2) + i + 1)
+            ax.set_position([0.53 + 0.115 * (2 * (j % 2) + i), 0.9 - (j // 2 + 1) * 0.84 / rows, 0.105, 0.84 / rows - 0.02])
+            ax.imshow(np.asarray(crop))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"pair {j + 1}, view {i + 1}", fontsize=7)
+            for spine in ax.spines.values():
+                spine.set_color(colours[j])
+                spine.set_linewidth(2)
+    grid.set_xticks([0, 100, 200, 300, 400])
+    grid.set_yticks([0, 100, 200, 300])
+    fig.suptitle("Crop windows drawn on a whole 400×300 photo (solid: view 1, dashed: view 2) and the 224-px crops "
+                 "the pipeline cuts from them", fontsize=9)
+    fig.savefig(out, dpi=70)
     print(f"wrote {out}")
 
 
@@ -103,7 +156,7 @@ def peer_curve(path, label=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("figure", choices=("views", "knn"))
+    parser.add_argument("figure", choices=("views", "photo-views", "knn"))
     parser.add_argument("runs", nargs="*",
                         help="run directories, or peer_quality.py output files (knn); LABEL=PATH names a curve")
     parser.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "cifar10"))
@@ -114,6 +167,8 @@ def main(argv=None):
     os.makedirs(os.path.join(ROOT, "docs"), exist_ok=True)
     if args.figure == "views":
         views_figure(args.data, args.out or os.path.join(ROOT, "docs", "views.png"))
+    elif args.figure == "photo-views":
+        photo_views_figure(args.data, args.out or os.path.join(ROOT, "docs", "photo_views.png"))
     else:
         if not args.runs:
             raise SystemExit("error: give at least one run directory with a history.json")
