@@ -5,6 +5,7 @@
     python -m benchmarks.pipeline --photos --size 224 --blur 1         # 400x300 photos (made here), 224 px
     python -m benchmarks.pipeline --photos --size 224 --views-on device  # the CPU part of device views
     python -m benchmarks.pipeline --photos --size 224 --stages         # where each millisecond goes
+    python -m benchmarks.pipeline --photos --size 224 --blur 1 --off jitter   # the pipeline without a stage
     python -m benchmarks.pipeline --photos --size 224 --views-on device --jpeg whole  # one decode, two crops
 
 `byol_keras.data.pretrain_dataset` over an image folder of class sub-folders with `BYOLAugment` (the paper's
@@ -61,7 +62,10 @@ def run(args):
     report.set_threads(args.threads)
     data.DECODE_JPEG_WINDOWS = args.jpeg == "windows"
     source = load_source(image_folder(args), verify=bool(args.cache))
-    augment = BYOLAugment(args.size, blur=bool(args.blur), seed=0)
+    off = {"jitter": {"jitter_prob": 0.0}, "grayscale": {"grayscale_prob": 0.0}, "solarize": {"solarize_prob": 0.0},
+           "flip": {"flip_prob": 0.0}}
+    overrides = {k: v for stage in args.off for k, v in off.get(stage, {}).items()}
+    augment = BYOLAugment(args.size, blur=bool(args.blur) and "blur" not in args.off, seed=0, **overrides)
     dataset = pretrain_dataset(
         source, augment, args.batch, seed=0, cache=bool(args.cache), views_on=args.views_on
     ).repeat()
@@ -77,7 +81,7 @@ def run(args):
         for _ in range(args.batches):
             first = next(batches)[0]
         images_per_second.append(args.batches * int(first.shape[0]) / (time.perf_counter() - start))
-    config = {k: getattr(args, k) for k in ("size", "blur", "batch", "batches", "threads", "cache", "views_on", "photos", "jpeg")}
+    config = {k: getattr(args, k) for k in ("size", "blur", "batch", "batches", "threads", "cache", "views_on", "photos", "jpeg", "off")}
     config["path"] = "native size" if native_size(source, args.size) else "per image"
     return report.emit("input_pipeline", config, images_per_second, "images/s")
 
@@ -176,6 +180,8 @@ def parse_args(argv=None):
     parser.add_argument("--views-on", dest="views_on", default="data", choices=("data", "device"))
     parser.add_argument("--jpeg", default="windows", choices=("windows", "whole"),
                         help="per-image path: decode each view's JPEG window (default) or the whole image once")
+    parser.add_argument("--off", nargs="*", default=[], choices=("jitter", "blur", "grayscale", "solarize", "flip"),
+                        help="switch these stages off in both views (what each costs in the whole pipeline)")
     parser.add_argument("--stages", action="store_true", help="time each stage instead")
     return parser.parse_args(argv)
 
