@@ -159,7 +159,7 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes(tmp_path):
                                       cwd=ROOT, stdout=reference_log, stderr=subprocess.STDOUT, text=True)
     # The same command, killed with SIGKILL once the backup of global step 6 (epoch 2, batch 1) exists.
     command = [sys.executable, WORKER, "train", "--run-dir", run_dir, *common]
-    proc = subprocess.Popen(command + ["--sleep", "0.4"], cwd=ROOT, stdout=killed_log,
+    proc = subprocess.Popen(command + ["--sleep", "1.0"], cwd=ROOT, stdout=killed_log,
                             stderr=subprocess.STDOUT, text=True)
     backup = os.path.join(run_dir, "backup", "step-000000006")
     deadline = time.monotonic() + TIMEOUT
