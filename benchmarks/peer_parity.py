@@ -78,9 +78,9 @@ def main():
     parser.add_argument("--keep", default=None, help="write start.npz and end.npz here (default: a temporary folder)")
     args = parser.parse_args()
 
-    import keras
+    from byol_keras.byol import BYOL  # first: byol_keras turns oneDNN on before TensorFlow starts
 
-    from byol_keras.byol import BYOL
+    import keras
     from byol_keras.encoders import resnet18
     from byol_keras.optimizers import LARS
     from byol_keras.presets import PYTORCH_DEFAULT_INIT

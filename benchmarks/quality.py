@@ -104,10 +104,10 @@ def main(argv=None):
     if not os.path.isdir(os.path.join(args.data, "train")):
         raise SystemExit(f"error: no CIFAR-10 image folder at {args.data!r} (expected train/ and test/)")
 
+    from byol_keras.cli.pretrain import run  # first: byol_keras turns oneDNN on before TensorFlow starts
+
     import keras
     import tensorflow as tf
-
-    from byol_keras.cli.pretrain import run
 
     config = build_config(args.recipe, args.data, args.epochs, args.seed, args.out)
     summary = run(config)

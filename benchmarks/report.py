@@ -1,4 +1,4 @@
-"""What every benchmark script prints: one JSON line per figure, with machine, versions and config.
+"""What every benchmark script prints: one JSON line per figure, with machine, versions, config and oneDNN.
 
 Not a benchmark itself. The scripts in this package import it as `from benchmarks import report` and run
 from the repository root as modules: `python -m benchmarks.step ...`.
@@ -9,6 +9,14 @@ import os
 import platform
 import resource
 import statistics
+
+# Before any benchmark imports TensorFlow (each imports this module first): quiet start-up logs, and
+# importing byol_keras turns TensorFlow's oneDNN kernels on unless TF_ENABLE_ONEDNN_OPTS is set; every
+# figure records which (`emit`).
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from byol_keras import onednn  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CIFAR = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "cifar10"))
@@ -85,6 +93,7 @@ def emit(benchmark, config, values, unit, **extra):
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "machine": machine(),
         "versions": versions(),
+        "onednn": onednn.onednn_state(),
     }
     print(json.dumps(line), flush=True)
     return line

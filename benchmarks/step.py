@@ -3,8 +3,10 @@
     python -m benchmarks.step --batch 128 --size 32 --threads 2            # the default configuration
     python -m benchmarks.step --jit 0                                        # without XLA (1: with; auto: the library's choice)
     python -m benchmarks.step --profile runs/profile-step                    # + TensorBoard profile of 3 steps
+    python -m benchmarks.step --encoder convnet --width 16 --size 16 --hidden 256 --projection-dim 64  # the demo's
 
-ResNet-18 (CIFAR stem, width 64), the paper's heads (4096 → 256), SGD with momentum 0.9 (as the peer,
+ResNet-18 (CIFAR stem, width 64; or the demo's ConvNet, `--encoder convnet`: widths w, 2w, 4w), the
+paper's heads (4096 → 256), SGD with momentum 0.9 (as the peer,
 `../shared/bench/peer_step.py`), batches of two random float32 views, the whole step inside `fit`. Each
 run is one epoch of `--steps` steps timed with `time.perf_counter` between `on_epoch_begin` and
 `on_epoch_end`; the first `--warmup` epochs (tracing, XLA compilation) are not counted. Prints one JSON
@@ -96,10 +98,13 @@ def matmul_flops_per_second(size=2048, repeats=5, runs=5):
 def build_model(args, augment=None):
     """The benchmark's BYOL, compiled (XLA per `args.jit`); with `augment`, views made on the device."""
     from byol_keras.byol import BYOL
-    from byol_keras.encoders import resnet18
+    from byol_keras.encoders import convnet, resnet18
 
-    encoder = resnet18(width=args.width, cifar_stem=True, input_shape=(args.size, args.size, 3),
-                       fused_batch_norm=getattr(args, "bn", "fused") == "fused")
+    if getattr(args, "encoder", "resnet18") == "convnet":
+        encoder = convnet((args.width, 2 * args.width, 4 * args.width), input_shape=(args.size, args.size, 3))
+    else:
+        encoder = resnet18(width=args.width, cifar_stem=True, input_shape=(args.size, args.size, 3),
+                           fused_batch_norm=getattr(args, "bn", "fused") == "fused")
     model = BYOL(
         encoder,
         projection_dim=args.projection_dim,
@@ -174,7 +179,7 @@ def run(args):
             matmul_gflops=round(matmul / 1e9, 2),
             fraction_of_matmul=round(achieved / matmul, 3),
         )
-    config = {k: getattr(args, k) for k in ("batch", "size", "width", "hidden", "projection_dim", "threads", "inter_threads", "steps", "warmup", "jit", "optimizer", "bn")}
+    config = {k: getattr(args, k) for k in ("encoder", "batch", "size", "width", "hidden", "projection_dim", "threads", "inter_threads", "steps", "warmup", "jit", "optimizer", "bn")}
     config["jit_compile"] = getattr(args, "jit_resolved", None)
     return report.emit("train_step", config, images_per_second, "images/s", **extra)
 
@@ -183,7 +188,10 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--width", type=int, default=64, help="ResNet-18 width (64 = the standard network)")
+    parser.add_argument("--encoder", choices=("resnet18", "convnet"), default="resnet18",
+                        help="ResNet-18 with the CIFAR stem (default), or the demo's ConvNet")
+    parser.add_argument("--width", type=int, default=64,
+                        help="ResNet-18 width (64 = the standard network); the ConvNet's first layer")
     parser.add_argument("--hidden", type=int, default=4096, help="hidden width of projector and predictor")
     parser.add_argument("--projection-dim", dest="projection_dim", type=int, default=256, help="projector output")
     parser.add_argument("--threads", type=int, default=2)

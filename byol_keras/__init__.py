@@ -7,9 +7,19 @@ so that `keras.saving.load_model` finds them after `import byol_keras`; the othe
 evaluation, export, distribute, presets, and `cli`, the command-line programs) load on first use, as
 attributes (`byol_keras.data`) or imports (`from byol_keras.data import load_source`). `__all__` names the
 public classes and functions.
+
+Imported before TensorFlow, the package turns TensorFlow's oneDNN CPU kernels on (`TF_ENABLE_ONEDNN_OPTS=1`)
+unless that variable is set: `byol_keras.onednn` says why, and how to check.
 """
 
 import importlib
+
+# First, before anything imports TensorFlow (which reads the variable once, when it starts): TensorFlow's
+# oneDNN kernels on unless TF_ENABLE_ONEDNN_OPTS is set; on AVX2-only CPUs its default is off and the BYOL
+# step 1.6x slower. The one thing importing byol_keras changes outside itself (byol_keras/onednn.py).
+from byol_keras import onednn as _onednn
+
+_onednn.use_onednn()
 
 # Registration only: these modules define the serialisable classes a saved BYOL model refers to.
 from byol_keras import augment as _augment  # noqa: F401
@@ -40,7 +50,7 @@ _EXPORTS = {
 # reachable as attributes, not star-imported
 _SUBMODULES = (
     "augment", "byol", "callbacks", "cli", "data", "distribute", "encoders", "evaluation", "export",
-    "fault_tolerance", "heads", "image_ops", "layers", "losses", "optimizers", "presets", "schedules",
+    "fault_tolerance", "heads", "image_ops", "layers", "losses", "onednn", "optimizers", "presets", "schedules",
     "validation",
 )
 

@@ -39,6 +39,7 @@ import keras
 import tensorflow as tf
 
 from byol_keras.layers import sync_batchnorm  # noqa: F401  (its home is layers.py; importable here too)
+from byol_keras.onednn import onednn_state, tell_if_off
 from byol_keras.validation import check_positive_int
 
 logger = logging.getLogger(__name__)
@@ -270,9 +271,12 @@ def resolve_jit_compile(strategy, requested="auto", augment_on_device=False):
     `"auto"` chooses what measured faster for the BYOL step (`benchmarks/README.md`):
 
     - on a GPU: XLA on;
-    - on a CPU-only host: XLA off, because TensorFlow's oneDNN kernels ran the step faster than XLA's
-      CPU code on every network and instruction set measured (AVX-512 and AVX2, the standard and the
-      demo network) — unless the views are made inside the step (`augment_on_device`), whose colour
+    - on a CPU-only host, from what is true in this process (`byol_keras.onednn`): with TensorFlow's
+      oneDNN kernels on, XLA off, because they ran the step faster than XLA's CPU code on every network
+      and instruction set measured (AVX-512 and AVX2, the standard and the demo network); with them off
+      (TensorFlow's default on AVX2-only CPUs when it was imported before byol_keras, or
+      `TF_ENABLE_ONEDNN_OPTS=0`), XLA on, which ran the step 1.1× faster than the Eigen kernels left.
+      XLA is on either way when the views are made inside the step (`augment_on_device`), whose colour
       jitter XLA fuses into a few kernels (several times faster than the graph's op-by-op kernels);
     - off, with the reason, under a strategy with several replicas (it fails there with Keras 3.15 /
       TF 2.21, see `_XLA_MULTI_REPLICA_REASON`), under `TPUStrategy` (which compiles every step with
@@ -290,6 +294,9 @@ def resolve_jit_compile(strategy, requested="auto", augment_on_device=False):
     """
     if requested not in ("auto", True, False):
         raise ValueError(f"`requested` must be 'auto', True or False. Received: requested={requested!r}")
+    # A script that imported TensorFlow before byol_keras left oneDNN at TensorFlow's default; on an AVX2
+    # CPU that is off and the step 1.6x slower: say so once, with the fix.
+    tell_if_off()
     if requested is False:
         jit, reason = False, "XLA is off: disabled on request"
     elif isinstance(strategy, tf.distribute.TPUStrategy):
@@ -299,10 +306,7 @@ def resolve_jit_compile(strategy, requested="auto", augment_on_device=False):
     elif _op_determinism_enabled():
         jit, reason = False, "XLA is off: TensorFlow op determinism is enabled and Keras refuses XLA with it"
     elif requested == "auto" and not augment_on_device and _cpu_only():
-        jit, reason = False, (
-            "XLA is off: on a CPU TensorFlow's oneDNN kernels run the BYOL step faster than XLA's "
-            "(pass jit_compile=True to override)"
-        )
+        jit, reason = _cpu_choice(_onednn_enabled())
     else:
         jit, reason = True, "XLA is on (one replica)"
     if requested is True and not jit:
@@ -310,6 +314,24 @@ def resolve_jit_compile(strategy, requested="auto", augment_on_device=False):
     else:
         logger.info(reason)
     return jit, reason
+
+
+def _cpu_choice(onednn_enabled):
+    """`(jit_compile, reason)` for the BYOL step on a CPU-only host, from whether oneDNN is on in this process.
+
+    Measured 2026-12-05 (`benchmarks/README.md`), 2 threads, AVX2, batch 128, images/s: with oneDNN on its
+    kernels beat XLA's (ResNet-18 w64 at 32 px 17.6 vs 13.5; the demo's ConvNet at 16 px 4,966 vs 4,846);
+    with oneDNN off XLA beats TensorFlow's Eigen kernels (12.4 vs 11.3; 4,569 vs 4,034).
+    """
+    if onednn_enabled:
+        return False, (
+            "XLA is off: on a CPU TensorFlow's oneDNN kernels (on in this process) run the BYOL step faster "
+            "than XLA's (pass jit_compile=False or True to choose)"
+        )
+    return True, (
+        "XLA is on: TensorFlow's oneDNN kernels are off in this process, and XLA runs the BYOL step faster "
+        "than its Eigen kernels (pass jit_compile=False or True to choose)"
+    )
 
 
 def cpu_flags(path="/proc/cpuinfo"):
@@ -333,6 +355,10 @@ def cpu_flags(path="/proc/cpuinfo"):
 
 def _cpu_only():
     return not tf.config.list_physical_devices("GPU")
+
+
+def _onednn_enabled():
+    return onednn_state()["enabled"]
 
 
 def _op_determinism_enabled():

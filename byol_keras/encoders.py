@@ -7,6 +7,7 @@ of feature vectors `(batch, dim)`: ours below, `keras.applications` models built
 
 import keras
 
+from byol_keras import layers
 from byol_keras.layers import FusedBatchNormalization
 from byol_keras.validation import check_bool, check_positive_int, check_positive_ints
 
@@ -21,7 +22,10 @@ def _conv_bn(x, filters, kernel_size, strides, name, relu=True, kernel_initializ
     if strides > 1 and kernel_size > 1 and downsample_padding == "symmetric":
         x = keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
         padding = "valid"
-    x = keras.layers.Conv2D(
+    # A strided 1×1 convolution (the projection shortcut) subsamples first: the same result, and it keeps
+    # oneDNN away from a kernel that corrupts the heap for few input channels (`layers.Conv2D`).
+    conv = layers.Conv2D if kernel_size == 1 and strides > 1 else keras.layers.Conv2D
+    x = conv(
         filters,
         kernel_size,
         strides=strides,

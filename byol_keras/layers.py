@@ -1,4 +1,6 @@
-"""`FusedBatchNormalization`: Keras' BatchNormalization, computed by TensorFlow's fused kernel.
+"""The encoders' own layers: `FusedBatchNormalization`, `Conv2D`, and `sync_batchnorm`.
+
+`FusedBatchNormalization`: Keras' BatchNormalization, computed by TensorFlow's fused kernel.
 
 Keras 3 computes BatchNormalization on TensorFlow from separate ops (`moments`, then
 `tf.nn.batch_normalization`); the gradient tape keeps their intermediate tensors, each as large as
@@ -6,6 +8,10 @@ the activation. TensorFlow's `FusedBatchNormV3` (oneDNN on CPU, cuDNN on GPU) co
 statistics and the output in one kernel and keeps only its input and two per-channel vectors for the
 backward pass. Same maths, same variables, same moving-statistics update as Keras' layer: the
 encoder's training step uses less memory and, without XLA, less time (`benchmarks/README.md`).
+
+`Conv2D`: Keras' Conv2D, but a strided 1×1 convolution (ResNet's projection shortcut) is computed as a
+subsampling followed by a stride-1 1×1 convolution, which keeps TensorFlow's oneDNN kernels away from a
+heap-corrupting bug (see the class).
 """
 
 import keras
@@ -69,6 +75,48 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 data_format="NHWC", is_training=False,
             )
         return ops.cast(y, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="byol_keras")
+class Conv2D(keras.layers.Conv2D):
+    """`keras.layers.Conv2D`, except that a strided 1×1 convolution subsamples first: `x[:, ::s, ::s, :]`, then
+    a stride-1 1×1 convolution.
+
+    Why: oneDNN's 1×1 backward-weights kernel (`jit_1x1`, TensorFlow's `Conv2DBackpropFilter` with oneDNN
+    on) writes past its workspace for a strided 1×1 NHWC convolution with fewer input channels than its
+    channel block (8 with AVX2, 16 with AVX-512): the heap is corrupted and the process aborts or
+    segfaults, e.g. a `fit` of `resnet18(width=4)` with one thread under AVX2, or at 64 px with two
+    threads on AVX-512 (uxlfoundation/oneDNN#6035; `tests/test_onednn.py` runs both). The kernel is only
+    used for strides > 1, so a stride-1 convolution of the subsampled input never reaches it.
+
+    Same function, same weights: a 1×1 window with stride s reads input pixel s·i for output pixel i under
+    "valid" and under TensorFlow's "same" (which pads nothing for a 1×1 kernel), and there are ceil(h / s)
+    of them, exactly the pixels `x[:, ::s]` keeps. Every other convolution is Keras' own computation. The
+    configuration, variables and their names are Keras' Conv2D's, and so is the class name, which Keras
+    uses to key a layer's weights in `.weights.h5` files: weights and step backups saved with either class
+    load into the other.
+
+    Args:
+        as `keras.layers.Conv2D`.
+
+    Example:
+
+    >>> x = np.random.default_rng(0).normal(size=(2, 5, 5, 3)).astype("float32")
+    >>> layer, reference = Conv2D(4, 1, strides=2), keras.layers.Conv2D(4, 1, strides=2)
+    >>> _ = reference(x); _ = layer(x); layer.set_weights(reference.get_weights())
+    >>> bool(np.allclose(layer(x), reference(x), atol=1e-6)), tuple(layer(x).shape)
+    (True, (2, 3, 3, 4))
+    """
+
+    def convolution_op(self, inputs, kernel):
+        if self.kernel_size != (1, 1) or self.strides == (1, 1) or self.dilation_rate != (1, 1):
+            return super().convolution_op(inputs, kernel)
+        rows, cols = self.strides
+        if self.data_format == "channels_last":
+            inputs = inputs[:, ::rows, ::cols, :]
+        else:
+            inputs = inputs[:, :, ::rows, ::cols]
+        return ops.conv(inputs, kernel, strides=1, padding=self.padding, data_format=self.data_format)
 
 
 def sync_batchnorm(encoder):

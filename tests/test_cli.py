@@ -1,5 +1,11 @@
-"""The command line as a user meets it: a bad flag is one line on stderr naming the flag, exit status 2."""
+"""The command line as a user meets it: a bad flag is one line on stderr naming the flag, exit status 2.
 
+The checks call each command's `main` in this process (the same parser and error handling `python -m
+training.X` and the installed commands run); `test_the_programs_exit_cleanly_on_a_bad_flag` starts each
+entry point once as a program.
+"""
+
+import importlib
 import os
 import subprocess
 import sys
@@ -7,12 +13,24 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODULES = ("training.pretrain", "training.linear_eval", "training.finetune", "training.export")
 
 
-def _run(module, *args, timeout=300):
-    result = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
-                            timeout=timeout)
-    return result.returncode, result.stderr
+@pytest.fixture
+def run(capsys):
+    """`run(module, *args)` → `(exit status, stderr)` of `python -m module args`, called in this process."""
+
+    def run_in_process(module, *args):
+        main = importlib.import_module(module.replace("training.", "byol_keras.cli.")).main
+        capsys.readouterr()
+        try:
+            main(list(args), prog=f"python -m {module}")
+            code = 0
+        except SystemExit as stop:
+            code = stop.code
+        return code, capsys.readouterr().err
+
+    return run_in_process
 
 
 def _assert_clean_error(returncode, stderr, *expected):
@@ -23,6 +41,17 @@ def _assert_clean_error(returncode, stderr, *expected):
     assert len(error_lines) == 1, stderr[-2000:]
     for text in expected:
         assert text in error_lines[0], (text, error_lines[0])
+
+
+@pytest.mark.slow
+def test_the_programs_exit_cleanly_on_a_bad_flag(tmp_path):
+    # Each entry point as a user starts it, all four at once: exit status 2, one line, no traceback.
+    processes = {module: subprocess.Popen([sys.executable, "-m", module, "--epochs", "0"], cwd=ROOT,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for module in MODULES}
+    for module, process in processes.items():
+        _, stderr = process.communicate(timeout=300)
+        _assert_clean_error(process.returncode, stderr, f"python -m {module}: error:")
 
 
 @pytest.mark.parametrize(
@@ -38,45 +67,43 @@ def _assert_clean_error(returncode, stderr, *expected):
         (["--verbose", "3"], ["--verbose", "auto, 0, 1 or 2", "'3'"]),
     ],
 )
-def test_pretrain_rejects_bad_flags_cleanly(args, expected):
-    _assert_clean_error(*_run("training.pretrain", *args), *expected)
+def test_pretrain_rejects_bad_flags_cleanly(run, args, expected):
+    _assert_clean_error(*run("training.pretrain", *args), *expected)
 
 
-def test_pretrain_says_a_single_file_is_not_a_dataset_folder(tmp_path):
+def test_pretrain_says_a_single_file_is_not_a_dataset_folder(run, tmp_path):
     image = tmp_path / "cat.png"
     image.write_bytes(b"\x89PNG\r\n\x1a\n")
-    _assert_clean_error(*_run("training.pretrain", "--data", str(image)), "--data", "single file",
+    _assert_clean_error(*run("training.pretrain", "--data", str(image)), "--data", "single file",
                         "not a dataset folder")
 
 
-@pytest.mark.slow
-def test_a_library_error_names_the_flag_behind_it(tmp_path):
+def test_a_library_error_names_the_flag_behind_it(run, tmp_path):
     # The library finds this one (the batch does not fit the 1,437 training digits): one line, exit 2, and
     # the flag that set the argument, after the library's own message.
-    code, stderr = _run("training.pretrain", "--batch-size", "5000", "--epochs", "1", "--out", str(tmp_path),
-                        "--export", "none")
+    args = ["--batch-size", "5000", "--epochs", "1", "--out", str(tmp_path), "--export", "none"]
+    code, stderr = run("training.pretrain", *args)
     _assert_clean_error(code, stderr, "batch_size=5000", "--batch-size")
-    # With --debug the traceback is there for whoever wants it.
-    code, stderr = _run("training.pretrain", "--batch-size", "5000", "--epochs", "1", "--out", str(tmp_path),
-                        "--export", "none", "--debug")
-    assert code == 1 and "Traceback" in stderr and "ValueError" in stderr
+    # With --debug the error is raised as it is, so the interpreter shows its traceback (exit status 1).
+    with pytest.raises(ValueError, match="batch_size=5000"):
+        run("training.pretrain", *args, "--debug")
 
 
 @pytest.mark.parametrize("module", ["training.linear_eval", "training.finetune"])
-def test_evaluation_commands_reject_bad_flags_cleanly(module, tmp_path):
-    _assert_clean_error(*_run(module, str(tmp_path), "--data", "digits", "--epochs", "0"), "--epochs", "got 0")
-    _assert_clean_error(*_run(module, str(tmp_path), "--data", str(tmp_path / "missing")), "--data", "no such folder")
-    _assert_clean_error(*_run(module, "--data", "digits"), "RUN_DIR or --encoder")
+def test_evaluation_commands_reject_bad_flags_cleanly(run, module, tmp_path):
+    _assert_clean_error(*run(module, str(tmp_path), "--data", "digits", "--epochs", "0"), "--epochs", "got 0")
+    _assert_clean_error(*run(module, str(tmp_path), "--data", str(tmp_path / "missing")), "--data", "no such folder")
+    _assert_clean_error(*run(module, "--data", "digits"), "RUN_DIR or --encoder")
 
 
-def test_evaluation_command_reports_a_run_directory_without_a_model(tmp_path):
-    code, stderr = _run("training.linear_eval", str(tmp_path), "--data", "digits")
+def test_evaluation_command_reports_a_run_directory_without_a_model(run, tmp_path):
+    code, stderr = run("training.linear_eval", str(tmp_path), "--data", "digits")
     _assert_clean_error(code, stderr, str(tmp_path))
 
 
-def test_export_rejects_a_missing_run_directory(tmp_path):
-    _assert_clean_error(*_run("training.export", str(tmp_path / "nope")), "run_dir", "no such folder")
-    _assert_clean_error(*_run("training.export", str(tmp_path), "--version", "0"), "--version", "got 0")
+def test_export_rejects_a_missing_run_directory(run, tmp_path):
+    _assert_clean_error(*run("training.export", str(tmp_path / "nope")), "run_dir", "no such folder")
+    _assert_clean_error(*run("training.export", str(tmp_path), "--version", "0"), "--version", "got 0")
 
 
 def test_short_run_hint_points_to_the_short_preset():

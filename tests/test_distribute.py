@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 from byol_keras import distribute
+from byol_keras.onednn import onednn_state
 from byol_keras.distribute import (
     PRECISIONS,
     is_chief,
@@ -154,13 +155,22 @@ def test_resolve_jit_compile(monkeypatch, tmp_path):
     assert jit is False and "more than one replica" in reason
     with pytest.raises(ValueError, match="requested='yes'"):
         resolve_jit_compile(fake_strategy(1), requested="yes")
-    # A CPU-only host (AVX-512 or AVX2): oneDNN measured faster, so "auto" is off; asked for, XLA stays on;
-    # views made inside the step keep XLA (it fuses their colour maths).
+    # A CPU-only host with TensorFlow's oneDNN kernels on: they measured faster, so "auto" is off; asked
+    # for, XLA stays on; views made inside the step keep XLA (it fuses their colour maths).
     monkeypatch.setattr(distribute, "_cpu_only", lambda: True)
+    monkeypatch.setattr(distribute, "_onednn_enabled", lambda: True)
     jit, reason = resolve_jit_compile(one)
-    assert jit is False and "oneDNN" in reason
+    assert jit is False and "oneDNN kernels (on in this process)" in reason
     assert resolve_jit_compile(one, requested=True) == (True, "XLA is on (one replica)")
     assert resolve_jit_compile(one, augment_on_device=True)[0] is True
+    # With them off (an AVX2 CPU's default, or TF_ENABLE_ONEDNN_OPTS=0) XLA beat the Eigen kernels: on.
+    monkeypatch.setattr(distribute, "_onednn_enabled", lambda: False)
+    jit, reason = resolve_jit_compile(one)
+    assert jit is True and "oneDNN kernels are off in this process" in reason
+    assert resolve_jit_compile(one, requested=False)[0] is False
+    # The state read by default is TensorFlow's own (this process: oneDNN as conftest or the user left it).
+    monkeypatch.undo()
+    assert distribute._onednn_enabled() is onednn_state()["enabled"]
     # The flags come from /proc/cpuinfo's first "flags" line; no file, no flags.
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f\n\nflags\t: other\n")

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from byol_keras.cli.pretrain import RESULT_RULE, parse_args, resolve_config
+from byol_keras.onednn import onednn_state
 from byol_keras.presets import FIELDS, PRESETS, get_preset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,15 +81,27 @@ def test_optimizer_choices_decay_as_documented():
         build_optimizer(dict(config, optimizer="adam"), 10, 100, model)
 
 
-@pytest.mark.slow
-def test_demo_command_end_to_end(tmp_path):
-    run_dir, export = tmp_path / "run", tmp_path / "saved_models" / "demo"
-    command = [
-        sys.executable, "-m", "training.pretrain", "--preset", "demo", "--epochs", "2", "--steps-per-epoch", "2",
-        "--width", "4", "--out", str(run_dir), "--export", str(export), "--backup-every", "2",
-    ]
+DEMO = [sys.executable, "-m", "training.pretrain", "--preset", "demo", "--steps-per-epoch", "2", "--width", "4",
+        "--backup-every", "2"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """`(run_dir, export, result)`: the demo command, shrunk to 2 epochs of 2 steps, run once for this module.
+
+    The end-to-end test reads it; the resume and TensorBoard tests work on copies of its folders.
+    """
+    base = tmp_path_factory.mktemp("demo")
+    run_dir, export = base / "run", base / "saved_models" / "demo"
+    command = DEMO + ["--epochs", "2", "--out", str(run_dir), "--export", str(export)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, export, result
+
+
+@pytest.mark.slow
+def test_demo_command_end_to_end(demo_run):
+    run_dir, export, result = demo_run
     # Into a pipe (not a terminal) the default progress is a plain line per few epochs, no bars; then the
     # closing lines, set apart by a blank line and a rule.
     assert "\r" not in result.stdout and "\x1b" not in result.stdout, result.stdout[-3000:]
@@ -105,6 +118,9 @@ def test_demo_command_end_to_end(tmp_path):
 
     config = json.loads((run_dir / "config.json").read_text())
     assert config["total_steps"] == 4 and config["encoder"]["widths"] == [4, 8, 16]
+    # oneDNN as this process has it: the child inherited the variable (set by the user or by conftest's
+    # import of byol_keras, which the record tells apart) and TensorFlow's default is this machine's.
+    assert config["onednn"] == onednn_state()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 4
     assert 0.0 <= summary["knn_top1_random_init"] <= 1.0 and 0.0 <= summary["knn_top1_pretrained"] <= 1.0
@@ -199,26 +215,27 @@ def test_supervised_ceiling_benchmark_runs_on_an_image_folder(tmp_path):
 
 
 @pytest.mark.slow
-def test_resumed_run_reports_the_true_random_init_and_the_raw_pixel_reference(tmp_path):
-    # A finished 1-epoch run, then the same run directory with 2 epochs: it resumes at global step 2. The
-    # "random init" figure must be the one measured before the first step of the first launch, and the
-    # kNN of the restored weights must be labelled as what it is.
-    base = [sys.executable, "-m", "training.pretrain", "--preset", "demo", "--steps-per-epoch", "2", "--width", "4",
-            "--out", str(tmp_path), "--export", "none", "--verbose", "0"]
-    first = subprocess.run(base + ["--epochs", "1"], cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert first.returncode == 0, first.stderr[-3000:]
-    first_summary = json.loads((tmp_path / "summary.json").read_text())
-    stored = json.loads((tmp_path / "knn_random_init.json").read_text())["knn_top1_random_init"]
+def test_resumed_run_reports_the_true_random_init_and_the_raw_pixel_reference(demo_run, tmp_path):
+    # The finished 2-epoch demo run, then the same command on (a copy of) its run directory with 3 epochs:
+    # it resumes at global step 4. The "random init" figure must be the one measured before the first step
+    # of the first launch, and the kNN of the restored weights must be labelled as what it is.
+    import shutil
+
+    shutil.copytree(demo_run[0], tmp_path / "run")
+    run_dir = tmp_path / "run"
+    first_summary = json.loads((run_dir / "summary.json").read_text())
+    stored = json.loads((run_dir / "knn_random_init.json").read_text())["knn_top1_random_init"]
     assert stored == first_summary["knn_top1_random_init"]
-    second = subprocess.run(base + ["--epochs", "2"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    second = subprocess.run(DEMO + ["--epochs", "3", "--out", str(run_dir), "--export", "none", "--verbose", "0"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["resumed_from_step"] == 2 and summary["steps"] == 4
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["resumed_from_step"] == 4 and summary["steps"] == 6
     assert summary["knn_top1_random_init"] == stored
     # The restored weights are the first launch's final ones, so their kNN is the first launch's "pretrained".
     assert summary["knn_top1_at_resume"] == pytest.approx(first_summary["knn_top1_pretrained"], abs=1e-6)
     line = [l for l in second.stdout.splitlines() if l.startswith("BYOL demo")][-1]
-    assert f"{stored:.4f} (random init)" in line and "when resumed at step 2" in line, line
+    assert f"{stored:.4f} (random init)" in line and "when resumed at step 4" in line, line
     # The raw-pixel reference: kNN on the normalised pixels of the same bank and queries, with a verdict.
     raw = [l for l in second.stdout.splitlines() if l.startswith("kNN top-1 on the raw pixels")][-1]
     assert f"{summary['knn_top1_raw_pixels']:.4f}" in raw and ("above" in raw)
@@ -271,36 +288,14 @@ def _tensorboard_plugins(logdir, timeout=90):
 
 
 @pytest.mark.slow
-def test_tensorboard_serves_the_projector_of_a_run(tmp_path):
-    run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "training.pretrain", "--preset", "demo", "--epochs", "1", "--steps-per-epoch", "2",
-               "--width", "4", "--out", str(run_dir), "--export", "none", "--verbose", "0"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    # Served from a copy in another place: nothing in the logs may point back to the original folder.
-    moved = tmp_path / "moved_logs"
+def test_tensorboard_serves_the_projector_of_a_run(demo_run, tmp_path):
+    # Served from a copy in another place: nothing in the logs may point back to the original folder (which
+    # the other tests still read, so it stays; no file of the copy names it).
     import shutil
 
-    shutil.copytree(run_dir / "logs", moved)
-    shutil.rmtree(run_dir)
+    moved = tmp_path / "moved_logs"
+    shutil.copytree(demo_run[0] / "logs", moved)
+    original = str(demo_run[0]).encode()
+    assert not [p for p in moved.rglob("*") if p.is_file() and original in p.read_bytes()]
     plugins = _tensorboard_plugins(moved)
     assert {"scalars", "images", "projector"} <= plugins, plugins
-
-
-def test_step_benchmark_runs_and_pins_the_thread_pools():
-    # benchmarks/step.py end to end on a tiny network, in its own process (thread pools can only be set
-    # before TensorFlow starts): one JSON line with a positive rate, the thread settings read back.
-    flags = ["--batch", "4", "--size", "16", "--width", "4", "--hidden", "16", "--projection-dim", "8",
-             "--steps", "1", "--runs", "1", "--no-matmul", "--threads", "1", "--inter-threads", "3"]
-    # `python -m benchmarks.step FLAGS`, then the pools read back in the same process.
-    probe = ("import sys, runpy, tensorflow as tf; sys.argv = ['step'] + sys.argv[1:]; "
-             "runpy.run_module('benchmarks.step', run_name='__main__'); "
-             "print(tf.config.threading.get_intra_op_parallelism_threads(), "
-             "tf.config.threading.get_inter_op_parallelism_threads())")
-    result = subprocess.run([sys.executable, "-c", probe] + flags, cwd=ROOT, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    *_, line, threads = result.stdout.strip().splitlines()
-    record = json.loads(line)
-    assert record["median"] > 0 and record["config"]["threads"] == 1 and record["config"]["inter_threads"] == 3
-    assert threads.split() == ["1", "3"]

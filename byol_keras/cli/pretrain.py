@@ -7,7 +7,7 @@
 Flags left unset keep the preset's value (`byol_keras/presets.py`). The run directory (`--out`, default
 `runs/<preset>`) receives:
 
-    config.json      the resolved configuration (preset + flags + derived values)
+    config.json      the resolved configuration (preset + flags + derived values, oneDNN's state)
     logs/            TensorBoard: per-step loss, τ, learning rate, representation_std; kNN; views; projector
     backup/          the fault-tolerance backup (running the same command again resumes from it)
     checkpoints/     latest.keras, the full BYOL model, saved every epoch (every `--backup-every` steps if longer)
@@ -188,6 +188,7 @@ def run(config):
     from byol_keras.fault_tolerance import StepBackup, StopOnNonFiniteLoss
     from byol_keras.layers import sync_batchnorm
     from byol_keras.evaluation import default_crop_fraction
+    from byol_keras.onednn import onednn_state
     from byol_keras.export import export_version
 
     started = time.time()
@@ -221,6 +222,8 @@ def run(config):
         replicas=strategy.num_replicas_in_sync,
         # The evaluation transform of the kNN monitor, and of the exported serving signature.
         crop_fraction=default_crop_fraction(image_size),
+        # TensorFlow's oneDNN kernels: on or off in this run, and whether the user or byol_keras chose.
+        onednn=onednn_state(),
     )
 
     # kNN bank (training images) and queries (test split), evaluation transform, kept in memory.

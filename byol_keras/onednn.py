@@ -1,0 +1,152 @@
+"""TensorFlow's oneDNN kernels: turned on before TensorFlow starts, and what is true once it has.
+
+TensorFlow decides once, when it is imported, whether its oneDNN CPU kernels are on (`IsMklEnabled`):
+`TF_ENABLE_ONEDNN_OPTS=1` or `0` if set, otherwise its own default, which is *off* on x86 CPUs without
+the AI extensions (AVX-512 VNNI/BF16, AMX), AMD Zen and older Intel CPUs among them. There the BYOL step
+runs on Eigen kernels, about 1.6 times slower (issue 21: ResNet-18 w64, B128, 32 px on a 2-vCPU AMD EPYC,
+8.0 images/s off, 13.1 on).
+
+- `use_onednn()`: sets `TF_ENABLE_ONEDNN_OPTS=1` unless the variable is set (the user's choice wins) or
+  TensorFlow is already imported (too late to matter). `byol_keras/__init__.py` calls it before it imports
+  TensorFlow, so the commands, `training/*.py`, the benchmarks and the tests, which all import byol_keras
+  first, run with oneDNN on.
+- `onednn_state()`: the variable, who set it, and whether TensorFlow's oneDNN kernels are really on;
+  `config.json` records it.
+- `tell_if_off()`: one logged line when the kernels are off by TensorFlow's default on an x86 CPU
+  (a script that imported TensorFlow before byol_keras), with the cost and the fix.
+
+Safe to turn on: oneDNN's 1×1 backward-weights kernel corrupts the heap for a *strided* 1×1 convolution
+with fewer input channels than its channel block (8 with AVX2, 16 with AVX-512; uxlfoundation/oneDNN#6035,
+`tests/test_onednn.py`). Our ResNet-18 computes its strided 1×1 shortcuts without that kernel
+(`byol_keras.layers.StridedPointwiseConv2D`); the ConvNet has no 1×1 convolution; Keras' ResNet-50 has
+strided 1×1 convolutions only on 256 or more channels.
+
+This module imports TensorFlow only inside `onednn_state` and `tell_if_off`.
+"""
+
+import functools
+import logging
+import os
+import platform
+import sys
+
+logger = logging.getLogger(__name__)
+
+VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+# Set beside VARIABLE, to the same value, when `use_onednn` (not the user) set it. Child processes inherit
+# both, so a run started by one of our programs still records who made the choice.
+SET_BY_BYOL_KERAS = "BYOL_KERAS_SET_ONEDNN"
+
+# Issue 21, on a 2-vCPU AMD EPYC (AVX2, FMA): the BYOL step of ResNet-18 w64, B128, 32 px, fit() with
+# defaults, 8.0 images/s with oneDNN off (TensorFlow's default there) and 13.1 with it on.
+MEASURED_SPEEDUP = 13.1 / 8.0
+
+_X86 = ("x86_64", "amd64", "i386", "i686", "x86")
+
+
+def use_onednn(environ=None, tensorflow_imported=None):
+    """Turn TensorFlow's oneDNN kernels on (`TF_ENABLE_ONEDNN_OPTS=1`) unless someone already decided.
+
+    Nothing changes when the variable is set (the user's choice, or a parent process's), when TensorFlow
+    is already imported (it read the variable then), or on a CPU that is not x86 (TensorFlow's own policy
+    for ARM's oneDNN build stays).
+
+    Args:
+        environ: the environment mapping to read and change. Defaults to `os.environ`.
+        tensorflow_imported: bool or None, whether TensorFlow is already imported. Defaults to None
+            (looked up in `sys.modules`).
+
+    Returns:
+        str, what happened: `"set"` (this call set it to "1"), `"user"` (it was set, this value wins),
+        `"too late"` (TensorFlow already imported) or `"not x86"`.
+
+    Example:
+
+    >>> env = {}
+    >>> use_onednn(env, tensorflow_imported=False), env[VARIABLE]
+    ('set', '1')
+    >>> use_onednn({VARIABLE: "0"}, tensorflow_imported=False)
+    'user'
+    """
+    environ = os.environ if environ is None else environ
+    if tensorflow_imported is None:
+        tensorflow_imported = "tensorflow" in sys.modules
+    if VARIABLE in environ:
+        return "user"
+    if tensorflow_imported:
+        return "too late"
+    if platform.machine().lower() not in _X86:
+        return "not x86"
+    environ[VARIABLE] = "1"
+    environ[SET_BY_BYOL_KERAS] = "1"
+    return "set"
+
+
+def onednn_state(environ=None):
+    """Whether TensorFlow's oneDNN kernels are on in this process, and who decided; imports TensorFlow.
+
+    Args:
+        environ: the environment mapping to read. Defaults to `os.environ`.
+
+    Returns:
+        dict, JSON-serialisable: `enabled` (bool, TensorFlow's own answer, `IsMklEnabled()`),
+        `TF_ENABLE_ONEDNN_OPTS` (the variable's value or None) and `set_by` (`"byol_keras"`, `"user"`, or
+        `"tensorflow default"` when the variable is unset).
+    """
+    environ = os.environ if environ is None else environ
+    value = environ.get(VARIABLE)
+    if value is None:
+        set_by = "tensorflow default"
+    elif environ.get(SET_BY_BYOL_KERAS) == value:
+        set_by = "byol_keras"
+    else:
+        set_by = "user"
+    return {"enabled": _enabled(), VARIABLE: value, "set_by": set_by}
+
+
+def tell_if_off(environ=None):
+    """Log once, as a warning, that oneDNN is off by TensorFlow's default on this x86 CPU, and the fix.
+
+    Silent when the variable is set (a choice, kept), when the kernels are on, on a CPU that is not x86
+    and when TensorFlow sees a GPU (the step runs there).
+
+    Args:
+        environ: the environment mapping to read. Defaults to `os.environ`.
+
+    Returns:
+        str or None: the line (also logged, the first time only), or None when there is nothing to say.
+    """
+    environ = os.environ if environ is None else environ
+    if VARIABLE in environ or _enabled() or not _x86() or _gpus():
+        return None
+    return _tell()
+
+
+@functools.cache  # once per process
+def _tell():
+    line = (
+        f"TensorFlow's oneDNN kernels are off: its default on CPUs without AVX-512 VNNI or AMX, and "
+        f"TensorFlow was imported before byol_keras could turn them on. The BYOL step runs about "
+        f"{MEASURED_SPEEDUP:.1f}x faster with them (measured on an AVX2 CPU, byol_keras/onednn.py): set "
+        f"{VARIABLE}=1 in the environment, or import byol_keras before keras and tensorflow."
+    )
+    logger.warning(line)
+    return line
+
+
+def _enabled():
+    from tensorflow.python.util import _pywrap_util_port  # TensorFlow's own flag; no public API has it
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def _x86():
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsX86Available())
+
+
+def _gpus():
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))

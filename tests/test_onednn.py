@@ -1,0 +1,231 @@
+"""byol_keras.onednn and the oneDNN crash it works around: who turns the kernels on, what a run records, the
+one line a library user gets when they are off, and the strided 1×1 convolution that used to corrupt the heap.
+
+TensorFlow reads `TF_ENABLE_ONEDNN_OPTS` once, when it starts, so everything that depends on its value at
+start-up runs in a subprocess with its own environment.
+"""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from byol_keras import onednn
+from byol_keras.encoders import resnet18
+from byol_keras import layers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _start(arguments, env_changes):
+    """`python ARGUMENTS` from the clone's root, started, with `env_changes` applied (None removes a variable)."""
+    env = {**os.environ, **env_changes}
+    env = {name: value for name, value in env.items() if value is not None}
+    return subprocess.Popen([sys.executable, *arguments], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _finish(process, timeout=300):
+    stdout, stderr = process.communicate(timeout=timeout)
+    return process.returncode, stdout, stderr
+
+
+def test_use_onednn_sets_the_variable_unless_someone_chose():
+    env = {}
+    assert onednn.use_onednn(env, tensorflow_imported=False) == "set"
+    assert env == {onednn.VARIABLE: "1", onednn.SET_BY_BYOL_KERAS: "1"}
+    for value in ("0", "1"):  # the user's choice wins, either way
+        env = {onednn.VARIABLE: value}
+        assert onednn.use_onednn(env, tensorflow_imported=False) == "user" and env == {onednn.VARIABLE: value}
+    env = {}
+    assert onednn.use_onednn(env, tensorflow_imported=True) == "too late" and env == {}
+
+
+# Prints this process's record after importing byol_keras (first, or after TensorFlow: argv[1]).
+_STATE = """
+import sys
+if sys.argv[1] == "tensorflow-first":
+    import tensorflow
+import byol_keras
+from byol_keras.onednn import onednn_state
+import json; print(json.dumps(onednn_state()))
+"""
+
+
+def test_importing_byol_keras_first_turns_onednn_on_and_the_users_choice_wins():
+    unset = {onednn.VARIABLE: None, onednn.SET_BY_BYOL_KERAS: None}
+    cases = {
+        "byol_keras first": (unset, "byol_keras-first"),
+        "the user's 0": (dict(unset, TF_ENABLE_ONEDNN_OPTS="0"), "byol_keras-first"),
+        "the user's 1": (dict(unset, TF_ENABLE_ONEDNN_OPTS="1"), "byol_keras-first"),
+        "tensorflow first": (unset, "tensorflow-first"),
+    }
+    processes = {name: _start(["-c", _STATE.replace("sys.argv[1]", repr(order))], env)
+                 for name, (env, order) in cases.items()}
+    states = {}
+    for name, process in processes.items():
+        rc, stdout, stderr = _finish(process)
+        assert rc == 0, (name, stderr[-2000:])
+        states[name] = json.loads(stdout.strip().splitlines()[-1])
+    assert states["byol_keras first"] == {"enabled": True, onednn.VARIABLE: "1", "set_by": "byol_keras"}
+    assert states["the user's 0"] == {"enabled": False, onednn.VARIABLE: "0", "set_by": "user"}
+    assert states["the user's 1"] == {"enabled": True, onednn.VARIABLE: "1", "set_by": "user"}
+    # Too late to set: TensorFlow's own default decided (on for this machine's AVX-512/AMX, off for AVX2).
+    assert states["tensorflow first"][onednn.VARIABLE] is None
+    assert states["tensorflow first"]["set_by"] == "tensorflow default"
+
+
+# A library user's script that imported TensorFlow first, on a CPU where TensorFlow's default is off: emulated
+# by starting TensorFlow with the variable at 0 and then removing it, which is the state such a user has.
+_COMPILE_TWICE = """
+import os
+import tensorflow as tf
+del os.environ["TF_ENABLE_ONEDNN_OPTS"]
+os.environ.pop("BYOL_KERAS_SET_ONEDNN", None)
+import keras
+from byol_keras import BYOL, convnet
+for _ in range(2):
+    model = BYOL(convnet((4,), input_shape=(8, 8, 3)), projection_dim=4, projection_hidden_dim=8,
+                 prediction_hidden_dim=8, total_steps=2)
+    model.compile(optimizer="sgd")
+print("compiled", model.jit_compile)
+"""
+
+
+def test_a_library_user_with_onednn_off_is_told_once():
+    rc, stdout, stderr = _finish(_start(["-c", _COMPILE_TWICE], {onednn.VARIABLE: "0"}))
+    assert rc == 0, stderr[-2000:]
+    told = [line for line in stderr.splitlines() if "oneDNN kernels are off" in line]
+    assert len(told) == 1, stderr[-3000:]
+    assert "TF_ENABLE_ONEDNN_OPTS=1" in told[0] and "before keras and tensorflow" in told[0]
+    assert f"{onednn.MEASURED_SPEEDUP:.1f}x faster" in told[0]
+
+
+def test_no_line_when_the_variable_is_set_onednn_is_on_or_a_gpu_runs_the_step(monkeypatch, caplog):
+    # The other half, in this process (whose variable conftest's import of byol_keras set, or the user did).
+    monkeypatch.setattr(onednn, "_tell", onednn._tell.__wrapped__)  # no once-per-process memory here
+    off_by_default = dict(_enabled=lambda: False, _x86=lambda: True, _gpus=lambda: False)
+    for name, value in off_by_default.items():
+        monkeypatch.setattr(onednn, name, value)
+    with caplog.at_level(logging.WARNING, logger="byol_keras.onednn"):
+        assert onednn.tell_if_off({}) is not None  # the condition itself: off, unset, x86, no GPU
+        assert onednn.tell_if_off({onednn.VARIABLE: "0"}) is None  # the user chose
+        monkeypatch.setattr(onednn, "_enabled", lambda: True)
+        assert onednn.tell_if_off({}) is None  # on
+        monkeypatch.setattr(onednn, "_enabled", lambda: False)
+        monkeypatch.setattr(onednn, "_gpus", lambda: True)
+        assert onednn.tell_if_off({}) is None  # the step runs on a GPU
+        monkeypatch.setattr(onednn, "_gpus", lambda: False)
+        monkeypatch.setattr(onednn, "_x86", lambda: False)
+        assert onednn.tell_if_off({}) is None  # not x86: TensorFlow's own oneDNN policy (ARM)
+    assert len([r for r in caplog.records if "oneDNN kernels are off" in r.getMessage()]) == 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The crash: oneDNN's jit_1x1 backward-weights kernel and a strided 1×1 convolution with few input channels
+# ----------------------------------------------------------------------------------------------------------
+
+# Issue 21's command (aborted with "corrupted size vs. prev_size" 5 of 5 times under AVX2 with one thread; any
+# inter-op count), and the same fit at 64 px with two threads, which crashed on AVX-512 with no cap at all.
+# `--jit 0`: TensorFlow's own kernels, where the crash was (with oneDNN off, "auto" would pick XLA's).
+_STEP = ["--batch", "4", "--width", "4", "--hidden", "16", "--projection-dim", "8", "--steps", "1", "--warmup", "0",
+         "--runs", "1", "--no-matmul", "--jit", "0"]
+_CRASHED = {
+    "16 px, 1 thread, AVX2": (["--size", "16", "--threads", "1", "--inter-threads", "3"], {"ONEDNN_MAX_CPU_ISA": "AVX2"}),
+    "64 px, 2 threads, native": (["--size", "64", "--threads", "2", "--inter-threads", "1"], {}),
+}
+# `python -m benchmarks.step FLAGS`, then the thread pools read back in the same process (they can only be
+# set before TensorFlow starts, hence a process of its own).
+_STEP_THEN_POOLS = (
+    "import sys, runpy, tensorflow as tf; sys.argv = ['step'] + sys.argv[1:]; "
+    "runpy.run_module('benchmarks.step', run_name='__main__'); "
+    "print(tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threading.get_inter_op_parallelism_threads())"
+)
+
+
+@pytest.mark.slow
+def test_the_step_benchmark_runs_where_it_crashed_with_onednn_on_and_off_and_pins_the_thread_pools():
+    # benchmarks/step.py end to end on a tiny network: one JSON line with a positive rate, the thread
+    # settings read back, oneDNN on or off as asked. The four processes run at once.
+    processes = {(name, setting): _start(["-c", _STEP_THEN_POOLS] + _STEP + flags,
+                                         dict(env, TF_ENABLE_ONEDNN_OPTS=setting))
+                 for name, (flags, env) in _CRASHED.items() for setting in ("0", "1")}
+    for (name, setting), process in processes.items():
+        rc, stdout, stderr = _finish(process)
+        assert rc == 0, f"{name}, TF_ENABLE_ONEDNN_OPTS={setting}: rc {rc}\n{stderr[-2000:]}"
+        *_, line, threads = stdout.strip().splitlines()
+        record, flags = json.loads(line), _CRASHED[name][0]
+        assert record["median"] > 0 and record["onednn"]["enabled"] is (setting == "1"), record["onednn"]
+        pools = [flags[flags.index("--threads") + 1], flags[flags.index("--inter-threads") + 1]]
+        assert threads.split() == pools
+        assert [record["config"]["threads"], record["config"]["inter_threads"]] == [int(n) for n in pools]
+
+
+@pytest.mark.parametrize("size, strides, padding", [(8, 2, "same"), (7, 2, "same"), (7, 2, "valid"), (9, 3, "same")])
+def test_a_strided_1x1_conv_subsamples_first_with_the_same_outputs_and_gradients(size, strides, padding):
+    x = tf.constant(np.random.default_rng(0).normal(size=(2, size, size, 3)).astype("float32"))
+    reference = keras.layers.Conv2D(5, 1, strides=strides, padding=padding, use_bias=True)
+    layer = layers.Conv2D(5, 1, strides=strides, padding=padding, use_bias=True)
+    reference.build(x.shape)
+    layer.build(x.shape)
+    layer.set_weights([w + 0.1 for w in reference.get_weights()])
+    reference.set_weights(layer.get_weights())
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours, theirs = layer(x), reference(x)
+        ours_loss, theirs_loss = tf.reduce_sum(tf.sin(ours)), tf.reduce_sum(tf.sin(theirs))
+    assert ours.shape == theirs.shape == (2, -(-size // strides), -(-size // strides), 5)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    # Output pixel i reads input pixel strides·i: the kernel applied to the subsampled input, by hand.
+    kernel, bias = (w.numpy() for w in layer.weights)
+    by_hand = np.einsum("nhwc,cd->nhwd", x.numpy()[:, ::strides, ::strides], kernel[0, 0]) + bias
+    np.testing.assert_allclose(ours, by_hand, rtol=1e-5, atol=1e-5)
+    for ours_grad, theirs_grad in zip(tape.gradient(ours_loss, [x, *layer.weights]),
+                                      tape.gradient(theirs_loss, [x, *reference.weights])):
+        np.testing.assert_allclose(ours_grad, theirs_grad, rtol=1e-5, atol=1e-5)
+
+
+def test_our_conv2d_is_keras_conv2d_by_config_and_elsewhere():
+    layer = layers.Conv2D(4, 1, strides=2, padding="same", name="proj")
+    # The same configuration as Keras' Conv2D: either class builds from the other's config.
+    assert keras.layers.Conv2D.from_config(layer.get_config()).get_config() == layer.get_config()
+    assert layers.Conv2D.from_config(layer.get_config()).get_config() == layer.get_config()
+    # Any other convolution is Keras' own computation (here a strided 3×3 one).
+    x = np.random.default_rng(0).normal(size=(2, 7, 7, 3)).astype("float32")
+    ours, theirs = layers.Conv2D(4, 3, strides=2), keras.layers.Conv2D(4, 3, strides=2)
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    theirs.set_weights(ours.get_weights())
+    np.testing.assert_array_equal(ours(x), theirs(x))
+
+
+def test_resnet18_shortcuts_skip_the_strided_1x1_kernel_and_old_weights_load(tmp_path):
+    encoder = resnet18(width=4, input_shape=(16, 16, 3))
+    shortcuts = [layer for layer in encoder.layers if layer.name.endswith("_proj_conv")]
+    assert [layer.name for layer in shortcuts] == [f"stage{s}_block1_proj_conv" for s in (2, 3, 4)]
+    assert all(type(layer) is layers.Conv2D and layer.strides == (2, 2) for layer in shortcuts)
+    # The network before this layer existed (plain strided Conv2D shortcuts): same variables, same names, and
+    # weights saved by either load into the other with the same outputs.
+    old = keras.models.clone_model(encoder, clone_function=lambda layer: (
+        keras.layers.Conv2D.from_config(layer.get_config()) if isinstance(layer, layers.Conv2D)
+        else layer.__class__.from_config(layer.get_config())))
+    assert [v.path for v in old.weights] == [v.path for v in encoder.weights]
+    old.set_weights([np.random.default_rng(i).normal(size=w.shape).astype("float32") * 0.3
+                     for i, w in enumerate(old.get_weights())])
+    old.save_weights(tmp_path / "old.weights.h5")
+    encoder.load_weights(tmp_path / "old.weights.h5")
+    x = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype("float32")
+    np.testing.assert_allclose(encoder(x, training=False), old(x, training=False), rtol=1e-4, atol=1e-5)
+    encoder.save_weights(tmp_path / "new.weights.h5")
+    old.load_weights(tmp_path / "new.weights.h5")  # and the other way
+    np.testing.assert_allclose(old(x, training=False), encoder(x, training=False), rtol=1e-4, atol=1e-5)
+    encoder.save(tmp_path / "encoder.keras")
+    loaded = keras.saving.load_model(tmp_path / "encoder.keras")
+    assert type(loaded.get_layer("stage2_block1_proj_conv")) is layers.Conv2D
+    np.testing.assert_allclose(loaded(x, training=False), old(x, training=False), rtol=1e-4, atol=1e-5)
