@@ -6,7 +6,8 @@
     python -m benchmarks.paired pipeline96 --rounds 5            # views at 96 px, the paper's blur
     python -m benchmarks.paired pipeline224 --rounds 3           # 400x300 JPEG photos, 224-px views, the paper's blur
     python -m benchmarks.paired step-demo --rounds 5             # the demo-sized step (width 8, heads 256 -> 64)
-    python -m benchmarks.paired step --isa AVX2                  # both sides restricted to AVX2 (an AMD Zen CPU)
+    python -m benchmarks.paired step --isa AVX2                  # both sides restricted to AVX2 (an AMD Zen CPU),
+                                                                 # ours with oneDNN off, then on
     python -m benchmarks.paired all --rounds 5
 
 Each round starts the peer's script (`../shared/bench/`, run with `--peer-python`, default
@@ -18,8 +19,12 @@ the peak memory of each.
 
 `--isa AVX2` runs both sides as on a CPU without AVX-512: `ONEDNN_MAX_CPU_ISA=AVX2` (TensorFlow's and
 PyTorch's oneDNN kernels), `XLA_FLAGS=--xla_cpu_max_isa=AVX2` (XLA's CPU code generation) and
-`MKL_ENABLE_INSTRUCTIONS=AVX2` (PyTorch's MKL). Our `jit_compile="auto"` decides the same on both
-instruction sets (XLA off on a CPU), so nothing else changes.
+`MKL_ENABLE_INSTRUCTIONS=AVX2` (PyTorch's MKL). A real AVX2 CPU also differs in what TensorFlow does by
+default: it leaves its oneDNN kernels off there (byol_keras turns them on when imported first, a script
+that imported TensorFlow first keeps them off), so with `--isa AVX2` each figure is measured twice, ours
+with `TF_ENABLE_ONEDNN_OPTS=0` (Eigen kernels) and with `=1`, each against the same peer command; every
+line carries `onednn`, TensorFlow's own record of the state. With `--jit auto` XLA follows that state
+(on with oneDNN off, off with it on; `ours_config.jit_compile` says which).
 """
 
 import argparse
@@ -104,7 +109,7 @@ def run_child(command, extra_env=None):
     return json.loads(lines[-1]), usage.ru_maxrss / 1024.0, time.perf_counter() - start
 
 
-def compare(name, peer_command, our_command, rounds, isa=None):
+def compare(name, peer_command, our_command, rounds, isa=None, our_env=None):
     peer_runs, our_runs, peer_rss, our_rss, our_lines = [], [], [], [], []
     for round_index in range(rounds):
         line, rss, seconds = run_child(peer_command, isa_environment(isa))
@@ -112,7 +117,7 @@ def compare(name, peer_command, our_command, rounds, isa=None):
         peer_rss.append(rss)
         print(f"# {name} round {round_index + 1}: peer {line['images_per_second']} images/s "
               f"({rss:.0f} MiB, {seconds:.0f} s)", file=sys.stderr, flush=True)
-        line, rss, seconds = run_child(our_command, isa_environment(isa))
+        line, rss, seconds = run_child(our_command, {**isa_environment(isa), **(our_env or {})})
         our_runs.extend(line["runs"])
         our_rss.append(rss)
         our_lines.append(line)
@@ -131,6 +136,7 @@ def compare(name, peer_command, our_command, rounds, isa=None):
         "peer_command": " ".join(os.path.basename(part) if part.startswith("/tmp") else part for part in peer_command),
         "rounds": rounds,
         "isa": isa or "native",
+        "onednn": our_lines[-1].get("onednn"),
         "machine": report.machine(),
     }
     for key in ("fraction_of_matmul", "achieved_gflops", "matmul_gflops"):
@@ -160,8 +166,12 @@ def main(argv=None):
     names = ("pipeline32", "pipeline96", "pipeline224", "step", "step-demo") if args.figure == "all" else (args.figure,)
     if "pipeline224" in names:
         photo_folder(args)
+    # Under --isa AVX2 ours runs as a real AVX2 CPU may have it, oneDNN off (TensorFlow's default there), and on.
+    settings = (("-onednn-off", {"TF_ENABLE_ONEDNN_OPTS": "0"}), ("-onednn-on", {"TF_ENABLE_ONEDNN_OPTS": "1"})) \
+        if args.isa else (("", None),)
     for name in names:
-        compare(name, *table[name], rounds=args.rounds, isa=args.isa)
+        for suffix, our_env in settings:
+            compare(name + suffix, *table[name], rounds=args.rounds, isa=args.isa, our_env=our_env)
 
 
 if __name__ == "__main__":

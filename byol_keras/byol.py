@@ -10,6 +10,7 @@ from keras import ops
 from byol_keras.encoders import feature_shape
 from byol_keras.heads import mlp_head
 from byol_keras.losses import byol_loss, l2_normalize
+from byol_keras.onednn import tell_if_off
 from byol_keras.schedules import target_tau
 from byol_keras.validation import check_int, check_number, check_positive_int
 
@@ -306,10 +307,14 @@ class BYOL(keras.Model):
     def compile(self, optimizer="rmsprop", jit_compile="auto", **kwargs):
         """`keras.Model.compile`, with `jit_compile="auto"` deciding XLA by measurement.
 
-        Here `"auto"` asks `distribute.resolve_jit_compile`: XLA on a GPU, off on CPU-only hosts
-        (TensorFlow's oneDNN kernels measured faster there, with AVX-512 and with AVX2) unless the views
-        are made on the device, and off where it fails (several replicas, TPUStrategy, op determinism).
+        Here `"auto"` asks `distribute.resolve_jit_compile`: XLA on a GPU; on a CPU-only host off while
+        TensorFlow's oneDNN kernels are on (they measured faster, with AVX-512 and with AVX2) and on while
+        they are off (XLA beat the Eigen kernels), on whenever the views are made on the device; and off
+        where it fails (several replicas, TPUStrategy, op determinism). On an x86 CPU where oneDNN is off
+        by TensorFlow's default (TensorFlow imported before byol_keras), one line says so, once, with the
+        fix (`byol_keras.onednn.tell_if_off`).
         """
+        tell_if_off()
         if jit_compile == "auto":
             if kwargs.get("run_eagerly"):
                 jit_compile = False
