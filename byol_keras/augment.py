@@ -168,11 +168,12 @@ class BYOLView(keras.layers.Layer):
         crop_aspect_ratio: (min, max) crop width / height, > 0. Defaults to `(3/4, 4/3)`.
         crop_style: how a crop box is drawn; both draw the area fraction uniformly in `crop_area` and the
             aspect ratio log-uniformly in `crop_aspect_ratio`. `"torchvision"` (`RandomResizedCrop`,
-            which lightly and solo-learn use): up to `CROP_MAX_ATTEMPTS` draws until the box fits in the
-            image, else the whole image; boxes are sub-pixel. `"official"` (the official BYOL code's
+            which lightly and solo-learn use): `get_params`, up to `CROP_MAX_ATTEMPTS` draws with width and
+            height rounded to whole pixels until one fits, else torchvision's fallback (the centred image with
+            its aspect clamped to the range). `"official"` (the official BYOL code's
             `_decode_and_random_crop`, deepmind-research `byol/utils/dataset.py`): one draw, its width and
-            height rounded to whole pixels and clipped to the image's, whole-pixel offsets. Defaults to
-            `"torchvision"`.
+            height rounded to whole pixels and clipped to the image's. Both draw on the image's own height and
+            width, whole-pixel offsets (`crop_window`). Defaults to `"torchvision"`.
         interpolation: `"bicubic"` or `"bilinear"`. Defaults to `"bicubic"`.
         flip_prob: probability of a horizontal flip. Defaults to 0.5.
         jitter_prob: probability of the colour jitter. Defaults to 0.8.

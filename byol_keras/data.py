@@ -335,7 +335,7 @@ def pretrain_dataset(
         return batches.prefetch(tf.data.AUTOTUNE)
 
     def finish_views(pair, labels):
-        return _check_pair(augment.augment_crops(*pair), augment) + (labels,)
+        return augment.augment_crops(*pair) + (labels,)
 
     batches = batches.map(finish_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return batches.prefetch(tf.data.AUTOTUNE)

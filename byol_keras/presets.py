@@ -221,7 +221,7 @@ PRESETS = {
     # are not ImageNet: the paper's 8 %-area crops cut a digit to a stroke, flips turn a 2 into an S,
     # solarisation inverts the strokes and blur erases them. Views for digits: crops of 60-100 % of the
     # image (small shifts and zooms), brightness and contrast jitter, nothing else. 16 px views hold the 8×8
-    # images with room for sub-pixel crops at a quarter of the cost of 32 px. The optimiser is the CIFAR
+    # images (read at 32 px, so windows are finer than a digit's pixel) at a quarter of the cost of 32 px. The optimiser is the CIFAR
     # baselines' SGD with coupled weight decay and PyTorch's initialisation (`cifar10-resnet18-short`).
     "demo": dict(
         _BASE,
