@@ -348,10 +348,16 @@ class _FakeBuilder:
     def is_prepared(self):
         return True
 
-    def as_dataset(self, split, shuffle_files):
+    def as_dataset(self, split, shuffle_files, decoders=None):
+        import tensorflow_datasets as tfds
+
         assert shuffle_files is False
+        # byol_keras decodes TFDS images itself (the one decoder of training and serving): it must ask for
+        # the stored bytes, as TFDS's image feature keeps them (PNG here).
+        assert isinstance((decoders or {}).get("image"), tfds.decode.SkipDecoding)
         images, labels = self.examples[split]
-        return tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
+        encoded = [tf.io.encode_png(image).numpy() for image in images]
+        return tf.data.Dataset.from_tensor_slices({"image": encoded, "label": labels})
 
 
 @pytest.fixture
