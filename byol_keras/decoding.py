@@ -226,6 +226,11 @@ def check_max_pixels(max_pixels):
 
 
 def _assert(condition, message):
+    if tf.executing_eagerly():
+        # The same error as the graph's assertion, without TensorFlow's eager wrapper around the message.
+        if not bool(condition):
+            raise tf.errors.InvalidArgumentError(None, None, tf.convert_to_tensor(message).numpy().decode())
+        return tf.no_op()
     return tf.debugging.Assert(condition, [message], name="check_image")
 
 
