@@ -11,7 +11,9 @@ from PIL import Image
 
 from byol_keras import data
 from byol_keras.augment import center_crop_resize
+from byol_keras.augment import BYOLAugment
 from byol_keras.augment import normalize
+from helpers import png_bomb
 
 CIFAR_TEST = "/work/shared/data/cifar10/test"
 
@@ -175,6 +177,31 @@ def test_folder_converts_every_readable_mode_to_rgb_uint8(messy_folder):
     # JPEG: lossy, close to the original.
     assert np.abs(images["ok.jpg"].astype(int) - base).mean() < 4
     assert images["tiny.png"].shape == (1, 1, 3)
+
+
+def test_a_decompression_bomb_in_a_folder_is_skipped_naming_the_file_size_and_limit(tmp_path):
+    """A 1.2 MB PNG declaring 20,000 x 20,000 pixels among good images: refused from its header, as an
+    unreadable file is (listed, counted, named), by the scan, the per-image pipeline and evaluation alike."""
+    root = tmp_path / "photos" / "a"
+    for i, size in enumerate((16, 16, 8, 8)):
+        _save(str(root / f"{i:02d}.png"), _pattern(size, size, offset=i))
+    (root / "bomb.png").write_bytes(png_bomb(20_000, 20_000))
+    refusal = "PNG of 20000x20000 = 400000000 pixels is above the limit of 89478485 pixels (max_pixels)"
+    with pytest.warns(UserWarning, match=r"Skipped 1 of 5 files .*bomb\.png: " + re.escape(refusal)):
+        source = data.load_source(str(tmp_path / "photos"))
+    assert source.num_examples == 4 and source.max_pixels == data.DEFAULT_MAX_PIXELS
+    assert [(os.path.basename(p), reason.startswith(refusal)) for p, reason in source.skipped] == [("bomb.png", True)]
+    # The limit is the source's to set: at 100 pixels the two 16 x 16 images go too.
+    with pytest.warns(UserWarning, match=r"Skipped 3 of 5 files .*00\.png: PNG of 16x16 = 256 pixels is above the limit of 100"):
+        assert data.load_source(str(tmp_path / "photos"), max_pixels=100).num_examples == 2
+    # Unverified, the pipelines meet the bomb at read time and drop it (TensorFlow's log names the file).
+    unverified = data.load_source(str(tmp_path / "photos"), verify=False)
+    assert unverified.num_examples == 5 and unverified.image_sizes is None
+    augment = BYOLAugment(8, blur=False, seed=0)
+    batches = list(data.pretrain_dataset(unverified, augment, batch_size=1, seed=0))  # per image, from the files
+    assert len(batches) == 4
+    images = np.concatenate([x for x, _ in data.eval_dataset(unverified, 8, batch_size=2).as_numpy_iterator()])
+    assert images.shape == (4, 8, 8, 3)
 
 
 def test_tensorflow_bmp_decoder_really_ignores_palettes(tmp_path):
