@@ -615,3 +615,70 @@ def test_subset_per_class_keeps_the_first_records_of_each_class_in_order():
     np.testing.assert_array_equal(kept, all_images[expected])
     with pytest.raises(ValueError, match="`limit` must be a positive integer"):
         subset_per_class(source, 0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Resuming the data: every batch a function of the seed and its position
+
+
+def _photo_folder(root, count=10):
+    """JPEGs of different sizes (so the per-image path), one class."""
+    for i in range(count):
+        _save(os.path.join(root, "a", f"{i:02d}.jpg"), _pattern(20 + 3 * i, 30 - i, offset=9 * i), quality=90)
+    return root
+
+
+def _stream(source, start_batch, count, views=True, **kwargs):
+    # A new BYOLAugment each time, as a new process builds: nothing may carry over but the seed.
+    augment = BYOLAugment(16, seed=3, blur=False, jit_compile=False) if views else None
+    dataset = data.pretrain_dataset(source, augment, kwargs.pop("batch_size"), image_size=None if views else 16,
+                                    seed=5, repeat=True, start_batch=start_batch, **kwargs)
+    return [tuple(np.asarray(t) for t in batch) for batch in dataset.take(count)]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["per image, files read every epoch", "per image, views on the device", "native size, cached",
+     "squares (views=None), files read every epoch", "squares (views=None), decoded, shuffled with a buffer"],
+)
+def test_a_stream_started_at_batch_k_is_the_uninterrupted_stream_from_batch_k(tmp_path, path):
+    """What a run resumed at global step k draws (`start_batch=k`) is what the uninterrupted run draws from step k
+    on, views and all, across the data's epoch boundaries; and it is not the stream's beginning. One case per
+    branch of the pipeline (what each epoch orders: file names or decoded images; how they become batches)."""
+    views = not path.startswith("squares")
+    if path.startswith("per image"):
+        source = data.load_source(_photo_folder(str(tmp_path / "photos")))
+        kwargs = dict(batch_size=4, views_on="device" if "device" in path else "data")  # 2 batches an epoch
+        start, count = 3, 4
+        assert not data.native_size(source, 16)
+    elif "files" in path:
+        _class_folder(str(tmp_path / "c"), per_class=(4, 3, 5), size=20)
+        source = data.load_source(str(tmp_path / "c"))
+        kwargs = dict(batch_size=5, cache=False)  # 2 batches an epoch
+        start, count = 3, 3
+    else:
+        source = data.load_source("digits", split="test", image_size=20)  # 360 images: 5 batches of 64
+        kwargs = dict(batch_size=64, cache=path.endswith("cached"), shuffle_buffer=50)
+        start, count = 7, 5
+        assert data.native_size(source, 16)
+    uninterrupted = _stream(source, 0, start + count, views, **dict(kwargs))
+    resumed = _stream(source, start, count, views, **dict(kwargs))
+    assert len(resumed) == count
+    for i, (got, expected) in enumerate(zip(resumed, uninterrupted[start:])):
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b, err_msg=f"batch {start + i}")
+    assert not np.array_equal(resumed[0][0], uninterrupted[0][0])  # a restart would replay batch 0
+
+
+def test_every_epoch_of_the_stream_covers_its_images_once_in_its_own_order():
+    source = data.load_source("digits", split="test", image_size=8)
+    dataset = data.pretrain_dataset(source, None, batch_size=90, image_size=8, seed=7, repeat=True)
+    labels = [np.asarray(y) for _, y in dataset.take(12)]
+    epochs = [np.concatenate(labels[i:i + 4]) for i in range(0, 12, 4)]  # 360 = 4 x 90: nothing dropped
+    for epoch in epochs:
+        np.testing.assert_array_equal(np.sort(epoch), np.sort(source.labels))
+    assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
+    with pytest.raises(ValueError, match=r"pass `repeat=True` with it. Received: start_batch=3, repeat=False"):
+        data.pretrain_dataset(source, None, 90, 8, start_batch=3)
+    with pytest.raises(ValueError, match=r"Received: start_batch=-1"):
+        data.pretrain_dataset(source, None, 90, 8, repeat=True, start_batch=-1)
