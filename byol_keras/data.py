@@ -336,11 +336,12 @@ def pretrain_dataset(
     batches_per_epoch = source.num_examples // batch_size
     first_epoch, first_batch = divmod(int(start_batch), batches_per_epoch)
 
+    @_plain_graph
     def epoch_items(epoch, epoch_key):
         """One epoch's items in order, each with its stateless key `fold_in(epoch_key, position)`."""
         ordered = items
         if shuffle:
-            ordered = ordered.shuffle(buffer, seed=_key_to_seed(epoch_key), reshuffle_each_iteration=False)
+            ordered = _shuffled(ordered, buffer, epoch_key)
         skip = tf.where(epoch == first_epoch, tf.constant(first_batch * batch_size, tf.int64), 0)
         ordered = ordered.take(batches_per_epoch * batch_size).skip(skip)
         positions = tf.data.Dataset.range(skip, batches_per_epoch * batch_size)
@@ -361,10 +362,12 @@ def pretrain_dataset(
     per_image = augment is not None and not native
     if decode_late:
         if per_image:
+            @_plain_graph
             def crop(record, key):
                 path, label = record
                 return _crop_views_from_file(path, key, augment.views, source.max_pixels), tf.cast(label, tf.int32), key
         else:
+            @_plain_graph
             def crop(record, key):
                 image, label = source.decode(*record)
                 return (image if resize is None else resize(image)), tf.cast(label, tf.int32), key
@@ -372,6 +375,7 @@ def pretrain_dataset(
         # Files that fail after the scan (or in unverified folders): skipped, with a TF log line naming them.
         stream = stream.ignore_errors(log_warning=True)
     elif per_image:
+        @_plain_graph
         def crop(image_label, key):
             image, label = image_label
             return _crop_views_from_image(image, key, augment.views), label, key
@@ -393,6 +397,7 @@ def pretrain_dataset(
         if views_on == "device":
             return batches.map(lambda pair, labels, keys: (pair[0], pair[1], labels)).prefetch(tf.data.AUTOTUNE)
 
+        @_plain_graph
         def finish_views(pair, labels, keys):
             return augment.augment_crops(*pair, key=batch_key(keys)) + (labels,)
 
@@ -401,6 +406,7 @@ def pretrain_dataset(
     if views is None or views_on == "device":
         return batches.map(lambda images, labels, keys: (images, labels)).prefetch(tf.data.AUTOTUNE)
 
+    @_plain_graph
     def make_views(images, labels, keys):
         if augment is not None:
             return augment.augment_images(images, batch_key(keys)) + (labels,)
@@ -408,6 +414,11 @@ def pretrain_dataset(
 
     batches = batches.map(make_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return batches.prefetch(tf.data.AUTOTUNE)
+
+
+# The pipeline's map functions hold no Python control flow on tensors: traced as they are, without AutoGraph's
+# conversion of every function they call (the views' maths), which took seconds per pipeline.
+_plain_graph = tf.autograph.experimental.do_not_convert
 
 
 # Epoch numbers of `repeat=True` run from 0 up to here; `repeat=False` numbers its epochs above it, so that the
@@ -442,9 +453,27 @@ def _base_key(seed):
     return tf.constant([int(seed), 0], tf.int64)
 
 
-def _key_to_seed(key):
-    """A shuffle seed (int64 scalar) from a stateless key."""
-    return tf.random.stateless_uniform([], seed=key, minval=None, maxval=None, dtype=tf.int64)
+def _shuffled(dataset, buffer_size, key):
+    """`dataset.shuffle(buffer_size, reshuffle_each_iteration=False)` in the order the stateless `key` alone gives.
+
+    The shuffle op itself, with its two seeds drawn from `key`: `Dataset.shuffle` mixes TensorFlow's global seed
+    (`tf.random.set_seed`, which `keras.utils.set_random_seed` sets) into its own, and cannot take a seed tensor
+    when that global seed is 0 (TF 2.21's `random_seed.get_seed` compares it in Python).
+    """
+    # Never (0, 0), which the op reads as "nondeterministic".
+    seeds = tf.random.stateless_uniform([2], seed=key, minval=1, maxval=2**62, dtype=tf.int64)
+    components = tf.nest.flatten(dataset.element_spec)
+    variant = tf.raw_ops.ShuffleDatasetV3(
+        input_dataset=tf.data.experimental.to_variant(dataset),
+        buffer_size=tf.constant(buffer_size, tf.int64),
+        seed=seeds[0],
+        seed2=seeds[1],
+        seed_generator=tf.raw_ops.DummySeedGenerator(),
+        output_types=[spec.dtype for spec in components],
+        output_shapes=[spec.shape for spec in components],
+        reshuffle_each_iteration=False,
+    )
+    return tf.data.experimental.from_variant(variant, dataset.element_spec)
 
 
 def native_size(source, image_size):
