@@ -329,16 +329,39 @@ def pretrain_dataset(
             return _crop_views_from_image(image, key, augment.views), label
 
         crops = tf.data.Dataset.zip((images, keys)).map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    batches = crops.batch(batch_size, drop_remainder=True)
     if views_on == "device":
+        batches = crops.batch(batch_size, drop_remainder=True)
         batches = batches.map(lambda pair, labels: (pair[0], pair[1], labels))
         return batches.prefetch(tf.data.AUTOTUNE)
+
+    # The views are finished in chunks of a few dozen images, then joined into batches: every stage is per
+    # image, so a chunk computes what the whole batch would, with the compiled view's temporaries a chunk's
+    # size rather than a batch's (peak memory: benchmarks/README.md).
+    chunk = _view_chunk(batch_size)
 
     def finish_views(pair, labels):
         return augment.augment_crops(*pair) + (labels,)
 
-    batches = batches.map(finish_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    chunks = crops.batch(chunk, drop_remainder=True)
+    chunks = chunks.map(finish_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if chunk == batch_size:
+        return chunks.prefetch(tf.data.AUTOTUNE)
+
+    def join(first, second, labels):
+        return tuple(tf.reshape(t, [batch_size] + t.shape[2:].as_list()) for t in (first, second, labels))
+
+    batches = chunks.batch(batch_size // chunk, drop_remainder=True).map(join)
     return batches.prefetch(tf.data.AUTOTUNE)
+
+
+VIEW_CHUNK = 32  # images per call of the compiled views in the per-image path
+
+
+def _view_chunk(batch_size):
+    """Images per chunk of the views: the largest divisor of `batch_size` up to `VIEW_CHUNK`, or the whole batch
+    where that divisor is under 8 (a prime batch size, say), so that chunks are never tiny."""
+    chunk = max(size for size in range(1, min(batch_size, VIEW_CHUNK) + 1) if batch_size % size == 0)
+    return chunk if chunk >= min(batch_size, 8) else batch_size
 
 
 def native_size(source, image_size):
