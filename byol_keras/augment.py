@@ -33,6 +33,7 @@ from byol_keras.image_ops import (  # the maths the views are made of; importabl
     center_crop_resize,
     color_jitter,
     default_blur_kernel_size,
+    gaussian_blur,
     gaussian_blur_matrix,
     interpolation_matrix,
     normalize,
@@ -487,9 +488,7 @@ class BYOLView(keras.layers.Layer):
         """
 
         def blur(x, s):
-            matrix = gaussian_blur_matrix(s, self.image_size, self.blur_kernel_size)
-            x = ops.einsum("bsh,bchw->bcsw", matrix, x)
-            return ops.einsum("btw,bcsw->bcst", matrix, x)
+            return gaussian_blur(x, s, self.blur_kernel_size)
 
         def everything():
             return _select(chosen, blur(images, sigma), images)
@@ -530,8 +529,8 @@ class BYOLView(keras.layers.Layer):
         """
         transform = self.sample_transform(images, draw)
         if self.jit_compile and not _executing_eagerly():
-            return normalize(_xla_apply()(self, "apply_transform", images, transform))
-        return normalize(self.apply_transform(images, transform))
+            return _xla_apply()(self, "_view", images, transform)
+        return self._view(images, transform)
 
     def augment_crops(self, crops, draw=None):
         """This view of crops already cut and resized: flip, colour, grayscale, blur, solarize, normalise.
@@ -553,7 +552,14 @@ class BYOLView(keras.layers.Layer):
             )
         transform = self.sample_transform(crops, draw)
         if self.jit_compile and not _executing_eagerly():
-            return normalize(_xla_apply()(self, "apply_after_crop", crops, transform))
+            return _xla_apply()(self, "_view_of_crops", crops, transform)
+        return self._view_of_crops(crops, transform)
+
+    # Normalised inside the compiled function, so that XLA folds it into the last pass over the batch.
+    def _view(self, images, transform):
+        return normalize(self.apply_transform(images, transform))
+
+    def _view_of_crops(self, crops, transform):
         return normalize(self.apply_after_crop(crops, transform))
 
     def compute_output_shape(self, input_shape):
@@ -627,7 +633,7 @@ def keyed_draw(key):
 def _xla_apply():
     """`apply(view, method_name, images, transform)` as one XLA-compiled function, shared by every view.
 
-    The view and the name of its method (`"apply_transform"` or `"apply_after_crop"`) are Python
+    The view and the name of its method (`"_view"` or `"_view_of_crops"`) are Python
     arguments: each view instance, method and input shape gets its own trace. Kept at module level rather than as a layer
     attribute, so that no `tf.function` hangs off the layer for SavedModel export to trace.
     """

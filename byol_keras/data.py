@@ -384,36 +384,63 @@ def pretrain_dataset(
     else:
         stream = stream.map(lambda image_label, key: (*image_label, key))
 
-    batches = stream.batch(batch_size, drop_remainder=True)
-    if not repeat and source.exact_count:
+    def exact_length(batches):
+        if repeat or not source.exact_count:
+            return batches
         # The length Keras' `fit` reads as its steps per epoch (flat_map and ignore_errors hide it).
-        batches = batches.apply(tf.data.experimental.assert_cardinality(batches_per_epoch))
+        return batches.apply(tf.data.experimental.assert_cardinality(batches_per_epoch))
 
-    def batch_key(keys):
-        # The batch's own key for the colour stages: its first element's, folded away from the windows' 0 and 1.
+    def key_of(keys):
+        # The key of a batch's (or chunk's) colour stages: its first element's, folded away from the windows' 0, 1.
         return tf.random.experimental.stateless_fold_in(keys[0], 2)
 
     if per_image:
         if views_on == "device":
+            batches = exact_length(stream.batch(batch_size, drop_remainder=True))
             return batches.map(lambda pair, labels, keys: (pair[0], pair[1], labels)).prefetch(tf.data.AUTOTUNE)
+
+        # The views are finished in chunks of a few dozen images, then joined into batches: every stage is per
+        # image, so a chunk computes what the whole batch would, with the compiled view's temporaries a chunk's
+        # size rather than a batch's (peak memory: benchmarks/README.md). Each chunk draws from its own key.
+        chunk = _view_chunk(batch_size)
 
         @_plain_graph
         def finish_views(pair, labels, keys):
-            return augment.augment_crops(*pair, key=batch_key(keys)) + (labels,)
+            return augment.augment_crops(*pair, key=key_of(keys)) + (labels,)
 
-        batches = batches.map(finish_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return batches.prefetch(tf.data.AUTOTUNE)
+        chunks = stream.batch(chunk, drop_remainder=True)
+        chunks = chunks.map(finish_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if chunk == batch_size:
+            return exact_length(chunks).prefetch(tf.data.AUTOTUNE)
+
+        def join(first, second, labels):
+            return tuple(tf.reshape(t, [batch_size] + t.shape[2:].as_list()) for t in (first, second, labels))
+
+        batches = chunks.batch(batch_size // chunk, drop_remainder=True).map(join)
+        return exact_length(batches).prefetch(tf.data.AUTOTUNE)
+
+    batches = exact_length(stream.batch(batch_size, drop_remainder=True))
     if views is None or views_on == "device":
         return batches.map(lambda images, labels, keys: (images, labels)).prefetch(tf.data.AUTOTUNE)
 
     @_plain_graph
     def make_views(images, labels, keys):
         if augment is not None:
-            return augment.augment_images(images, batch_key(keys)) + (labels,)
+            return augment.augment_images(images, key_of(keys)) + (labels,)
         return _check_pair(views(images), views) + (labels,)
 
     batches = batches.map(make_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return batches.prefetch(tf.data.AUTOTUNE)
+
+
+VIEW_CHUNK = 32  # images per call of the compiled views in the per-image path
+
+
+def _view_chunk(batch_size):
+    """Images per chunk of the views: the largest divisor of `batch_size` up to `VIEW_CHUNK`, or the whole batch
+    where that divisor is under 8 (a prime batch size, say), so that chunks are never tiny."""
+    chunk = max(size for size in range(1, min(batch_size, VIEW_CHUNK) + 1) if batch_size % size == 0)
+    return chunk if chunk >= min(batch_size, 8) else batch_size
 
 
 # The pipeline's map functions hold no Python control flow on tensors: traced as they are, without AutoGraph's
@@ -431,8 +458,9 @@ def element_key(seed, epoch, position):
 
     Epoch `epoch`'s key is `stateless_fold_in((seed, 0), epoch)`, and the example at `position` in that
     epoch's order gets `stateless_fold_in(epoch key, position)`. View `i`'s crop window is drawn from
-    `stateless_fold_in(key, i)`, and the colour stages of a batch from `stateless_fold_in(key, 2)` of its
-    first example's key (`BYOLAugment.augment_images`, `augment_crops`).
+    `stateless_fold_in(key, i)`, and the colour stages of a batch (of a chunk of `VIEW_CHUNK` on the per-image
+    path) from `stateless_fold_in(key, 2)` of its first example's key (`BYOLAugment.augment_images`,
+    `augment_crops`).
 
     Args:
         seed: int, the pipeline's seed.

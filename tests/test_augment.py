@@ -257,6 +257,65 @@ def test_blur_matrix_is_zero_padded_gaussian_convolution():
         np.testing.assert_allclose(ours[b], expected.numpy()[0], atol=1e-3)
 
 
+@pytest.mark.parametrize("size, kernel_size, block", [(224, 23, 32), (96, 9, 32), (37, 5, 8), (20, 23, 32), (40, 9, 3),
+                                                      (64, 1, 32)])
+def test_block_blur_equals_the_dense_banded_matrix(size, kernel_size, block):
+    """`gaussian_blur` skips the banded matrix's zeros block by block: the same numbers as the dense product, for
+    sizes a block does not divide and kernels longer than the image, compiled and not."""
+    rng = np.random.default_rng(size)
+    images = rng.uniform(0, 1, (3, 3, size, size)).astype("float32")
+    sigma = np.array([0.1, 0.9, 2.0], "float32")
+    matrix = np.asarray(gaussian_blur_matrix(sigma, size, kernel_size)).astype("float64")
+    expected = np.einsum("btw,bcsw->bcst", matrix, np.einsum("bsh,bchw->bcsw", matrix, images))
+    np.testing.assert_allclose(np.asarray(augment.gaussian_blur(images, sigma, kernel_size, block)), expected, atol=2e-6)
+    compiled = tf.function(lambda x, s: augment.gaussian_blur(x, s, kernel_size, block), jit_compile=True)
+    np.testing.assert_allclose(np.asarray(compiled(images, sigma)), expected, atol=2e-6)
+
+
+def test_saturation_and_hue_equal_tf_image_where_saturation_clips_and_hue_wraps():
+    # Greys, ties between channels, black and white, saturation factors that push S past 1, rotations of
+    # more than a turn either way: TensorFlow's adjust_saturation then adjust_hue, image by image.
+    rng = np.random.default_rng(8)
+    images = rng.uniform(0, 1, (8, 12, 12, 3)).astype("float32")
+    images[:, :4] = np.round(images[:, :4] * 4) / 4
+    images[:, 4, :6] = 0.0
+    images[:, 4, 6:] = 1.0
+    factor = np.array([0.0, 0.5, 1.0, 1.3, 2.0, 3.5, 1.0, 0.8], "float32")
+    delta = np.array([0.0, 0.1, -0.1, 0.5, -0.5, 1.3, -0.7, 0.999], "float32")
+    ours = np.asarray(adjust_saturation_hue(images, factor, delta))
+    for b in range(8):
+        expected = tf.image.adjust_hue(tf.image.adjust_saturation(images[b], factor[b]), delta[b] - np.round(delta[b]))
+        np.testing.assert_allclose(ours[b], expected.numpy(), atol=2e-5, err_msg=f"image {b}")
+    planar = np.asarray(adjust_saturation_hue(images.transpose(0, 3, 1, 2), factor, delta, channel_axis=1))
+    np.testing.assert_allclose(planar.transpose(0, 2, 3, 1), ours, atol=1e-6)
+
+
+def test_torchvision_style_jitter_applies_each_images_order():
+    # All 24 orders, one per image, against torchvision's four adjustments (tested against torchvision's golden
+    # numbers below) applied one after the other.
+    orders = np.array(list(itertools.permutations(range(4))), "int32")
+    rng = np.random.default_rng(5)
+    images = rng.uniform(0, 1, (24, 3, 5, 5)).astype("float32")
+    b = rng.uniform(-0.4, 0.4, 24).astype("float32")
+    c = rng.uniform(0.6, 1.4, 24).astype("float32")
+    s = rng.uniform(0.0, 1.6, 24).astype("float32")
+    h = rng.uniform(-0.1, 0.1, 24).astype("float32")
+    steps = {
+        0: lambda x, i: augment.adjust_brightness_torchvision(x, 1.0 + b[i : i + 1]),
+        1: lambda x, i: augment.adjust_contrast_torchvision(x, c[i : i + 1], channel_axis=1),
+        2: lambda x, i: augment.adjust_saturation_torchvision(x, s[i : i + 1], channel_axis=1),
+        3: lambda x, i: adjust_saturation_hue(x, np.ones(1), h[i : i + 1], channel_axis=1),
+    }
+    out = np.asarray(color_jitter(images, b, c, s, h, orders, style="torchvision", channel_axis=1))
+    for i, order in enumerate(orders):
+        expected = images[i : i + 1]
+        for op in order:
+            expected = np.asarray(steps[op](expected, i))
+        np.testing.assert_allclose(out[i], expected[0], atol=2e-5, err_msg=f"order {order}")
+    same_order = np.asarray(color_jitter(images, b, c, s, h, orders[:1].repeat(24, 0), style="torchvision", channel_axis=1))
+    assert np.abs(same_order - out).max() > 0.05
+
+
 def test_default_blur_kernel_is_a_tenth_of_the_image_and_odd():
     assert [augment.default_blur_kernel_size(s) for s in (224, 128, 96, 32, 16)] == [23, 13, 9, 3, 1]
     assert BYOLView(224).blur_kernel_size == 23

@@ -168,3 +168,19 @@ def test_pretrain_dataset_arguments_for_the_views(tmp_path):
         data.pretrain_dataset(source, augment, 8, views_on="gpu")
     with pytest.raises(ValueError, match=r"`crops` must be 8x8 images.*\(2, 9, 9, 3\)"):
         augment.augment_crops(np.zeros((2, 9, 9, 3), "uint8"), np.zeros((2, 9, 9, 3), "uint8"))
+
+
+def test_views_finished_in_chunks_keep_each_image_with_its_label(tmp_path):
+    # Batch 48 is finished as two chunks of 24 and joined: every view must still sit beside its own label.
+    colours = {"blue": (0, 0, 255), "green": (0, 255, 0), "red": (255, 0, 0)}
+    for name, colour in colours.items():
+        _folder(str(tmp_path / name), [np.full((30, 40, 3), colour, np.uint8)] * 20)
+    source = data.load_source(str(tmp_path))
+    assert data._view_chunk(48) == 24
+    augment = BYOLAugment(16, seed=0, **CROP_ONLY)
+    view1, view2, labels = next(iter(data.pretrain_dataset(source, augment, batch_size=48, seed=3)))
+    assert view1.shape == view2.shape == (48, 16, 16, 3) and labels.shape == (48,)
+    assert len(set(labels.numpy().tolist())) == 3  # shuffled across classes
+    for views in (view1, view2):
+        channel = _unnormalize(views).mean(axis=(1, 2)).argmax(axis=1)  # blue 2, green 1, red 0
+        np.testing.assert_array_equal(channel, 2 - labels.numpy())
