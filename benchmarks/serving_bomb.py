@@ -4,10 +4,11 @@
     python -m benchmarks.serving_bomb --no-limit --cap-gb 12   # no effective limit, the child's memory capped
 
 Exports a small encoder (conv, BatchNorm, pooling, dense) at `--image-size`, then, in a fresh process that imports
-TensorFlow only (as a model server does: no Keras, no byol_keras), serves a good PNG twice, sends the bomb (a PNG
+TensorFlow only (as a model server does: no Keras, no byol_keras), serves a good JPEG twice, sends the bomb (a PNG
 whose header declares `--side` x `--side` RGB pixels and whose data is a zlib stream of zeros, about 1.2 MB at
-20,000), and serves the good PNG again. Prints one JSON line: the bomb request's seconds, the child's peak resident
-memory (`ru_maxrss`) before and after it (and as its parent reads it, `child_peak_mib`, which stands when the
+20,000), and serves the good JPEG again. Prints one JSON line: the bomb request's seconds, the child's peak resident
+memory (`ru_maxrss`) once the model is loaded, after the good requests (`--good-size` makes the good image
+large, to measure what an image near the limit costs), before and after the bomb (and as its parent reads it, `child_peak_mib`, which stands when the
 child dies), the error, and whether the next answer equals the first.
 
 `--no-limit` exports with `max_pixels` far above the bomb's, as every export was before the limit existed;
@@ -67,8 +68,10 @@ served = tf.saved_model.load(sys.argv[1])
 serve = served.signatures["serving_default"]
 good = tf.constant([open(sys.argv[2], "rb").read()])
 bomb = tf.constant([open(sys.argv[3], "rb").read()])
+peak_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 first = serve(image_bytes=good)["embedding"].numpy()
 serve(image_bytes=good)
+peak_good = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 cap_gb = float(sys.argv[4])
 if cap_gb:
     with open("/proc/self/status") as f:
@@ -86,7 +89,9 @@ except tf.errors.OpError as exc:
 seconds = time.perf_counter() - started
 peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 same = bool(np.array_equal(serve(image_bytes=good)["embedding"].numpy(), first))
-print("RESULT " + json.dumps({"seconds": round(seconds, 3), "peak_mib_before": round(peak_before / 1024, 1),
+print("RESULT " + json.dumps({"seconds": round(seconds, 3), "peak_mib_loaded": round(peak_loaded / 1024, 1),
+                              "peak_mib_after_good_requests": round(peak_good / 1024, 1),
+                              "peak_mib_before": round(peak_before / 1024, 1),
                               "peak_mib_after": round(peak_after / 1024, 1), "error": error, "next_request_same": same,
                               "byol_keras_imported": "byol_keras" in sys.modules}))
 """
@@ -113,7 +118,7 @@ def run(args):
         good = os.path.join(tmp, "good.png")
         rng = np.random.default_rng(0)
         with open(good, "wb") as f:
-            f.write(tf.io.encode_png(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).numpy())
+            f.write(tf.io.encode_jpeg(rng.integers(0, 256, (*args.good_size, 3), dtype=np.uint8), quality=90).numpy())
         bomb = os.path.join(tmp, "bomb.png")
         with open(bomb, "wb") as f:
             f.write(png_bomb(args.side, args.side))
@@ -144,7 +149,7 @@ def run(args):
         result["child_peak_mib"] = child_peak_mib
         bomb_bytes = os.path.getsize(bomb)
     config = {"side": args.side, "bomb_bytes": bomb_bytes, "image_size": args.image_size, "max_pixels": max_pixels,
-              "cap_gb": args.cap_gb}
+              "cap_gb": args.cap_gb, "good_size": list(args.good_size)}
     return report.emit("serving_bomb", config, [result["seconds"]], "s", **result)
 
 
@@ -153,6 +158,9 @@ def parse_args(argv=None):
     parser.add_argument("--side", type=int, default=20_000, help="the bomb's declared width and height (default 20000)")
     parser.add_argument("--image-size", dest="image_size", type=int, default=224, help="the export's input side")
     parser.add_argument("--max-pixels", dest="max_pixels", type=int, default=None, help="the export's limit (default: the library's)")
+    parser.add_argument("--good-size", dest="good_size", type=int, nargs=2, default=(300, 400), metavar=("H", "W"),
+                        help="height and width of the good JPEG served before and after the bomb (default 300 400); "
+                             "its request's peak memory is reported (peak_mib_after_good_requests)")
     parser.add_argument("--no-limit", dest="no_limit", action="store_true", help="export without an effective limit")
     parser.add_argument("--cap-gb", dest="cap_gb", type=float, default=0.0,
                         help="cap the serving process's address space this many GiB above its warm size (0: no cap)")
