@@ -287,7 +287,7 @@ def export_encoder(
         verbose: bool, print the endpoints Keras writes. Defaults to False.
         max_pixels: int, the byte signatures refuse an image whose header declares more pixels (a GIF: all
             its frames), before decoding it. Defaults to `DEFAULT_MAX_PIXELS` (89,478,485, Pillow's
-            decompression-bomb threshold: 268 MB decoded, about 1.3 GB at the preprocessing's peak).
+            decompression-bomb threshold: 268 MB decoded, about 2.0 GiB at the preprocessing's peak).
 
     Returns:
         dict, the export description: `export_dir`, `keras_path`, `image_size`, `crop_fraction`,
