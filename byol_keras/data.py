@@ -154,7 +154,9 @@ def load_source(source, split="train", data_dir=None, image_size=None, verify=Tr
             (see the module docstring). Defaults to True.
         max_pixels: int, images (files or TFDS records) whose header declares more pixels are skipped
             without being decoded (a GIF counts all its frames). Defaults to `DEFAULT_MAX_PIXELS`
-            (89,478,485, Pillow's decompression-bomb threshold).
+            (89,478,485, Pillow's decompression-bomb threshold). The TFDS sets of `TFDS_NAMES` hold no image
+            near it; a TFDS image refused under a lower limit fails the epoch's length check, as a TFDS set's
+            count is taken as exact.
 
     Returns:
         A `Source`.

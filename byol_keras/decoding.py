@@ -29,8 +29,12 @@ Example:
 >>> png = tf.io.encode_png(tf.zeros((4, 6, 3), tf.uint8))
 >>> tuple(decode_image(png).shape)
 (4, 6, 3)
->>> image_size(png)[1:3]  # (format, height, width, pixels), read from the header
-(4, 6)
+>>> [int(x) for x in image_size(png)]  # format (PNG), height, width, pixels: read from the header
+[2, 4, 6, 24]
+>>> decode_image(png, max_pixels=23)
+Traceback (most recent call last):
+...
+tensorflow.python.framework.errors_impl.InvalidArgumentError: PNG of 4x6 = 24 pixels is above the limit of 23 pixels (max_pixels); refused before decoding.
 """
 
 import io

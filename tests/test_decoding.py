@@ -204,6 +204,13 @@ def test_jpegs_decode_as_pillow_decodes_them_whole_and_windowed():
     assert fast_differs  # TensorFlow's default decoder is not Pillow's: the skew this module removes
 
 
+def test_module_docstring_example_runs():
+    import doctest
+
+    result = doctest.testmod(decoding, verbose=False)
+    assert result.attempted > 0 and result.failed == 0
+
+
 def re_escape(text):
     import re
 

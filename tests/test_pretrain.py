@@ -49,6 +49,9 @@ def test_flags_override_the_preset(tmp_path):
     assert cifar["encoder"]["width"] == 16
     assert config["run_dir"] == str(tmp_path) and config["export_base_path"] is None
     assert config["batch_size"] == PRESETS["demo"]["batch_size"]
+    # The pixel limit: the library's default unless set (`run` records the value it used in config.json).
+    assert config["max_pixels"] is None
+    assert resolve_config(parse_args(["--preset", "demo", "--max-pixels", "4000000"]))["max_pixels"] == 4_000_000
 
 
 def test_optimizer_choices_decay_as_documented():
@@ -275,6 +278,7 @@ def test_a_run_killed_mid_epoch_resumes_on_the_batches_of_the_uninterrupted_run(
     resumed = run(config(tmp_path / "run"))
     reference = run(config(tmp_path / "reference"))
     assert resumed["resumed_from_step"] == 10 and resumed["steps"] == reference["steps"] == 15
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["max_pixels"] == 89_478_485
 
     import byol_keras  # noqa: F401  (registers BYOL and its optimizer for loading)
 
