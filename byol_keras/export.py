@@ -22,7 +22,8 @@ refuse, with `InvalidArgumentError` (TF Serving's `INVALID_ARGUMENT`) naming the
 the reason, before any pixel is decoded: empty input, formats other than JPEG/PNG/GIF/BMP, palette BMPs (their
 colours would be wrong), and images whose header declares more than `max_pixels` pixels (a GIF: all its
 frames), so that a decompression bomb costs neither memory nor time. A request is decoded one image at a time
-and encoded `SERVING_CHUNK` images at a time, so its working memory does not grow with its number of images.
+and encoded `SERVING_CHUNK` images at a time (`embed_pixels` too), so its working memory does not grow with its
+number of images.
 
 Example:
 
@@ -148,20 +149,21 @@ def preprocess_image_bytes(image_bytes, image_size, crop_fraction=0.875, max_pix
     return normalize(images)
 
 
-def _in_chunks(image_bytes, fn, dim):
-    """`fn(chunk of image_bytes, index of its first image)` over chunks of `SERVING_CHUNK`, concatenated.
+def _in_chunks(images, fn, dim):
+    """`fn(chunk of images, index of its first image)` over chunks of `SERVING_CHUNK`, concatenated.
 
-    `fn` returns float32 `(chunk, dim)`; an empty request gives `(0, dim)`.
+    `images` is a request's batch (encoded bytes or pixels); `fn` returns float32 `(chunk, dim)`; an empty
+    request gives `(0, dim)`.
     """
     import tensorflow as tf
 
-    count = tf.shape(image_bytes)[0]
+    count = tf.shape(images)[0]
     chunks = (count + SERVING_CHUNK - 1) // SERVING_CHUNK
     outputs = tf.TensorArray(tf.float32, size=chunks, element_shape=tf.TensorShape([None, dim]), infer_shape=False)
 
     def step(i, outputs):
         start = i * SERVING_CHUNK
-        return i + 1, outputs.write(i, fn(image_bytes[start:start + SERVING_CHUNK], start))
+        return i + 1, outputs.write(i, fn(images[start:start + SERVING_CHUNK], start))
 
     _, outputs = tf.while_loop(lambda i, _: i < chunks, step, (tf.constant(0), outputs), parallel_iterations=1)
     return tf.ensure_shape(outputs.concat(), (None, dim))
@@ -334,7 +336,10 @@ def export_encoder(
         return {"embedding": features, "embedding_normalized": l2_normalize(features)}
 
     def embed_pixels(images):
-        features = features_of(preprocess_pixels(images, image_size, crop_fraction))
+        def chunk_fn(chunk, first_index):
+            return features_of(preprocess_pixels(chunk, image_size, crop_fraction))
+
+        features = _in_chunks(images, chunk_fn, embedding_dim)
         return {"embedding": features, "embedding_normalized": l2_normalize(features)}
 
     def project(image_bytes):

@@ -267,7 +267,8 @@ def test_gif_serves_its_first_frame(served, samples):
 
 
 def test_embed_pixels_matches_in_memory_encoder(byol_model, served):
-    for shape in ((3, 20, 28, 3), (2, 41, 17, 3), (1, IMAGE_SIZE, IMAGE_SIZE, 3)):
+    # 70 images: three chunks of SERVING_CHUNK (32, 32, 6) joined in order.
+    for shape in ((3, 20, 28, 3), (2, 41, 17, 3), (1, IMAGE_SIZE, IMAGE_SIZE, 3), (70, 5, 7, 3)):
         images = np.stack([_random_image(10 + i, *shape[1:3]) for i in range(shape[0])])
         out = served.signatures["embed_pixels"](images=tf.constant(images))
         expected = _reference(byol_model.encoder, images)
