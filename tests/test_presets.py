@@ -38,7 +38,7 @@ SOLO_LEARN_CIFAR = [
     ("horizontal_flip.prob", 0.5, "augment.flip_prob"),
 ]
 
-# The official code, byol/configs/byol.py (and ../shared/BYOL_RECIPE.md): (epochs, base LR, weight decay, τ).
+# The official code, byol/configs/byol.py (and the paper, arXiv 2006.07733): (epochs, base LR, weight decay, τ).
 OFFICIAL_IMAGENET = {"imagenet-resnet50": (1000, 0.2, 1.5e-6, 0.996), "imagenet-resnet50-300": (300, 0.3, 1e-6, 0.99),
                      "imagenet-resnet50-100": (100, 0.45, 1e-6, 0.99)}
 

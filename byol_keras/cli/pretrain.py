@@ -1,7 +1,7 @@
 """Pretrain an image encoder with BYOL.
 
     byol-pretrain --preset demo
-    byol-pretrain --preset cifar10-resnet18 --data ../shared/data/cifar10 --epochs 100 --out runs/cifar10
+    byol-pretrain --preset cifar10-resnet18 --data path/to/cifar10 --epochs 100 --out runs/cifar10
     byol-pretrain --preset imagenet-resnet50 --data imagenet2012 --data-dir /data/tfds --out runs/in1k
 
 Flags left unset keep the preset's value (`byol_keras/presets.py`). The run directory (`--out`, default
