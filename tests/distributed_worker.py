@@ -30,18 +30,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from byol_keras.byol import BYOL  # noqa: E402
-from byol_keras.distribute import (  # noqa: E402
-    StepBackup,
-    StopOnNonFiniteLoss,
-    is_chief,
-    make_strategy,
-    per_replica_batch_size,
-    resolve_jit_compile,
-    set_precision,
-    sync_batchnorm,
-    worker_dir,
-)
+from byol_keras.cluster import is_chief, worker_dir  # noqa: E402
+from byol_keras.distribute import make_strategy, per_replica_batch_size, resolve_jit_compile, set_precision  # noqa: E402
 from byol_keras.encoders import resnet18  # noqa: E402
+from byol_keras.fault_tolerance import StepBackup, StopOnNonFiniteLoss  # noqa: E402
+from byol_keras.layers import sync_batchnorm  # noqa: E402
 from byol_keras.schedules import WarmupCosine  # noqa: E402
 
 

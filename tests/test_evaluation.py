@@ -436,13 +436,6 @@ def test_load_eval_data_finds_folder_splits(tmp_path):
         load_eval_data(str(tmp_path / "train"))
 
 
-def test_load_encoder_requires_a_source(tmp_path):
-    with pytest.raises(ValueError, match="Give `run_dir` or `encoder_path`"):
-        evaluation.load_encoder()
-    with pytest.raises(ValueError, match="`run_dir` must contain config.json"):
-        evaluation.load_encoder(run_dir=str(tmp_path))
-
-
 @pytest.mark.slow
 def test_knn_accuracy_on_real_cifar10_pixels():
     if not os.path.isdir(os.path.join(CIFAR10, "train")):

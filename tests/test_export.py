@@ -573,13 +573,14 @@ def test_next_version_numbers_above_the_highest(tmp_path):
 def test_training_export_cli_end_to_end(tmp_path, capsys, monkeypatch):
     run_dir = tmp_path / "runs" / "tiny_run"
     run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text(json.dumps({"image_size": IMAGE_SIZE, "epochs": 1}))
+    # The crop fraction a run recorded (its kNN monitor's) is the export's; without one, default_crop_fraction.
+    (run_dir / "config.json").write_text(json.dumps({"image_size": IMAGE_SIZE, "epochs": 1, "crop_fraction": 0.875}))
     encoder = _tiny_encoder()
     encoder.save(run_dir / "model.keras")
     monkeypatch.chdir(tmp_path)
 
     first = export_cli.main([str(run_dir)])  # --out defaults to saved_models/<run name>
-    assert first["version"] == 1
+    assert first["version"] == 1 and first["crop_fraction"] == 0.875
     assert first["export_dir"] == os.path.join("saved_models", "tiny_run", "1")
     log = capsys.readouterr().out
     assert "Wrote SavedModel version 1 to saved_models/tiny_run/1" in log

@@ -184,7 +184,8 @@ def run(config):
     from byol_keras.augment import BYOLAugment
     from byol_keras.byol import BYOL
     from byol_keras.data import load_source, pretrain_dataset, subset_per_class
-    from byol_keras.distribute import make_strategy, per_replica_batch_size, set_precision, worker_dir
+    from byol_keras.cluster import worker_dir
+    from byol_keras.distribute import make_strategy, per_replica_batch_size, set_precision
     from byol_keras.fault_tolerance import StepBackup, StopOnNonFiniteLoss
     from byol_keras.layers import sync_batchnorm
     from byol_keras.evaluation import default_crop_fraction
