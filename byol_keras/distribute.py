@@ -34,6 +34,7 @@ import os
 import keras
 import tensorflow as tf
 
+from byol_keras import compat
 from byol_keras.cluster import is_chief
 from byol_keras.layers import sync_batchnorm  # noqa: F401  (its home is layers.py; importable here too)
 from byol_keras.onednn import onednn_state, tell_if_off
@@ -283,7 +284,4 @@ def _onednn_enabled():
 
 
 def _op_determinism_enabled():
-    # No public getter for `tf.config.experimental.enable_op_determinism()`; Keras reads the same one.
-    from tensorflow.python.framework.config import is_op_determinism_enabled
-
-    return is_op_determinism_enabled()
+    return compat.op_determinism_enabled()  # no public getter

@@ -16,6 +16,7 @@ import shutil
 import keras
 import numpy as np
 
+from byol_keras import compat
 from byol_keras.cluster import is_chief, same_on_every_worker, scratch_dir
 from byol_keras.validation import check_positive_int
 
@@ -185,7 +186,7 @@ class StepBackup(keras.callbacks.Callback):
                 "restarts from its first batch.", step, state.get("steps_per_epoch"), steps, epoch + 1,
             )
             batch = 0
-        self.model._initial_epoch = epoch
+        compat.set_initial_epoch(self.model, epoch)
         self._resume_epoch, self._resume_batches = epoch, batch
         self._last_saved_step = self._prev_step = step
         logger.info(
@@ -221,7 +222,7 @@ class StepBackup(keras.callbacks.Callback):
             self._ended_epoch_early = False
 
     def on_train_end(self, logs=None):
-        self.model._initial_epoch = None  # Keras would start every later `fit` at the restored epoch.
+        compat.set_initial_epoch(self.model, None)  # Keras would start every later `fit` at the restored epoch
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         if self._position is not None and step != self._last_saved_step:
             self._save(step, *self._position, self.params.get("steps"))
