@@ -295,23 +295,16 @@ def gaussian_blur(images, sigma, kernel_size, block=32):
     band = ops.exp(-ops.square(offset)[None] / (2.0 * ops.square(sigma))) * inside / norm[:, None, None]
 
     def windows(x, axis, size):
-        """`x`'s axis `axis` as `blocks` overlapping windows of `step + 2 * radius` (zero-padded)."""
+        """`x`'s axis `axis` as `blocks` overlapping windows of `step + 2 * radius` (zero-padded): one gather of
+        the padded axis, which XLA fuses with the padding (and with what computed `x`) into one pass."""
         blocks = -(-size // step)
         padding = [(0, 0)] * 4
-        padding[axis] = (radius, (blocks + 1) * step - size - radius)
-        x = ops.pad(x, padding)
+        padding[axis] = (radius, blocks * step + radius - size)
+        rows = [block * step + offset for block in range(blocks) for offset in range(step + 2 * radius)]
         shape = list(x.shape)
         shape[0] = -1
-        shape[axis : axis + 1] = [blocks, step]
-        def cut(start, stop, at=axis):
-            index = [slice(None)] * len(x.shape)
-            index[at] = slice(start, stop)
-            return tuple(index)
-
-        head = ops.reshape(x[cut(0, blocks * step)], shape)
-        tail = ops.reshape(x[cut(step, (blocks + 1) * step)], shape)
-        tail = tail[tuple([slice(None)] * (axis + 1) + [slice(0, 2 * radius)])]
-        return ops.concatenate([head, tail], axis=axis + 1), blocks
+        shape[axis : axis + 1] = [blocks, step + 2 * radius]
+        return ops.reshape(ops.take(ops.pad(x, padding), rows, axis=axis), shape), blocks
 
     channels, height, width = images.shape[1], images.shape[2], images.shape[3]
     rows, blocks = windows(images, 2, height)  # (b, c, blocks, window, w)
