@@ -8,6 +8,7 @@ augmenting. The maths (and the evaluation preprocessing `normalize`, `center_cro
 """
 
 import functools
+import itertools
 import math
 
 import keras
@@ -94,7 +95,23 @@ class BYOLAugment(keras.layers.Layer):
         """`(view1, view2)`, the two `BYOLView`s."""
         return self.view1, self.view2
 
-    def augment_crops(self, crops1, crops2):
+    def augment_images(self, images, key):
+        """Both views of a batch with every random draw keyed by `key` (`keyed_draw`), not the seed generators.
+
+        The same `key` gives the same views in every run, whatever runs in parallel: `pretrain_dataset` keys
+        each batch by its position in the stream, so that a resumed run makes the views an uninterrupted
+        run makes. View `i` draws from `stateless_fold_in(key, i)`.
+
+        Args:
+            images: uint8 or float `(batch, height, width, 3)` in [0, 255].
+            key: int `(2,)` tensor, a stateless random key.
+
+        Returns:
+            A tuple of two float32 `(batch, image_size, image_size, 3)` ImageNet-normalised tensors.
+        """
+        return tuple(view.augment(images, keyed_draw(_fold_in(key, i))) for i, view in enumerate(self.views))
+
+    def augment_crops(self, crops1, crops2, key=None):
         """Both views from crops already cut and resized per view (`BYOLView.augment_crops`).
 
         `byol_keras.data.pretrain_dataset` cuts each view's window from the whole image (decoding only
@@ -103,11 +120,18 @@ class BYOLAugment(keras.layers.Layer):
 
         Args:
             crops1, crops2: uint8 or float `(batch, image_size, image_size, 3)`, view 1's and view 2's crops.
+            key: int `(2,)` tensor or None. A key makes every draw stateless, as `augment_images`; None
+                draws from the views' seed generators. Defaults to None.
 
         Returns:
             A tuple of two float32 `(batch, image_size, image_size, 3)` ImageNet-normalised tensors.
         """
-        return self.view1.augment_crops(crops1), self.view2.augment_crops(crops2)
+        if key is None:
+            return self.view1.augment_crops(crops1), self.view2.augment_crops(crops2)
+        return tuple(
+            view.augment_crops(crops, keyed_draw(_fold_in(key, i)))
+            for i, (view, crops) in enumerate(zip(self.views, (crops1, crops2)))
+        )
 
     def compute_output_shape(self, input_shape):
         shape = (input_shape[0], self.image_size, self.image_size, 3)
@@ -161,6 +185,8 @@ class BYOLView(keras.layers.Layer):
     give the same outputs for the same sequence of calls. The layer works eagerly, inside
     `tf.function` (also with `jit_compile=True`) and as a `tf.data` map over batches; with a parallel
     `map` the order in which batches consume the generator, hence reproducibility, is not guaranteed.
+    `augment` and `augment_crops` also take a `draw` (`keyed_draw(key)`): stateless draws, the same for
+    the same key in every run, which is how `pretrain_dataset` makes its views.
 
     Args:
         image_size: int > 0, side of the square output.
@@ -291,13 +317,15 @@ class BYOLView(keras.layers.Layer):
         # All state (the seed generator) exists now: nothing to build.
         self.built = True
 
-    def _uniform(self, shape, low=0.0, high=1.0):
-        return keras.random.uniform(shape, low, high, seed=self.seed_generator)
+    def _uniform(self, shape, low=0.0, high=1.0, draw=None):
+        if draw is None:
+            return keras.random.uniform(shape, low, high, seed=self.seed_generator)
+        return low + (high - low) * draw(shape)
 
-    def _bernoulli(self, batch_size, prob):
-        return self._uniform((batch_size,)) < prob
+    def _bernoulli(self, batch_size, prob, draw=None):
+        return self._uniform((batch_size,), draw=draw) < prob
 
-    def sample_transform(self, images):
+    def sample_transform(self, images, draw=None):
         """Draw every random choice of this view for a batch, one draw per image and stage.
 
         Always draws the same tensors whatever the probabilities, so the random stream (and a seeded
@@ -305,6 +333,8 @@ class BYOLView(keras.layers.Layer):
 
         Args:
             images: `(batch, height, width, 3)`; only its shape is used.
+            draw: callable `shape -> uniform float32 tensor in [0, 1)` (e.g. `keyed_draw(key)`), or None
+                for this view's seed generator. Defaults to None.
 
         Returns:
             dict of tensors, all with leading axis `batch`:
@@ -317,24 +347,24 @@ class BYOLView(keras.layers.Layer):
         batch_size = shape[0]
         height = ops.cast(shape[1], "float32")
         width = ops.cast(shape[2], "float32")
-        y1, x1, box_h, box_w = self.crop_window(height, width, self.crop_uniforms(batch_size))
+        y1, x1, box_h, box_w = self.crop_window(height, width, self.crop_uniforms(batch_size, draw))
         crop_box = ops.stack([y1 / height, x1 / width, (y1 + box_h) / height, (x1 + box_w) / width], axis=-1)
         return {
             "crop_box": crop_box,
-            "flip": self._bernoulli(batch_size, self.flip_prob),
-            "jitter": self._bernoulli(batch_size, self.jitter_prob),
-            "brightness": self._uniform((batch_size,), -self.brightness, self.brightness),
-            "contrast": self._uniform((batch_size,), 1.0 - self.contrast, 1.0 + self.contrast),
+            "flip": self._bernoulli(batch_size, self.flip_prob, draw),
+            "jitter": self._bernoulli(batch_size, self.jitter_prob, draw),
+            "brightness": self._uniform((batch_size,), -self.brightness, self.brightness, draw),
+            "contrast": self._uniform((batch_size,), 1.0 - self.contrast, 1.0 + self.contrast, draw),
             "saturation": self._uniform(
-                (batch_size,), 1.0 - self.saturation, 1.0 + self.saturation
+                (batch_size,), 1.0 - self.saturation, 1.0 + self.saturation, draw
             ),
-            "hue": self._uniform((batch_size,), -self.hue, self.hue),
+            "hue": self._uniform((batch_size,), -self.hue, self.hue, draw),
             # argsort of i.i.d. uniforms is a uniformly random permutation per image.
-            "jitter_order": ops.cast(ops.argsort(self._uniform((batch_size, 4)), axis=-1), "int32"),
-            "grayscale": self._bernoulli(batch_size, self.grayscale_prob),
-            "blur": self._bernoulli(batch_size, self.blur_prob),
-            "blur_sigma": self._uniform((batch_size,), *self.blur_sigma),
-            "solarize": self._bernoulli(batch_size, self.solarize_prob),
+            "jitter_order": ops.cast(ops.argsort(self._uniform((batch_size, 4), draw=draw), axis=-1), "int32"),
+            "grayscale": self._bernoulli(batch_size, self.grayscale_prob, draw),
+            "blur": self._bernoulli(batch_size, self.blur_prob, draw),
+            "blur_sigma": self._uniform((batch_size,), *self.blur_sigma, draw),
+            "solarize": self._bernoulli(batch_size, self.solarize_prob, draw),
         }
 
     def crop_uniforms(self, batch_size, draw=None):
@@ -485,12 +515,24 @@ class BYOLView(keras.layers.Layer):
     def call(self, images, training=True):
         if not training:
             return normalize(center_crop_resize(images, self.image_size, crop_fraction=1.0))
-        transform = self.sample_transform(images)
+        return self.augment(images)
+
+    def augment(self, images, draw=None):
+        """This view of whole images, what `call` does in training: every stage, then the normalisation.
+
+        Args:
+            images: uint8 or float `(batch, height, width, 3)` in [0, 255].
+            draw: callable for `sample_transform`, or None for the seed generator. Defaults to None.
+
+        Returns:
+            float32 `(batch, image_size, image_size, 3)`, ImageNet-normalised.
+        """
+        transform = self.sample_transform(images, draw)
         if self.jit_compile and not _executing_eagerly():
             return _xla_apply()(self, "_view", images, transform)
         return self._view(images, transform)
 
-    def augment_crops(self, crops):
+    def augment_crops(self, crops, draw=None):
         """This view of crops already cut and resized: flip, colour, grayscale, blur, solarize, normalise.
 
         The random draws are `sample_transform`'s (one per image and stage); the crop it draws is unused.
@@ -498,6 +540,7 @@ class BYOLView(keras.layers.Layer):
 
         Args:
             crops: uint8 or float `(batch, image_size, image_size, 3)` in [0, 255].
+            draw: callable for `sample_transform`, or None for the seed generator. Defaults to None.
 
         Returns:
             float32 `(batch, image_size, image_size, 3)`, ImageNet-normalised.
@@ -507,7 +550,7 @@ class BYOLView(keras.layers.Layer):
                 f"`crops` must be {self.image_size}x{self.image_size} images (this view's image_size). "
                 f"Received: crops of shape {tuple(crops.shape)}"
             )
-        transform = self.sample_transform(crops)
+        transform = self.sample_transform(crops, draw)
         if self.jit_compile and not _executing_eagerly():
             return _xla_apply()(self, "_view_of_crops", crops, transform)
         return self._view_of_crops(crops, transform)
@@ -555,6 +598,35 @@ def _executing_eagerly():
     import tensorflow as tf
 
     return tf.executing_eagerly()
+
+
+def _fold_in(key, data):
+    import tensorflow as tf
+
+    return tf.random.experimental.stateless_fold_in(key, data)
+
+
+def keyed_draw(key):
+    """A `draw(shape)` of stateless uniforms in [0, 1) from `key`: its i-th call draws from `fold_in(key, i)`.
+
+    Pass it to `BYOLView.sample_transform` (or `augment`, `augment_crops`, `crop_uniforms`): the draws then
+    depend on the key alone, not on a generator's state, so the same key gives the same views in every
+    run and in any order of parallel calls.
+
+    Args:
+        key: int32 or int64 `(2,)` tensor.
+
+    Returns:
+        callable `shape -> float32 tensor of that shape`.
+    """
+    import tensorflow as tf
+
+    counter = itertools.count()
+
+    def draw(shape):
+        return tf.random.stateless_uniform(shape, seed=_fold_in(key, next(counter)))
+
+    return draw
 
 
 @functools.cache

@@ -126,8 +126,10 @@ class BYOL(keras.Model):
             of the views), or as whole images `images` / `(images, labels)` (then `augment` makes the whole
             views), inside the compiled `train_step` (and `test_step`), for accelerator hosts with few CPU
             cores. The views have the same distribution either way (under XLA TensorFlow's
-            stateless RNG uses another algorithm, so a seed gives other, equally distributed, draws).
-            Defaults to `"data"`.
+            stateless RNG uses another algorithm, so a seed gives other, equally distributed, draws). With a
+            seeded `BYOLAugment` the draws made here are keyed by the seed, the global step and the replica
+            (`augment_images`, `augment_crops(..., key=)`), so a run resumed from a backup makes the views an
+            uninterrupted run makes. Defaults to `"data"`.
         head_initializer: the projector's and predictor's Dense kernel initializer, any
             `keras.initializers.get` identifier. Defaults to "glorot_uniform". The official code
             (Haiku) draws them with std 1/√fan_in, PyTorch (lightly, solo-learn) uniformly within
@@ -352,7 +354,7 @@ class BYOL(keras.Model):
                         "Batches of `(crops1, crops2, labels)` need `augment` to be a BYOLAugment (its "
                         f"`augment_crops` finishes the views). Received: augment={self.augment!r}"
                     )
-                view1, view2 = self.augment.augment_crops(crops1, crops2)
+                view1, view2 = self.augment.augment_crops(crops1, crops2, key=self._views_key())
                 return view1, view2, labels
             if len(data) not in (1, 2):
                 raise ValueError(
@@ -362,8 +364,29 @@ class BYOL(keras.Model):
             images, labels = data[0], (data[1] if len(data) == 2 else None)
         else:
             images, labels = data, None
-        view1, view2 = self.augment(images, training=True)
+        key = self._views_key()
+        if key is not None:
+            view1, view2 = self.augment.augment_images(images, key)
+        else:
+            view1, view2 = self.augment(images, training=True)
         return view1, view2, labels
+
+    def _views_key(self):
+        """The stateless key of this step's views on the device, or None (draw from the augment's generators).
+
+        A seeded `BYOLAugment` draws from `(seed, global step, replica)`: the step counter is saved with the
+        weights and the augment's seed generators are not, so this is what makes a resumed run's views the
+        uninterrupted run's. Each replica folds in its own index, so replicas do not repeat each other's draws.
+        """
+        seed = getattr(self.augment, "seed", None)
+        if seed is None or not hasattr(self.augment, "augment_images") or self.optimizer is None:
+            return None
+        key = tf.constant([int(seed), 1], tf.int64)
+        key = tf.random.experimental.stateless_fold_in(key, ops.cast(self.optimizer.iterations, "int64"))
+        replica = tf.distribute.get_replica_context()
+        if replica is not None:
+            key = tf.random.experimental.stateless_fold_in(key, ops.cast(replica.replica_id_in_sync_group, "int64"))
+        return key
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras 3.15 (TF trainer) first pulls a batch and reduces it across replicas with

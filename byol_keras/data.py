@@ -14,15 +14,22 @@ Three kinds of source, all opened with `load_source`:
 
 Bad input is reported, never silently dropped and never fatal for the whole run:
 
+- Every image file (and every TFDS image) is decoded by `byol_keras.decoding.decode_image`, the decoder
+  the serving signatures use too: JPEGs with the accurate IDCT, as Pillow, and the size read from the
+  header first. An image above `max_pixels` (default `DEFAULT_MAX_PIXELS`, Pillow's 89,478,485) is
+  refused before anything is decoded, as an unreadable file is: a decompression bomb (a small file that
+  declares a huge image) costs neither the memory nor the time of decoding it.
 - A folder is *verified* when it is opened (`verify=True`): every file is decoded once with the same
   decoder the pipelines use. Files that cannot be decoded (a text file named `.jpg`, an empty file, a
-  truncated JPEG/PNG/GIF/BMP) are skipped; they are listed in `Source.skipped` and their number is
+  truncated JPEG/PNG/GIF/BMP, an image above `max_pixels`) are skipped; they are listed in
+  `Source.skipped` with the reason (the size and the limit for a refused image) and their number is
   reported right away with `warnings.warn`, naming a few of them. Counting at scan time makes the count
   exact and available before training starts. TensorFlow 2.21 refuses truncated JPEGs (even one that
   only lacks its end-of-image marker) rather than returning a partly grey image, so truncation is
   caught by this check. With `verify=False` (for folders too large to decode twice) nothing is
   checked up front; files that fail at training time are dropped by `tf.data`'s `ignore_errors`,
-  which logs each one through TensorFlow's C++ log and does not count them.
+  which logs each one through TensorFlow's C++ log (a refused image's line names its file, size and
+  the limit) and does not count them.
 - Readable images are converted to RGB uint8: grayscale is replicated to three channels, palette
   images are expanded, 16-bit PNGs keep their high byte, the alpha channel of RGBA images is dropped
   (not composited) and animated GIFs give their first frame. TensorFlow decodes palette (<= 8-bit)
@@ -47,7 +54,6 @@ Example:
 """
 
 import dataclasses
-import io
 import os
 import re
 import warnings
@@ -56,6 +62,12 @@ import numpy as np
 import tensorflow as tf
 
 from byol_keras.augment import center_crop_resize
+from byol_keras.decoding import DEFAULT_MAX_PIXELS
+from byol_keras.decoding import JPEG_DCT_METHOD  # noqa: F401  (the decoders' IDCT; benchmarks read it here)
+from byol_keras.decoding import check_max_pixels
+from byol_keras.decoding import checked
+from byol_keras.decoding import decode_image
+from byol_keras.decoding import decode_jpeg_window
 from byol_keras.validation import check_positive_int
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -70,10 +82,6 @@ DIGITS_TEST_SIZE = 360
 
 # `cache="auto"` keeps decoded images in memory when they take at most this many bytes.
 AUTO_CACHE_BYTES = 2 * 1024**3
-
-# libjpeg's accurate integer DCT, as Pillow (hence torchvision) decodes: TensorFlow's default fast DCT is
-# off by about one level per pixel (0.96 / 255 on average on CIFAR-10's JPEGs).
-JPEG_DCT_METHOD = "INTEGER_ACCURATE"
 
 # The per-image path decodes each view's window of a JPEG (`decode_and_crop_jpeg`, one call per view) rather
 # than the whole image once: measured faster on photos (docs/design.md, "Views from the whole photo").
@@ -98,6 +106,7 @@ class Source:
             (folders, digits), else None.
         image_sizes: int numpy array `(num_examples, 2)` of `(height, width)` when known, else None.
         skipped: tuple of `(path, reason)` for the files that were found but could not be decoded.
+        max_pixels: int, the largest image (in pixels) that is decoded; larger ones are skipped.
     """
 
     name: str
@@ -107,6 +116,7 @@ class Source:
     labels: object = dataclasses.field(default=None, repr=False)
     image_sizes: object = dataclasses.field(default=None, repr=False)
     skipped: tuple = ()
+    max_pixels: int = DEFAULT_MAX_PIXELS
     # The records (file paths or images, with labels) and the function turning one record into an
     # `(image, label)` pair. Kept apart so that cheap records can be shuffled before decoding.
     records: tf.data.Dataset = dataclasses.field(default=None, repr=False)
@@ -124,7 +134,7 @@ class Source:
         return _decoded(self, self.records)
 
 
-def load_source(source, split="train", data_dir=None, image_size=None, verify=True):
+def load_source(source, split="train", data_dir=None, image_size=None, verify=True, max_pixels=DEFAULT_MAX_PIXELS):
     """Open a TFDS dataset, an image folder or the `digits` demo set.
 
     Args:
@@ -141,6 +151,11 @@ def load_source(source, split="train", data_dir=None, image_size=None, verify=Tr
             reported now (they will be upscaled). Defaults to None.
         verify: bool, decode every file of a folder once now to skip and count the unreadable ones
             (see the module docstring). Defaults to True.
+        max_pixels: int, images (files or TFDS records) whose header declares more pixels are skipped
+            without being decoded (a GIF counts all its frames). Defaults to `DEFAULT_MAX_PIXELS`
+            (89,478,485, Pillow's decompression-bomb threshold). The TFDS sets of `TFDS_NAMES` hold no image
+            near it; a TFDS image refused under a lower limit fails the epoch's length check, as a TFDS set's
+            count is taken as exact.
 
     Returns:
         A `Source`.
@@ -156,16 +171,17 @@ def load_source(source, split="train", data_dir=None, image_size=None, verify=Tr
         )
     if image_size is not None:
         check_positive_int("image_size", image_size)
+    check_max_pixels(max_pixels)
     if not isinstance(split, str):
         raise TypeError(f"`split` must be a str. Received: split={split!r}")
     source = os.fspath(source)
     if source == "digits":
         result = _load_digits(split, image_size or 32)
     elif source.split("/")[0] in TFDS_NAMES:
-        result = _load_tfds(source, split, data_dir)
+        result = _load_tfds(source, split, data_dir, max_pixels)
     else:
         with_split = os.path.join(source, split)
-        result = _load_folder(with_split if os.path.isdir(with_split) else source, verify)
+        result = _load_folder(with_split if os.path.isdir(with_split) else source, verify, max_pixels)
     if image_size is not None:
         warn_small_images(result, image_size)
     return result
@@ -181,6 +197,8 @@ def pretrain_dataset(
     cache="auto",
     shuffle_buffer=10_000,
     views_on="data",
+    repeat=False,
+    start_batch=0,
 ):
     """The BYOL pretraining pipeline: `(view1, view2, labels)` batches whose crops come from whole images.
 
@@ -193,8 +211,7 @@ def pretrain_dataset(
       and cropped. Each crop is resized to the view's `image_size` (`interpolation`, no antialiasing, as the
       official code), rounded to uint8 and batched; the flip, colour jitter, grayscale, blur and
       solarisation then run vectorised on the batch (`BYOLAugment.augment_crops`), each image with its
-      own draws. The windows' random draws are stateless, keyed by `seed` and the position in the
-      stream (`tf.data.Dataset.random`), so a seed gives the same crops in every run.
+      own draws.
     - **Native size** (CIFAR, STL-10, digits): when every image has one known size of at most twice the
       view's side, the images are decoded once (cached in memory when they fit), batched at that size, and
       `BYOLAugment` cuts and resizes the windows by per-image matrix products, which at these sizes is
@@ -203,10 +220,17 @@ def pretrain_dataset(
     Any other `views` callable receives uint8 batches of `image_size` squares (the shorter side resized
     to `image_size`, the centre square kept), and `views=None` yields those squares themselves.
 
-    Element order depends only on `seed`: all parallel maps keep their order. Incomplete batches are
-    dropped (BatchNorm and the BYOL loss see full batches). When records are files and not cached, the
-    file list is shuffled (a full permutation) before decoding, so the shuffle costs no image memory;
-    otherwise decoded images are shuffled with a buffer of `shuffle_buffer` (all images when cached).
+    **Every batch is a function of `seed` and its position in the stream**, so that a run resumed at global
+    step k (`repeat=True, start_batch=k`) sees the batches an uninterrupted run sees from step k on. Epoch e
+    shuffles with a seed derived from `(seed, e)`; every random draw of the views (crop windows, flips,
+    colour, blur, solarisation) is stateless, keyed by `(seed, epoch, position in the epoch)`
+    (`BYOLAugment.augment_images`, `augment_crops(..., key=)`), not by a generator whose state would depend on
+    how far the pipeline ran ahead; all parallel maps keep their order. Incomplete batches are dropped
+    (BatchNorm and the BYOL loss see full batches): each epoch uses the first `batch_size * (num_examples //
+    batch_size)` examples of its order. When records are files and not cached, the file list is shuffled (a
+    full permutation) before decoding, so the shuffle costs no image memory and skipping costs nothing;
+    otherwise decoded images are shuffled with a buffer of `shuffle_buffer` (all images when cached). A
+    `views` callable that is not a `BYOLAugment` draws its own randomness, which this cannot key.
 
     Args:
         source: `Source` from `load_source`.
@@ -218,8 +242,8 @@ def pretrain_dataset(
             square images it receives. A `BYOLAugment` crops whole images to its own `image_size`.
             Defaults to None.
         shuffle: bool, reshuffle every epoch. Defaults to True.
-        seed: int or None. The same seed gives the same order of examples and the same crop windows
-            every run. Defaults to None (different every run).
+        seed: int or None. The same seed gives the same batches in every run. Defaults to None (different
+            every run).
         cache: True, False or `"auto"`: keep the decoded uint8 images in memory (`"auto"`: when they take at
             most `AUTO_CACHE_BYTES` at their own size, known for verified folders, digits and fixed-size
             TFDS sets). Defaults to `"auto"`.
@@ -230,6 +254,15 @@ def pretrain_dataset(
             crops at the view size) on the per-image path or `(images, labels)` (uint8 images at their
             native size) on the native-size path; `BYOL(augment=views, augment_on="device")` makes the
             rest of the views on the accelerator. Defaults to `"data"`.
+        repeat: bool. False: one epoch, of known length; iterating the dataset again gives another epoch
+            (another order and other draws, the same sequence in every run). True: the endless stream of
+            epochs 0, 1, 2, ..., epoch e drawn from `(seed, e)` alone, for `fit(..., steps_per_epoch=...)`.
+            Defaults to False.
+        start_batch: int >= 0, only with `repeat=True`: the stream starts at this batch of the endless
+            stream (a run resumed at global step k passes k; with `steps_per_epoch` below an epoch's batches,
+            Keras' epochs and the data's differ, and the global step counts the data's). The skipped records
+            of a file list are skipped before decoding; decoded images are skipped after the shuffle and before
+            the views. Defaults to 0.
 
     Returns:
         `tf.data.Dataset` of `(view1, view2, labels)`, or as `views_on="device"` / `views=None` say above;
@@ -264,6 +297,13 @@ def pretrain_dataset(
         )
     if seed is not None and not isinstance(seed, (int, np.integer)):
         raise TypeError(f"`seed` must be an int or None. Received: seed={seed!r}")
+    if not isinstance(start_batch, (int, np.integer)) or isinstance(start_batch, bool) or start_batch < 0:
+        raise ValueError(f"`start_batch` must be an int >= 0. Received: start_batch={start_batch!r}")
+    if start_batch and not repeat:
+        raise ValueError(
+            "`start_batch` is a position in the endless stream of epochs: pass `repeat=True` with it. "
+            f"Received: start_batch={start_batch}, repeat={repeat!r}"
+        )
     if cache not in (True, False, "auto"):
         raise ValueError(f"`cache` must be True, False or 'auto'. Received: cache={cache!r}")
     if batch_size > source.num_examples:
@@ -283,73 +323,114 @@ def pretrain_dataset(
         cache = decoded_bytes is not None and decoded_bytes <= AUTO_CACHE_BYTES
     warn_small_images(source, augment.image_size if augment is not None else image_size)
 
-    records = source.records
-    shuffle_files = shuffle and source.file_backed and not cache
-    if shuffle_files:
-        records = records.shuffle(source.num_examples, seed=seed, reshuffle_each_iteration=True)
-
-    if augment is None:
-        images = _decoded(source, records, lambda image: _resize_square(image, image_size))
-    elif native or cache or not source.file_backed:
-        images = _decoded(source, records)
+    # What each epoch puts in order: the records themselves when they are files read afresh every epoch (a
+    # shuffle then costs no image memory, and skipping costs nothing), else the decoded images (cached or not).
+    decode_late = source.file_backed and not cache
+    resize = None if augment is not None else (lambda image: _resize_square(image, image_size))
+    if decode_late:
+        items = source.records
     else:
-        images = None  # per image, straight from the files
-    if images is not None and cache:
-        images = images.cache()
-    if images is not None and shuffle and not shuffle_files:
-        buffer = source.num_examples if cache else min(shuffle_buffer, source.num_examples)
-        images = images.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        items = _decoded(source, source.records, resize)
+        if cache:
+            items = items.cache()
+    buffer = source.num_examples if (decode_late or cache) else min(shuffle_buffer, source.num_examples)
+    batches_per_epoch = source.num_examples // batch_size
+    first_epoch, first_batch = divmod(int(start_batch), batches_per_epoch)
 
-    if augment is None or native:
-        batches = images.batch(batch_size, drop_remainder=True)
-        if views is None or views_on == "device":
-            return batches.prefetch(tf.data.AUTOTUNE)
+    @_plain_graph
+    def epoch_items(epoch, epoch_key):
+        """One epoch's items in order, each with its stateless key `fold_in(epoch_key, position)`."""
+        ordered = items
+        if shuffle:
+            ordered = _shuffled(ordered, buffer, epoch_key)
+        skip = tf.where(epoch == first_epoch, tf.constant(first_batch * batch_size, tf.int64), 0)
+        ordered = ordered.take(batches_per_epoch * batch_size).skip(skip)
+        positions = tf.data.Dataset.range(skip, batches_per_epoch * batch_size)
+        keys = positions.map(lambda position: tf.random.experimental.stateless_fold_in(epoch_key, position))
+        return tf.data.Dataset.zip((ordered, keys))
 
-        def make_views(images, labels):
-            return _check_pair(views(images), views) + (labels,)
-
-        batches = batches.map(make_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return batches.prefetch(tf.data.AUTOTUNE)
-
-    # Per image: each view's window on the whole image, then batches of equally sized crops.
-    keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    if images is None:
-        def crop(record, key):
-            path, label = record
-            return _crop_views_from_file(path, key, augment.views), tf.cast(label, tf.int32)
-
-        crops = tf.data.Dataset.zip((records, keys)).map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        crops = crops.ignore_errors(log_warning=True)  # files that fail after the scan, or unverified folders
-        if source.exact_count:
-            crops = crops.apply(tf.data.experimental.assert_cardinality(source.num_examples))
+    base_key = _base_key(seed)
+    if repeat:
+        epochs = tf.data.Dataset.range(first_epoch, _ENDLESS)
     else:
+        # One epoch per iteration, numbered by a random draw that is new each time the dataset is iterated
+        # (the same sequence in every run with a seed): every epoch gets another order and other views.
+        epochs = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+        epochs = epochs.map(lambda r: tf.bitwise.bitwise_and(r, 2**62 - 1) + _ENDLESS)
+    epochs = epochs.map(lambda epoch: (epoch, tf.random.experimental.stateless_fold_in(base_key, epoch)))
+    stream = epochs.flat_map(epoch_items)
+
+    per_image = augment is not None and not native
+    if decode_late:
+        if per_image:
+            @_plain_graph
+            def crop(record, key):
+                path, label = record
+                return _crop_views_from_file(path, key, augment.views, source.max_pixels), tf.cast(label, tf.int32), key
+        else:
+            @_plain_graph
+            def crop(record, key):
+                image, label = source.decode(*record)
+                return (image if resize is None else resize(image)), tf.cast(label, tf.int32), key
+        stream = stream.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        # Files that fail after the scan (or in unverified folders): skipped, with a TF log line naming them.
+        stream = stream.ignore_errors(log_warning=True)
+    elif per_image:
+        @_plain_graph
         def crop(image_label, key):
             image, label = image_label
-            return _crop_views_from_image(image, key, augment.views), label
+            return _crop_views_from_image(image, key, augment.views), label, key
 
-        crops = tf.data.Dataset.zip((images, keys)).map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if views_on == "device":
-        batches = crops.batch(batch_size, drop_remainder=True)
-        batches = batches.map(lambda pair, labels: (pair[0], pair[1], labels))
-        return batches.prefetch(tf.data.AUTOTUNE)
+        stream = stream.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        stream = stream.map(lambda image_label, key: (*image_label, key))
 
-    # The views are finished in chunks of a few dozen images, then joined into batches: every stage is per
-    # image, so a chunk computes what the whole batch would, with the compiled view's temporaries a chunk's
-    # size rather than a batch's (peak memory: benchmarks/README.md).
-    chunk = _view_chunk(batch_size)
+    def exact_length(batches):
+        if repeat or not source.exact_count:
+            return batches
+        # The length Keras' `fit` reads as its steps per epoch (flat_map and ignore_errors hide it).
+        return batches.apply(tf.data.experimental.assert_cardinality(batches_per_epoch))
 
-    def finish_views(pair, labels):
-        return augment.augment_crops(*pair) + (labels,)
+    def key_of(keys):
+        # The key of a batch's (or chunk's) colour stages: its first element's, folded away from the windows' 0, 1.
+        return tf.random.experimental.stateless_fold_in(keys[0], 2)
 
-    chunks = crops.batch(chunk, drop_remainder=True)
-    chunks = chunks.map(finish_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if chunk == batch_size:
-        return chunks.prefetch(tf.data.AUTOTUNE)
+    if per_image:
+        if views_on == "device":
+            batches = exact_length(stream.batch(batch_size, drop_remainder=True))
+            return batches.map(lambda pair, labels, keys: (pair[0], pair[1], labels)).prefetch(tf.data.AUTOTUNE)
 
-    def join(first, second, labels):
-        return tuple(tf.reshape(t, [batch_size] + t.shape[2:].as_list()) for t in (first, second, labels))
+        # The views are finished in chunks of a few dozen images, then joined into batches: every stage is per
+        # image, so a chunk computes what the whole batch would, with the compiled view's temporaries a chunk's
+        # size rather than a batch's (peak memory: benchmarks/README.md). Each chunk draws from its own key.
+        chunk = _view_chunk(batch_size)
 
-    batches = chunks.batch(batch_size // chunk, drop_remainder=True).map(join)
+        @_plain_graph
+        def finish_views(pair, labels, keys):
+            return augment.augment_crops(*pair, key=key_of(keys)) + (labels,)
+
+        chunks = stream.batch(chunk, drop_remainder=True)
+        chunks = chunks.map(finish_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if chunk == batch_size:
+            return exact_length(chunks).prefetch(tf.data.AUTOTUNE)
+
+        def join(first, second, labels):
+            return tuple(tf.reshape(t, [batch_size] + t.shape[2:].as_list()) for t in (first, second, labels))
+
+        batches = chunks.batch(batch_size // chunk, drop_remainder=True).map(join)
+        return exact_length(batches).prefetch(tf.data.AUTOTUNE)
+
+    batches = exact_length(stream.batch(batch_size, drop_remainder=True))
+    if views is None or views_on == "device":
+        return batches.map(lambda images, labels, keys: (images, labels)).prefetch(tf.data.AUTOTUNE)
+
+    @_plain_graph
+    def make_views(images, labels, keys):
+        if augment is not None:
+            return augment.augment_images(images, key_of(keys)) + (labels,)
+        return _check_pair(views(images), views) + (labels,)
+
+    batches = batches.map(make_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
@@ -361,6 +442,67 @@ def _view_chunk(batch_size):
     where that divisor is under 8 (a prime batch size, say), so that chunks are never tiny."""
     chunk = max(size for size in range(1, min(batch_size, VIEW_CHUNK) + 1) if batch_size % size == 0)
     return chunk if chunk >= min(batch_size, 8) else batch_size
+
+
+# The pipeline's map functions hold no Python control flow on tensors: traced as they are, without AutoGraph's
+# conversion of every function they call (the views' maths), which took seconds per pipeline.
+_plain_graph = tf.autograph.experimental.do_not_convert
+
+
+# Epoch numbers of `repeat=True` run from 0 up to here; `repeat=False` numbers its epochs above it, so that the
+# two never share an epoch's draws.
+_ENDLESS = 2**62
+
+
+def element_key(seed, epoch, position):
+    """The stateless key `pretrain_dataset(..., seed=seed, repeat=True)` gives an example: `(2,)` int64.
+
+    Epoch `epoch`'s key is `stateless_fold_in((seed, 0), epoch)`, and the example at `position` in that
+    epoch's order gets `stateless_fold_in(epoch key, position)`. View `i`'s crop window is drawn from
+    `stateless_fold_in(key, i)`, and the colour stages of a batch (of a chunk of `VIEW_CHUNK` on the per-image
+    path) from `stateless_fold_in(key, 2)` of its first example's key (`BYOLAugment.augment_images`,
+    `augment_crops`).
+
+    Args:
+        seed: int, the pipeline's seed.
+        epoch: int >= 0, the epoch of the endless stream.
+        position: int >= 0, the position in that epoch's order.
+
+    Returns:
+        int64 tensor `(2,)`.
+    """
+    epoch_key = tf.random.experimental.stateless_fold_in(_base_key(seed), tf.constant(epoch, tf.int64))
+    return tf.random.experimental.stateless_fold_in(epoch_key, tf.constant(position, tf.int64))
+
+
+def _base_key(seed):
+    """The stream's root key: `(seed, 0)`, or a fresh random one without a seed."""
+    if seed is None:
+        seed = int(np.random.default_rng().integers(2**62))
+    return tf.constant([int(seed), 0], tf.int64)
+
+
+def _shuffled(dataset, buffer_size, key):
+    """`dataset.shuffle(buffer_size, reshuffle_each_iteration=False)` in the order the stateless `key` alone gives.
+
+    The shuffle op itself, with its two seeds drawn from `key`: `Dataset.shuffle` mixes TensorFlow's global seed
+    (`tf.random.set_seed`, which `keras.utils.set_random_seed` sets) into its own, and cannot take a seed tensor
+    when that global seed is 0 (TF 2.21's `random_seed.get_seed` compares it in Python).
+    """
+    # Never (0, 0), which the op reads as "nondeterministic".
+    seeds = tf.random.stateless_uniform([2], seed=key, minval=1, maxval=2**62, dtype=tf.int64)
+    components = tf.nest.flatten(dataset.element_spec)
+    variant = tf.raw_ops.ShuffleDatasetV3(
+        input_dataset=tf.data.experimental.to_variant(dataset),
+        buffer_size=tf.constant(buffer_size, tf.int64),
+        seed=seeds[0],
+        seed2=seeds[1],
+        seed_generator=tf.raw_ops.DummySeedGenerator(),
+        output_types=[spec.dtype for spec in components],
+        output_shapes=[spec.shape for spec in components],
+        reshuffle_each_iteration=False,
+    )
+    return tf.data.experimental.from_variant(variant, dataset.element_spec)
 
 
 def native_size(source, image_size):
@@ -526,45 +668,6 @@ def warn_small_images(source, image_size):
     return small
 
 
-def decode_image(contents):
-    """Decode JPEG/PNG/GIF/BMP/WebP bytes to an RGB uint8 image.
-
-    Grayscale is replicated, palettes are expanded, 16-bit PNG keeps the high byte, alpha is dropped,
-    an animated GIF gives its first frame. Palette BMPs (<= 8 bits per pixel) go through Pillow
-    because TensorFlow's `decode_bmp` ignores their palette and returns wrong colours silently.
-
-    Args:
-        contents: scalar string tensor, the encoded file.
-
-    Returns:
-        uint8 tensor `(height, width, 3)`. Raises `InvalidArgumentError` for data it cannot decode.
-    """
-    contents = tf.convert_to_tensor(contents, tf.string)
-    # Bits per pixel: little-endian uint16 at byte 28 of a BMP header. Padding keeps substr in range
-    # for files shorter than a header (those fail in the decoder with a clear message instead).
-    header = tf.strings.substr(tf.strings.join([contents, tf.constant(b"\0" * 30)]), 0, 30)
-    is_bmp = tf.strings.substr(header, 0, 2) == b"BM"
-    bits_per_pixel = tf.io.decode_raw(tf.strings.substr(header, 28, 2), tf.uint16)[0]
-    palette_bmp = tf.logical_and(is_bmp, bits_per_pixel < 24)
-
-    def with_pillow():
-        image = tf.py_function(_decode_with_pillow, [contents], tf.uint8)
-        return tf.ensure_shape(image, [None, None, 3])
-
-    def with_tensorflow():
-        image = tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False)
-        return tf.ensure_shape(image, [None, None, 3])
-
-    def jpeg():
-        image = tf.io.decode_jpeg(contents, channels=3, dct_method=JPEG_DCT_METHOD)
-        return tf.ensure_shape(image, [None, None, 3])
-
-    def not_palette_bmp():
-        return tf.cond(tf.io.is_jpeg(contents), jpeg, with_tensorflow)
-
-    return tf.cond(palette_bmp, with_pillow, not_palette_bmp)
-
-
 # --------------------------------------------------------------------------------------------------
 # Sources
 
@@ -600,7 +703,7 @@ def _load_digits(split, image_size):
     )
 
 
-def _load_tfds(name, split, data_dir):
+def _load_tfds(name, split, data_dir, max_pixels):
     import tensorflow_datasets as tfds
 
     try:
@@ -644,14 +747,16 @@ def _load_tfds(name, split, data_dir):
     image_sizes = None
     if shape[0] is not None and shape[1] is not None:
         image_sizes = np.broadcast_to(np.array(shape[:2]), (num_examples, 2))
-    dataset = builder.as_dataset(split=split, shuffle_files=False)
+    # The encoded bytes, decoded by `decode_image` below: TFDS's own decoder is TensorFlow's default (the fast
+    # IDCT, no pixel limit), which would give training other pixels than serving.
+    dataset = builder.as_dataset(split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()})
 
     def to_record(example):
-        image = example["image"]
-        if image.shape[-1] == 1:
-            image = tf.image.grayscale_to_rgb(image)
         label = tf.cast(example["label"], tf.int32) if has_label else tf.constant(-1, tf.int32)
-        return image, label
+        return example["image"], label
+
+    def decode(contents, label):
+        return decode_image(contents, max_pixels, name=f"an image of {name}:{split}"), label
 
     return Source(
         name=f"{name}:{split}",
@@ -660,11 +765,12 @@ def _load_tfds(name, split, data_dir):
         class_names=class_names,
         image_sizes=image_sizes,
         records=dataset.map(to_record, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True),
-        decode=lambda image, label: (image, label),
+        decode=decode,
+        max_pixels=max_pixels,
     )
 
 
-def _load_folder(root, verify):
+def _load_folder(root, verify, max_pixels):
     if not os.path.isdir(root):
         raise ValueError(
             f"`source` must be 'digits', a TFDS name ({', '.join(TFDS_NAMES)}) or an existing "
@@ -696,8 +802,8 @@ def _load_folder(root, verify):
         )
     image_sizes, skipped = None, ()
     if verify:
-        ok, image_sizes = _verify_files(paths)
-        skipped = tuple((paths[i], _decode_error(paths[i])) for i in np.flatnonzero(~ok))
+        ok, image_sizes = _verify_files(paths, max_pixels)
+        skipped = tuple((paths[i], _decode_error(paths[i], max_pixels)) for i in np.flatnonzero(~ok))
         if not np.any(ok):
             raise ValueError(
                 f"None of the {len(paths)} image files under {root!r} could be decoded, "
@@ -722,17 +828,18 @@ def _load_folder(root, verify):
         image_sizes=image_sizes,
         skipped=skipped,
         records=records,
-        decode=lambda path, label: (decode_image(tf.io.read_file(path)), label),
+        decode=lambda path, label: (decode_image(tf.io.read_file(path), max_pixels, name=path), label),
         file_backed=True,
         exact_count=verify,
+        max_pixels=max_pixels,
     )
 
 
-def _verify_files(paths):
+def _verify_files(paths, max_pixels):
     """Decode every file once in a parallel tf.data pass; `(ok (n,) bool, sizes (n, 2) int)`."""
 
     def size_of(index, path):
-        image = decode_image(tf.io.read_file(path))
+        image = decode_image(tf.io.read_file(path), max_pixels)
         return index, tf.shape(image)[:2]
 
     # Failed files are simply missing from the output: `ignore_errors` drops them, the indices
@@ -747,24 +854,26 @@ def _verify_files(paths):
     return ok, sizes
 
 
-def _decode_error(path):
+def _decode_error(path, max_pixels):
     """The first line of the decoder's error message for one file (for the skip report)."""
     try:
-        decode_image(tf.io.read_file(path))
+        _decode_in_graph(tf.io.read_file(path), max_pixels)
     except (tf.errors.OpError, OSError, ValueError) as error:
         message = getattr(error, "message", None) or str(error)
-        # Keep the decoder's sentence, not TF's op-location wrapper around it.
+        # Keep the decoder's sentence, not TF's op-location wrapper around it (nor an assertion's): in a graph
+        # error it is the paragraph after the traceback of where the op was defined.
+        message = message.strip().split("\n\n")[-1]
         message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message)
         message = re.sub(r"\s*\[Op:\w+\].*$", "", message.strip().splitlines()[0])
+        message = re.sub(r"^assertion failed: \[(.*)\]$", r"\1", message)
         return message[:200]
     return "could not be decoded during the scan"
 
 
-def _decode_with_pillow(contents):
-    from PIL import Image
-
-    with Image.open(io.BytesIO(contents.numpy())) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+@tf.function(reduce_retracing=True)
+def _decode_in_graph(contents, max_pixels):
+    # In a graph, as the pipelines decode: the same messages, and the GIF walk's loop is not run op by op.
+    return decode_image(contents, max_pixels)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -850,22 +959,24 @@ def _crop_views_from_image(image, key, views):
     )
 
 
-def _crop_views_from_file(path, key, views):
-    """Each view's window of an image file, resized: a JPEG decodes only the windows, others decode once."""
+def _crop_views_from_file(path, key, views, max_pixels):
+    """Each view's window of an image file, resized: a JPEG decodes only the windows, others decode once.
+
+    The file is checked first (`byol_keras.decoding.checked`: supported, not above `max_pixels`), by the same
+    code as every other decode; a refused file raises an error naming it, which the pipeline skips and logs.
+    """
     contents = tf.io.read_file(path)
 
     def jpeg_windows():
-        shape = tf.image.extract_jpeg_shape(contents)
+        checked_contents, _ = checked(contents, max_pixels, name=path)
+        shape = tf.image.extract_jpeg_shape(checked_contents)
         windows = _view_windows(shape[0], shape[1], key, views)
         return tuple(
-            _resize_crop(
-                tf.io.decode_and_crop_jpeg(contents, window, channels=3, dct_method=JPEG_DCT_METHOD), view
-            )
-            for window, view in zip(windows, views)
+            _resize_crop(decode_jpeg_window(checked_contents, window), view) for window, view in zip(windows, views)
         )
 
     def whole_image():
-        return _crop_views_from_image(decode_image(contents), key, views)
+        return _crop_views_from_image(decode_image(contents, max_pixels, name=path), key, views)
 
     if not DECODE_JPEG_WINDOWS:
         return whole_image()

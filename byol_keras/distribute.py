@@ -9,21 +9,23 @@ needs to do the same on one or many GPUs, several machines or a TPU, and to surv
   `worker_dir`).
 - `sync_batchnorm` (defined in `byol_keras.layers`): an encoder's BatchNorm layers made cross-replica.
 - `set_precision`, `resolve_jit_compile`: the dtype policy, and whether XLA can be used.
-- surviving a lost worker: `byol_keras.fault_tolerance` (`StepBackup`, `StopOnNonFiniteLoss`).
+- surviving a lost worker: `byol_keras.fault_tolerance` (`StepBackup`, `StopOnNonFiniteLoss`, `batches_done`).
 
 Typical use (the model, the optimizer and every variable are created inside the scope)::
 
     strategy = make_strategy("auto")
     set_precision("mixed_bfloat16")
     backup = StepBackup(os.path.join(run_dir, "backup"), save_every_steps=500)
-    start = (backup.latest_state() or {}).get("step", 0)   # the data stream skips what was seen
+    # The data stream starts at the batch the interrupted run would have drawn next (0 on a fresh run).
+    start = batches_done(backup.latest_state(), steps_per_epoch)
+    dataset = pretrain_dataset(source, augment, batch_size, seed=seed, repeat=True, start_batch=start)
     with strategy.scope():
         encoder = sync_batchnorm(resnet18()) if strategy.num_replicas_in_sync > 1 else resnet18()
         model = BYOL(encoder, ...)
         jit, why = resolve_jit_compile(strategy)
         model.compile(optimizer=..., jit_compile=jit)
     with worker_dir(run_dir, strategy) as out_dir:
-        model.fit(dataset.skip(start), epochs=..., steps_per_epoch=...,
+        model.fit(dataset, epochs=..., steps_per_epoch=steps_per_epoch,
                   callbacks=[backup, StopOnNonFiniteLoss(), keras.callbacks.TensorBoard(out_dir)])
 """
 

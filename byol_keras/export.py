@@ -16,6 +16,15 @@ Signatures written by `export_encoder`:
 
 `project` exists only when a projector is exported (a BYOL model with `include_projector=True`).
 
+Images are decoded by `byol_keras.decoding.decode_image`, the decoder training and evaluation use (JPEGs with
+the accurate IDCT, as Pillow), so a photo gives the same pixels here as in training. What the byte signatures
+refuse, with `InvalidArgumentError` (TF Serving's `INVALID_ARGUMENT`) naming the image (`image_bytes[i]`) and
+the reason, before any pixel is decoded: empty input, formats other than JPEG/PNG/GIF/BMP, palette BMPs (their
+colours would be wrong), and images whose header declares more than `max_pixels` pixels (a GIF: all its
+frames), so that a decompression bomb costs neither memory nor time. A request is decoded one image at a time
+and encoded `SERVING_CHUNK` images at a time (`embed_pixels` too), so its working memory does not grow with its
+number of images.
+
 Example:
 
 ```python
@@ -36,6 +45,9 @@ from keras import ops
 
 from byol_keras.augment import center_crop_resize
 from byol_keras.augment import normalize
+from byol_keras.decoding import DEFAULT_MAX_PIXELS
+from byol_keras.decoding import check_max_pixels
+from byol_keras.decoding import decode_image
 from byol_keras.validation import check_number, check_positive_int
 
 SERVING_DEFAULT = "serving_default"
@@ -50,6 +62,12 @@ PROJECT = "project"
 ASSETS_EXTRA = "assets.extra"
 KERAS_FILENAME = "encoder.keras"
 DESCRIPTION_FILENAME = "export.json"
+
+# Images a byte signature preprocesses and encodes at once: a request of any length runs in chunks of this many,
+# so its working memory (the normalised crops, the encoder's activations) is that of this many images. 32 keeps
+# a CPU's or a GPU's batch efficiency; the embeddings themselves (4 bytes x D per image) are the only part that
+# grows with the request.
+SERVING_CHUNK = 32
 
 
 def l2_normalize(x, epsilon=1e-12):
@@ -68,61 +86,87 @@ def l2_normalize(x, epsilon=1e-12):
     return ops.normalize(x, axis=-1, order=2, epsilon=epsilon**0.5)
 
 
-def decode_images(image_bytes):
-    """Decode a batch of encoded images to a ragged list of RGB uint8 images.
+def decode_images(image_bytes, max_pixels=DEFAULT_MAX_PIXELS):
+    """Decode a batch of encoded images to a ragged list of RGB uint8 images, as the served graph does.
 
-    Helper for the reference path in tests and clients: the same `tf.io.decode_image` call the served
-    graph makes (3 channels: grayscale is replicated, alpha is dropped; a GIF gives its first frame).
+    Helper for the reference path in tests and clients: the served graph's decoder
+    (`byol_keras.decoding.decode_image` without Python: 3 channels, grayscale replicated, alpha dropped, a GIF's
+    first frame, the accurate IDCT, the same refusals).
 
     Args:
         image_bytes: tf.string tensor `(batch,)` or a list of `bytes`.
+        max_pixels: int, the pixel limit. Defaults to `DEFAULT_MAX_PIXELS`.
 
     Returns:
         list of uint8 tensors `(height_i, width_i, 3)`.
     """
     import tensorflow as tf
 
-    return [_decode_one(encoded) for encoded in tf.unstack(tf.convert_to_tensor(image_bytes, tf.string))]
+    return [
+        decode_image(encoded, max_pixels, python=False, name=f"image_bytes[{i}]")
+        for i, encoded in enumerate(tf.unstack(tf.convert_to_tensor(image_bytes, tf.string)))
+    ]
 
 
-def _decode_one(encoded):
-    import tensorflow as tf
-
-    # `channels=3` turns grayscale into RGB and drops an alpha channel; `expand_animations=False` makes
-    # a GIF return its first frame as a 3-D image, so every format yields `(h, w, 3)`. A malformed or
-    # empty string raises InvalidArgumentError ("Unknown image file format ...", "Input is empty.").
-    return tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
-
-
-def preprocess_image_bytes(image_bytes, image_size, crop_fraction=0.875):
+def preprocess_image_bytes(image_bytes, image_size, crop_fraction=0.875, max_pixels=DEFAULT_MAX_PIXELS, first_index=0):
     """Decode, resize, centre-crop and normalise a batch of encoded images of possibly different sizes.
 
-    Each image is decoded and cropped on its own (`tf.map_fn`), because images in one request may
-    differ in size; the result is what `byol_keras.augment.center_crop_resize` followed by `normalize`
-    gives for each decoded image.
+    Each image is checked, decoded and cropped on its own (`tf.map_fn`, one image at a time, so that the memory
+    of decoding is one image's however long the request), because images in one request may differ in size;
+    the result is what `byol_keras.augment.center_crop_resize` followed by `normalize` gives for each image
+    `byol_keras.decoding.decode_image` decodes.
 
     Args:
         image_bytes: tf.string tensor `(batch,)` of JPEG, PNG, BMP or GIF files.
         image_size: int, side of the square crop the encoder sees.
         crop_fraction: float in (0, 1], crop side over resized shorter side. Defaults to 0.875.
+        max_pixels: int, images declaring more pixels are refused before decoding. Defaults to
+            `DEFAULT_MAX_PIXELS`.
+        first_index: int or int32 scalar, the request index of `image_bytes[0]`, for error messages
+            (`image_bytes[i]`). Defaults to 0.
 
     Returns:
-        float32 tensor `(batch, image_size, image_size, 3)`, ImageNet-normalised.
+        float32 tensor `(batch, image_size, image_size, 3)`, ImageNet-normalised. Raises
+        `InvalidArgumentError` for an image it refuses (see the module docstring).
     """
     import tensorflow as tf
 
-    def one_image(encoded):
-        image = center_crop_resize(_decode_one(encoded), image_size, crop_fraction)
+    def one_image(encoded_index):
+        encoded, index = encoded_index
+        name = tf.strings.join(["image_bytes[", tf.strings.as_string(index), "]"])
+        image = center_crop_resize(decode_image(encoded, max_pixels, python=False, name=name), image_size, crop_fraction)
         # The crop offsets are computed at run time, so the static shape is unknown; pin it (and check
         # it) so the stacked batch has the shape the encoder was built for.
         return tf.ensure_shape(image, (image_size, image_size, 3))
 
+    indices = first_index + tf.range(tf.shape(image_bytes)[0])
     images = tf.map_fn(
         one_image,
-        image_bytes,
+        (image_bytes, indices),
         fn_output_signature=tf.TensorSpec((image_size, image_size, 3), tf.float32),
+        parallel_iterations=1,
     )
     return normalize(images)
+
+
+def _in_chunks(images, fn, dim):
+    """`fn(chunk of images, index of its first image)` over chunks of `SERVING_CHUNK`, concatenated.
+
+    `images` is a request's batch (encoded bytes or pixels); `fn` returns float32 `(chunk, dim)`; an empty
+    request gives `(0, dim)`.
+    """
+    import tensorflow as tf
+
+    count = tf.shape(images)[0]
+    chunks = (count + SERVING_CHUNK - 1) // SERVING_CHUNK
+    outputs = tf.TensorArray(tf.float32, size=chunks, element_shape=tf.TensorShape([None, dim]), infer_shape=False)
+
+    def step(i, outputs):
+        start = i * SERVING_CHUNK
+        return i + 1, outputs.write(i, fn(images[start:start + SERVING_CHUNK], start))
+
+    _, outputs = tf.while_loop(lambda i, _: i < chunks, step, (tf.constant(0), outputs), parallel_iterations=1)
+    return tf.ensure_shape(outputs.concat(), (None, dim))
 
 
 def preprocess_pixels(images, image_size, crop_fraction=0.875):
@@ -213,6 +257,7 @@ def export_encoder(
     include_projector=True,
     keras_path=None,
     verbose=False,
+    max_pixels=DEFAULT_MAX_PIXELS,
 ):
     """Write a TF Serving SavedModel that maps encoded images to encoder embeddings.
 
@@ -242,17 +287,21 @@ def export_encoder(
         keras_path: str or path-like, where to save the encoder as `.keras`. Defaults to
             `<export_dir>/assets.extra/encoder.keras`.
         verbose: bool, print the endpoints Keras writes. Defaults to False.
+        max_pixels: int, the byte signatures refuse an image whose header declares more pixels (a GIF: all
+            its frames), before decoding it. Defaults to `DEFAULT_MAX_PIXELS` (89,478,485, Pillow's
+            decompression-bomb threshold: 268 MB decoded, about 2.0 GiB at the preprocessing's peak).
 
     Returns:
         dict, the export description: `export_dir`, `keras_path`, `image_size`, `crop_fraction`,
-        `embedding_dim`, `projection_dim` (None without projector), `signatures`, `compute_dtype`,
-        `tensorflow_version`, `keras_version`.
+        `max_pixels`, `embedding_dim`, `projection_dim` (None without projector), `signatures`,
+        `compute_dtype`, `tensorflow_version`, `keras_version`.
     """
     import tensorflow as tf
 
     encoder, projector = _unpack(model_or_encoder, include_projector)
     image_size = check_positive_int("image_size", image_size)
     crop_fraction = check_number("crop_fraction", crop_fraction, 0, 1, low_open=True)
+    max_pixels = check_max_pixels(max_pixels)
     export_dir = os.fspath(export_dir)
     if os.path.exists(export_dir) and os.listdir(export_dir):
         raise FileExistsError(
@@ -264,22 +313,37 @@ def export_encoder(
         export_dir, ASSETS_EXTRA, KERAS_FILENAME
     )
 
-    def embed(images):
+    def features_of(images):
         # training=False: BatchNorm must use its moving statistics, or an image's embedding would
         # depend on the other images of its request.
-        features = _as_float32(encoder(images, training=False), "encoder")
-        return {"embedding": features, "embedding_normalized": l2_normalize(features)}
+        return _as_float32(encoder(images, training=False), "encoder")
+
+    def projection_of(images):
+        return _as_float32(projector(encoder(images, training=False), training=False), "projector")
+
+    def from_bytes(model_fn):
+        def chunk_fn(chunk, first_index):
+            return model_fn(preprocess_image_bytes(chunk, image_size, crop_fraction, max_pixels, first_index))
+
+        return chunk_fn
+
+    # The output widths, known before the chunked loop is built (its accumulator needs them).
+    pixel_spec = tf.TensorSpec((None, image_size, image_size, 3), tf.float32)
+    embedding_dim = int(tf.function(features_of).get_concrete_function(pixel_spec).structured_outputs.shape[-1])
 
     def serving_default(image_bytes):
-        return embed(preprocess_image_bytes(image_bytes, image_size, crop_fraction))
+        features = _in_chunks(image_bytes, from_bytes(features_of), embedding_dim)
+        return {"embedding": features, "embedding_normalized": l2_normalize(features)}
 
     def embed_pixels(images):
-        return embed(preprocess_pixels(images, image_size, crop_fraction))
+        def chunk_fn(chunk, first_index):
+            return features_of(preprocess_pixels(chunk, image_size, crop_fraction))
+
+        features = _in_chunks(images, chunk_fn, embedding_dim)
+        return {"embedding": features, "embedding_normalized": l2_normalize(features)}
 
     def project(image_bytes):
-        images = preprocess_image_bytes(image_bytes, image_size, crop_fraction)
-        features = encoder(images, training=False)
-        projection = _as_float32(projector(features, training=False), "projector")
+        projection = _in_chunks(image_bytes, from_bytes(projection_of), projection_dim)
         return {"projection": projection, "projection_normalized": l2_normalize(projection)}
 
     archive = keras.export.ExportArchive()
@@ -297,15 +361,11 @@ def export_encoder(
     projection_dim = None
     if projector is not None:
         archive.track(projector)
-        project_fn = archive.add_endpoint(
-            PROJECT, project, [tf.TensorSpec((None,), tf.string, name="image_bytes")]
-        )
+        projection_dim = int(tf.function(projection_of).get_concrete_function(pixel_spec).structured_outputs.shape[-1])
+        archive.add_endpoint(PROJECT, project, [tf.TensorSpec((None,), tf.string, name="image_bytes")])
         signatures.append(PROJECT)
-        projection_dim = int(
-            project_fn.get_concrete_function().structured_outputs["projection"].shape[-1]
-        )
     # Tracing here (before anything is written) surfaces a wrong encoder as an error, not a broken export.
-    embedding_dim = int(serving_fn.get_concrete_function().structured_outputs["embedding"].shape[-1])
+    serving_fn.get_concrete_function()
     archive.write_out(export_dir, verbose=verbose)
 
     _write_keras_copy(encoder, keras_path)
@@ -314,6 +374,7 @@ def export_encoder(
         "keras_path": keras_path,
         "image_size": image_size,
         "crop_fraction": crop_fraction,
+        "max_pixels": max_pixels,
         "embedding_dim": embedding_dim,
         "projection_dim": projection_dim,
         "signatures": signatures,
@@ -374,7 +435,7 @@ def export_version(model_or_encoder, model_base_path, image_size, version=None, 
         model_base_path: str or path-like, e.g. `saved_models/NAME`; created if missing.
         image_size: int, see `export_encoder`.
         version: int >= 1 or None, the version folder. Defaults to `next_version(model_base_path)`.
-        **kwargs: passed to `export_encoder` (`crop_fraction`, `include_projector`, `verbose`).
+        **kwargs: passed to `export_encoder` (`crop_fraction`, `include_projector`, `verbose`, `max_pixels`).
 
     Returns:
         dict, the export description of `export_encoder` plus `version`, with `export_dir` and

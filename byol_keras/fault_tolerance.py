@@ -73,11 +73,14 @@ class StepBackup(keras.callbacks.Callback):
       that is removed. Every worker restores from `backup_dir`, so it must be on a file system that all
       workers read (a shared disk or a bucket); the workers check that they restored the same step.
 
-    The data position: the callback cannot move `fit`'s input. For an exact resume, make the input a
-    deterministic stream of batches and skip what was consumed, e.g.
-    `dataset.skip((backup.latest_state() or {}).get("step", 0))` on a `repeat()`ed dataset with seeded
-    shuffling and per-element seeded augmentation. Without that, the resumed run restarts the data stream
-    (a statistically equivalent but different sequence of batches).
+    The data position: the callback cannot move `fit`'s input. For an exact resume, the input must start
+    at the batch the interrupted run would have drawn next, `batches_done(backup.latest_state(),
+    steps_per_epoch)`: `byol_keras.data.pretrain_dataset(..., repeat=True, start_batch=that)` does, cheaply
+    (each batch is a function of the seed and its position; skipped file names are never read), and
+    `byol-pretrain` passes it. A plain `dataset.skip(n)` would be exact too, if every random draw of the
+    pipeline were keyed by position, but it makes every skipped batch (decoded, augmented) on the way.
+    Without either, the resumed run restarts the data stream: it replays the first batches of the first
+    epoch, in the same order, instead of the ones it had not seen.
 
     Needs a known number of steps per epoch (`steps_per_epoch=` or a dataset of known length) to resume
     mid-epoch; without one, a mid-epoch backup restarts its epoch. The resumed epoch is ended through
@@ -277,6 +280,27 @@ class StepBackup(keras.callbacks.Callback):
                 f"workers: {mean:g}; -1 means none). "
                 "`backup_dir` must be on a file system that every worker reads."
             )
+
+
+def batches_done(state, steps_per_epoch):
+    """How many batches `fit` had drawn from its input when `state` was backed up; 0 for no state.
+
+    With `steps_per_epoch` set, Keras draws every epoch from one iterator of the input, so the position is
+    `epoch * steps_per_epoch + batch`: the global step when every step drew one batch, but not after a step a
+    loss-scale optimizer skipped (the step counter stays, the batch was drawn). A backup written with another
+    number of steps per epoch restarts its epoch (`StepBackup.on_train_begin`), and so does this position.
+
+    Args:
+        state: dict from `StepBackup.latest_state()`, or None.
+        steps_per_epoch: int, this run's steps per epoch.
+
+    Returns:
+        int >= 0, the index of the next batch to draw (`pretrain_dataset(..., start_batch=)`).
+    """
+    if not state:
+        return 0
+    batch = int(state["batch"]) if state.get("steps_per_epoch") == steps_per_epoch else 0
+    return int(state["epoch"]) * int(steps_per_epoch) + batch
 
 
 class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):

@@ -150,3 +150,9 @@ def official_window_reference(uniforms, height, width, area=(0.08, 1.0), ratio=(
     w = np.clip(np.round(np.sqrt(target * aspect)), 1, width)
     h = np.clip(np.round(np.sqrt(target / aspect)), 1, height)
     return np.stack([np.floor(u_y * (height - h + 1)), np.floor(u_x * (width - w + 1)), h, w], axis=1).astype(int)
+
+
+
+# A PNG that declares a huge image over a zlib stream of zeros (test_decoding, test_export, test_data); the
+# benchmark that measures what one costs a server makes it too.
+from benchmarks.serving_bomb import png_bomb  # noqa: E402, F401

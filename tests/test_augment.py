@@ -744,3 +744,28 @@ def test_crop_style_is_validated_and_serialised():
     view = BYOLView(16, crop_style="official")
     assert BYOLView.from_config(view.get_config()).crop_style == "official"
     assert BYOLAugment(16, crop_style="official").view1.crop_style == "official"
+
+
+def test_keyed_draws_follow_the_views_laws_and_depend_on_the_key_alone():
+    """`keyed_draw` (the pipelines' stateless draws) gives the laws of the seed generator's draws: decisions at
+    their probabilities, factors uniform on their ranges, independent from batch to batch; and the same key gives
+    the same draws on a new view, whatever was drawn before."""
+    from scipy import stats
+
+    from byol_keras.augment import BYOLView, keyed_draw
+
+    view = BYOLView(16, seed=0, jit_compile=False)
+    images = np.zeros((256, 16, 16, 3), "float32")
+    draws = [view.sample_transform(images, keyed_draw(tf.constant([7, i], tf.int64))) for i in range(8)]
+    flat = {name: np.concatenate([np.asarray(d[name]) for d in draws]) for name in draws[0]}
+    n = len(flat["flip"])
+    for name, probability in (("flip", 0.5), ("jitter", 0.8), ("grayscale", 0.2), ("blur", 1.0), ("solarize", 0.0)):
+        assert abs(flat[name].mean() - probability) <= 4 * np.sqrt(probability * (1 - probability) / n) + 1e-9, name
+    for name, (low, high) in (("brightness", (-0.4, 0.4)), ("contrast", (0.6, 1.4)), ("hue", (-0.1, 0.1))):
+        assert stats.kstest(flat[name], stats.uniform(low, high - low).cdf).pvalue > 1e-3, name
+    consecutive = np.stack([np.asarray(d["brightness"]) for d in draws])
+    assert abs(np.corrcoef(consecutive[:-1].ravel(), consecutive[1:].ravel())[0, 1]) < 0.1
+    again = BYOLView(16, seed=0, jit_compile=False)
+    again.sample_transform(images)  # the generator moves; keyed draws do not depend on it
+    np.testing.assert_array_equal(again.sample_transform(images, keyed_draw(tf.constant([7, 3], tf.int64)))["hue"],
+                                  draws[3]["hue"])

@@ -476,3 +476,29 @@ def test_resnet18_downsample_padding_is_checked():
         resnet18(width=2, cifar_stem=False, stem_relu=False, downsample_padding="symmetric")
     imagenet = resnet18(width=2, input_shape=(32, 32, 3), cifar_stem=False, downsample_padding="symmetric")
     assert imagenet.get_layer("stem_pool").output.shape[1:3] == (8, 8)
+
+
+def test_views_made_on_the_device_are_keyed_by_the_seed_and_the_global_step():
+    """With `augment_on="device"`, a seeded augment draws from (seed, global step): a model rebuilt from a backup
+    (the same step, a new augment whose seed generators start over) makes the uninterrupted model's views."""
+    from byol_keras.augment import BYOLAugment
+    from byol_keras.encoders import convnet
+
+    def model_at(step, seed=3):
+        augment = BYOLAugment(16, seed=seed, blur=False, jit_compile=False)
+        model = BYOL(convnet(input_shape=(16, 16, 3), widths=(4, 8)), projection_dim=8, projection_hidden_dim=16,
+                     prediction_hidden_dim=16, augment=augment, augment_on="device")
+        model.compile(optimizer=keras.optimizers.SGD(0.1))
+        model.optimizer.iterations.assign(step)
+        return model
+
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.integers(0, 256, (4, 20, 20, 3), dtype=np.uint8))
+    crops = tuple(tf.constant(rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)) for _ in range(2))
+    for batch in ((images, tf.zeros(4, tf.int32)), crops + (tf.zeros(4, tf.int32),)):
+        a, b = model_at(5)._views(batch), model_at(5)._views(batch)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+        assert not np.array_equal(a[0], model_at(6)._views(batch)[0])  # another step, other draws
+        assert not np.array_equal(a[0], model_at(5, seed=4)._views(batch)[0])
+    assert model_at(5, seed=None)._views_key() is None  # unseeded: the augment's own generators

@@ -11,7 +11,9 @@ from PIL import Image
 
 from byol_keras import data
 from byol_keras.augment import center_crop_resize
+from byol_keras.augment import BYOLAugment
 from byol_keras.augment import normalize
+from helpers import png_bomb
 
 CIFAR_TEST = "/work/shared/data/cifar10/test"
 
@@ -175,6 +177,31 @@ def test_folder_converts_every_readable_mode_to_rgb_uint8(messy_folder):
     # JPEG: lossy, close to the original.
     assert np.abs(images["ok.jpg"].astype(int) - base).mean() < 4
     assert images["tiny.png"].shape == (1, 1, 3)
+
+
+def test_a_decompression_bomb_in_a_folder_is_skipped_naming_the_file_size_and_limit(tmp_path):
+    """A 1.2 MB PNG declaring 20,000 x 20,000 pixels among good images: refused from its header, as an
+    unreadable file is (listed, counted, named), by the scan, the per-image pipeline and evaluation alike."""
+    root = tmp_path / "photos" / "a"
+    for i, size in enumerate((16, 16, 8, 8)):
+        _save(str(root / f"{i:02d}.png"), _pattern(size, size, offset=i))
+    (root / "bomb.png").write_bytes(png_bomb(20_000, 20_000))
+    refusal = "PNG of 20000x20000 = 400000000 pixels is above the limit of 89478485 pixels (max_pixels)"
+    with pytest.warns(UserWarning, match=r"Skipped 1 of 5 files .*bomb\.png: " + re.escape(refusal)):
+        source = data.load_source(str(tmp_path / "photos"))
+    assert source.num_examples == 4 and source.max_pixels == data.DEFAULT_MAX_PIXELS
+    assert [(os.path.basename(p), reason.startswith(refusal)) for p, reason in source.skipped] == [("bomb.png", True)]
+    # The limit is the source's to set: at 100 pixels the two 16 x 16 images go too.
+    with pytest.warns(UserWarning, match=r"Skipped 3 of 5 files .*00\.png: PNG of 16x16 = 256 pixels is above the limit of 100"):
+        assert data.load_source(str(tmp_path / "photos"), max_pixels=100).num_examples == 2
+    # Unverified, the pipelines meet the bomb at read time and drop it (TensorFlow's log names the file).
+    unverified = data.load_source(str(tmp_path / "photos"), verify=False)
+    assert unverified.num_examples == 5 and unverified.image_sizes is None
+    augment = BYOLAugment(8, blur=False, seed=0)
+    batches = list(data.pretrain_dataset(unverified, augment, batch_size=1, seed=0))  # per image, from the files
+    assert len(batches) == 4
+    images = np.concatenate([x for x, _ in data.eval_dataset(unverified, 8, batch_size=2).as_numpy_iterator()])
+    assert images.shape == (4, 8, 8, 3)
 
 
 def test_tensorflow_bmp_decoder_really_ignores_palettes(tmp_path):
@@ -348,10 +375,16 @@ class _FakeBuilder:
     def is_prepared(self):
         return True
 
-    def as_dataset(self, split, shuffle_files):
+    def as_dataset(self, split, shuffle_files, decoders=None):
+        import tensorflow_datasets as tfds
+
         assert shuffle_files is False
+        # byol_keras decodes TFDS images itself (the one decoder of training and serving): it must ask for
+        # the stored bytes, as TFDS's image feature keeps them (PNG here).
+        assert isinstance((decoders or {}).get("image"), tfds.decode.SkipDecoding)
         images, labels = self.examples[split]
-        return tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
+        encoded = [tf.io.encode_png(image).numpy() for image in images]
+        return tf.data.Dataset.from_tensor_slices({"image": encoded, "label": labels})
 
 
 @pytest.fixture
@@ -586,3 +619,70 @@ def test_subset_per_class_keeps_the_first_records_of_each_class_in_order():
     np.testing.assert_array_equal(kept, all_images[expected])
     with pytest.raises(ValueError, match="`limit` must be a positive integer"):
         subset_per_class(source, 0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Resuming the data: every batch a function of the seed and its position
+
+
+def _photo_folder(root, count=10):
+    """JPEGs of different sizes (so the per-image path), one class."""
+    for i in range(count):
+        _save(os.path.join(root, "a", f"{i:02d}.jpg"), _pattern(20 + 3 * i, 30 - i, offset=9 * i), quality=90)
+    return root
+
+
+def _stream(source, start_batch, count, views=True, **kwargs):
+    # A new BYOLAugment each time, as a new process builds: nothing may carry over but the seed.
+    augment = BYOLAugment(16, seed=3, blur=False, jit_compile=False) if views else None
+    dataset = data.pretrain_dataset(source, augment, kwargs.pop("batch_size"), image_size=None if views else 16,
+                                    seed=5, repeat=True, start_batch=start_batch, **kwargs)
+    return [tuple(np.asarray(t) for t in batch) for batch in dataset.take(count)]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["per image, files read every epoch", "per image, views on the device", "native size, cached",
+     "squares (views=None), files read every epoch", "squares (views=None), decoded, shuffled with a buffer"],
+)
+def test_a_stream_started_at_batch_k_is_the_uninterrupted_stream_from_batch_k(tmp_path, path):
+    """What a run resumed at global step k draws (`start_batch=k`) is what the uninterrupted run draws from step k
+    on, views and all, across the data's epoch boundaries; and it is not the stream's beginning. One case per
+    branch of the pipeline (what each epoch orders: file names or decoded images; how they become batches)."""
+    views = not path.startswith("squares")
+    if path.startswith("per image"):
+        source = data.load_source(_photo_folder(str(tmp_path / "photos")))
+        kwargs = dict(batch_size=4, views_on="device" if "device" in path else "data")  # 2 batches an epoch
+        start, count = 3, 4
+        assert not data.native_size(source, 16)
+    elif "files" in path:
+        _class_folder(str(tmp_path / "c"), per_class=(4, 3, 5), size=20)
+        source = data.load_source(str(tmp_path / "c"))
+        kwargs = dict(batch_size=5, cache=False)  # 2 batches an epoch
+        start, count = 3, 3
+    else:
+        source = data.load_source("digits", split="test", image_size=20)  # 360 images: 5 batches of 64
+        kwargs = dict(batch_size=64, cache=path.endswith("cached"), shuffle_buffer=50)
+        start, count = 7, 5
+        assert data.native_size(source, 16)
+    uninterrupted = _stream(source, 0, start + count, views, **dict(kwargs))
+    resumed = _stream(source, start, count, views, **dict(kwargs))
+    assert len(resumed) == count
+    for i, (got, expected) in enumerate(zip(resumed, uninterrupted[start:])):
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b, err_msg=f"batch {start + i}")
+    assert not np.array_equal(resumed[0][0], uninterrupted[0][0])  # a restart would replay batch 0
+
+
+def test_every_epoch_of_the_stream_covers_its_images_once_in_its_own_order():
+    source = data.load_source("digits", split="test", image_size=8)
+    dataset = data.pretrain_dataset(source, None, batch_size=90, image_size=8, seed=7, repeat=True)
+    labels = [np.asarray(y) for _, y in dataset.take(12)]
+    epochs = [np.concatenate(labels[i:i + 4]) for i in range(0, 12, 4)]  # 360 = 4 x 90: nothing dropped
+    for epoch in epochs:
+        np.testing.assert_array_equal(np.sort(epoch), np.sort(source.labels))
+    assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
+    with pytest.raises(ValueError, match=r"pass `repeat=True` with it. Received: start_batch=3, repeat=False"):
+        data.pretrain_dataset(source, None, 90, 8, start_batch=3)
+    with pytest.raises(ValueError, match=r"Received: start_batch=-1"):
+        data.pretrain_dataset(source, None, 90, 8, repeat=True, start_batch=-1)

@@ -1,8 +1,9 @@
 """Tests for byol_keras/export.py and the export command (byol_keras/cli/export.py): export, then serve, and compare with Keras.
 
 Every served output is checked against the in-memory reference
-`encoder(normalize(center_crop_resize(decoded pixels)), training=False)`, on the exact pixels the served
-graph decodes (the original array for lossless formats, TensorFlow's own decode for JPEG).
+`encoder(normalize(center_crop_resize(decoded pixels)), training=False)`, on pixels decoded independently of
+the served graph: the original array for lossless formats, Pillow's decode for JPEG (libjpeg's accurate IDCT,
+what training reads too; TensorFlow's default fast IDCT would miss by about a level per pixel).
 """
 
 import base64
@@ -11,6 +12,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -31,6 +33,8 @@ from byol_keras.export import l2_normalize
 from byol_keras.export import next_version
 from byol_keras.export import preprocess_image_bytes
 from byol_keras.cli import export as export_cli
+from byol_keras.decoding import DEFAULT_MAX_PIXELS
+from helpers import png_bomb
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 IMAGE_SIZE = 16
@@ -94,6 +98,11 @@ def _encode(array, fmt, **kwargs):
     return buffer.getvalue()
 
 
+def _pillow_rgb(encoded):
+    with Image.open(io.BytesIO(encoded)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
 def _random_image(seed, height, width, channels=3):
     # Smooth gradients plus noise: realistic enough for JPEG, still varied enough to move embeddings.
     rng = np.random.default_rng(seed)
@@ -150,8 +159,8 @@ def _sample_images():
         # Grayscale is replicated to three channels, alpha is dropped (not composited).
         ("png_gray", _encode(gray, "PNG"), np.repeat(gray[..., None], 3, -1)),
         ("png_rgba", _encode(rgba, "PNG"), rgba[..., :3]),
-        # JPEG is lossy: the reference is TensorFlow's decode of the same bytes.
-        ("jpeg", jpeg, tf.io.decode_jpeg(jpeg, channels=3).numpy()),
+        # JPEG is lossy: the reference is Pillow's decode of the same bytes, an independent decoder.
+        ("jpeg", jpeg, _pillow_rgb(jpeg)),
         ("bmp", _encode(bmp, "BMP"), bmp),
         ("gif_first_frame", gif, gif_first_frame),
     ]
@@ -184,6 +193,17 @@ def served(export_dir):
 @pytest.fixture(scope="module")
 def samples():
     return _sample_images()
+
+
+# A limit low enough for small test images to cross it: 4 frames of 20 x 30 (2,400 pixels) do, one does not.
+SMALL_LIMIT = 2_000
+
+
+@pytest.fixture(scope="module")
+def small_limit_served(byol_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("export_small_limit") / "1"
+    description = export_encoder(byol_model, path, image_size=IMAGE_SIZE, include_projector=False, max_pixels=SMALL_LIMIT)
+    return tf.saved_model.load(str(path)), description
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -247,7 +267,8 @@ def test_gif_serves_its_first_frame(served, samples):
 
 
 def test_embed_pixels_matches_in_memory_encoder(byol_model, served):
-    for shape in ((3, 20, 28, 3), (2, 41, 17, 3), (1, IMAGE_SIZE, IMAGE_SIZE, 3)):
+    # 70 images: three chunks of SERVING_CHUNK (32, 32, 6) joined in order.
+    for shape in ((3, 20, 28, 3), (2, 41, 17, 3), (1, IMAGE_SIZE, IMAGE_SIZE, 3), (70, 5, 7, 3)):
         images = np.stack([_random_image(10 + i, *shape[1:3]) for i in range(shape[0])])
         out = served.signatures["embed_pixels"](images=tf.constant(images))
         expected = _reference(byol_model.encoder, images)
@@ -290,6 +311,133 @@ def test_malformed_bytes_raise_then_next_request_is_served(served, samples, bad,
             served.signatures["serving_default"](image_bytes=tf.constant(request))
     after = served.signatures["serving_default"](image_bytes=tf.constant([good]))["embedding"]
     np.testing.assert_array_equal(after, before)
+
+
+def _cmyk_jpeg():
+    buffer = io.BytesIO()
+    Image.fromarray(_random_image(9, 22, 26)).convert("CMYK").save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _png16(array16):
+    return tf.io.encode_png(tf.constant(array16, tf.uint16)).numpy()
+
+
+def test_hostile_requests_give_embeddings_or_invalid_argument_and_the_server_goes_on(byol_model, served, samples):
+    """Each input of issue 23 as a request of its own: an embedding (checked against an independent reference)
+    or INVALID_ARGUMENT naming the image and the reason; then a good request is served unchanged."""
+    good = tf.constant([samples[0][1]])
+    before = served.signatures["serving_default"](image_bytes=good)["embedding"].numpy()
+    serve = served.signatures["serving_default"]
+
+    # An empty batch: an empty answer of the right width.
+    out = serve(image_bytes=tf.constant([], tf.string))
+    assert out["embedding"].shape == (0, EMBEDDING_DIM) and out["embedding_normalized"].shape == (0, EMBEDDING_DIM)
+    # A 16-bit PNG: its high byte, as Pillow reads it.
+    array16 = (np.random.default_rng(5).integers(0, 65536, (19, 23, 3))).astype(np.uint16)
+    png16 = _png16(array16)
+    np.testing.assert_array_equal(_pillow_rgb(png16), (array16 >> 8).astype(np.uint8))
+    np.testing.assert_allclose(serve(image_bytes=tf.constant([png16]))["embedding"],
+                               _reference(byol_model.encoder, [array16 >> 8]), atol=TOL)
+    # A CMYK JPEG: converted to RGB as Pillow converts it.
+    cmyk = _cmyk_jpeg()
+    np.testing.assert_allclose(serve(image_bytes=tf.constant([cmyk]))["embedding"],
+                               _reference(byol_model.encoder, [_pillow_rgb(cmyk)]), atol=TOL)
+    # An animated GIF: its first frame (test_gif_serves_its_first_frame), its frames counted (below).
+    gif = dict((s[0], s) for s in samples)["gif_first_frame"]
+    np.testing.assert_allclose(serve(image_bytes=tf.constant([gif[1]]))["embedding"],
+                               _reference(byol_model.encoder, [gif[2]]), atol=TOL)
+
+    jpeg = _encode(_random_image(6, 40, 50), "JPEG", quality=90)
+    palette_bmp = _encode(np.asarray(Image.fromarray(_random_image(7, 12, 12)).convert("P")), "BMP")
+    webp = _encode(_random_image(7, 12, 12), "WEBP")
+    refused = [
+        # A truncated JPEG (its header whole): the decoder's own error, which cannot name the image.
+        (jpeg[: len(jpeg) // 2], r"Invalid JPEG data"),
+        (palette_bmp, r"image_bytes\[1\]: palette BMPs .* are not accepted"),
+        (webp, r"image_bytes\[1\]: Unknown image file format. One of JPEG, PNG, GIF, BMP required."),
+        (png_bomb(20_000, 20_000), r"image_bytes\[1\]: PNG of 20000x20000 = 400000000 pixels is above the limit "
+                                   r"of 89478485 pixels \(max_pixels\); refused before decoding."),
+    ]
+    for bad, message in refused:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            serve(image_bytes=tf.constant([samples[0][1], bad, samples[1][1]]))
+    np.testing.assert_array_equal(serve(image_bytes=good)["embedding"].numpy(), before)
+
+
+def test_a_request_of_1000_tiny_images_is_served_in_chunks(byol_model, served):
+    """1,000 one-pixel PNGs (67 bytes each): every embedding right, across the chunk boundaries (32 images)."""
+    colours = np.random.default_rng(6).integers(0, 256, (1000, 1, 1, 3), dtype=np.uint8)
+    encoded = [_encode(c, "PNG") for c in colours]
+    out = served.signatures["serving_default"](image_bytes=tf.constant(encoded))["embedding"].numpy()
+    assert out.shape == (1000, EMBEDDING_DIM)
+    picked = [0, 31, 32, 63, 500, 991, 992, 999]
+    np.testing.assert_allclose(out[picked], _reference(byol_model.encoder, colours[picked]), atol=TOL)
+    # A single-colour image embeds as the same colour in any position of any request.
+    np.testing.assert_allclose(out[7], served.signatures["serving_default"](image_bytes=tf.constant([encoded[7]]))["embedding"][0], atol=1e-6)
+
+
+def test_the_limit_is_settable_at_export_and_recorded(small_limit_served, samples):
+    served, description = small_limit_served
+    assert description["max_pixels"] == SMALL_LIMIT
+    assert json.loads((pathlib.Path(description["export_dir"]) / "assets.extra" / "export.json").read_text())[
+        "max_pixels"] == SMALL_LIMIT
+    serve = served.signatures["serving_default"]
+    rng = np.random.default_rng(2)
+    frames = [Image.fromarray(rng.integers(0, 4, (20, 30), dtype=np.uint8) * 60, mode="L").convert("P") for _ in range(4)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    single = _encode(np.asarray(frames[0].convert("RGB")), "PNG")
+    assert serve(image_bytes=tf.constant([single]))["embedding"].shape == (1, EMBEDDING_DIM)  # 600 pixels
+    # Four frames of 600 pixels: 2,400 decoded, above 2,000, though the first frame alone is not.
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[0\]: GIF of 20x30 = 2400 pixels \(all frames\) is above the limit of 2000"):
+        serve(image_bytes=tf.constant([buffer.getvalue()]))
+    big = _encode(_random_image(3, 41, 50), "PNG")  # 2,050 pixels
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"PNG of 41x50 = 2050 pixels is above the limit of 2000"):
+        serve(image_bytes=tf.constant([big]))
+
+
+_BOMB_SCRIPT = """
+import json, resource, sys, time
+import numpy as np
+import tensorflow as tf
+
+served = tf.saved_model.load(sys.argv[1])
+serve = served.signatures["serving_default"]
+good = tf.constant([open("good.png", "rb").read()])
+bomb = tf.constant([open("bomb.png", "rb").read()])
+before = serve(image_bytes=good)["embedding"].numpy()  # warm: every op of the graph has run once
+serve(image_bytes=good)
+rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.perf_counter()
+try:
+    serve(image_bytes=bomb)
+    error = None
+except tf.errors.InvalidArgumentError as exc:
+    error = exc.message
+seconds = time.perf_counter() - started
+rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after = serve(image_bytes=good)["embedding"].numpy()
+print("RESULT " + json.dumps({"seconds": seconds, "peak_kib_increase": rss_after - rss_before, "error": error,
+                              "same": bool(np.array_equal(before, after)), "byol_keras": "byol_keras" in sys.modules}))
+"""
+
+
+@pytest.mark.slow
+def test_a_decompression_bomb_is_refused_in_a_tensorflow_only_server_process(export_dir, samples, tmp_path):
+    """Issue 23's bomb, as TF Serving would meet it: a 1.2 MB PNG declaring 20,000 x 20,000 pixels (1.2 GB of
+    zeros once inflated; 6.4 GB and 14.5 s of allocation before this limit). Refused in well under a second,
+    the process's peak memory unmoved, the next request served unchanged."""
+    (tmp_path / "bomb.png").write_bytes(png_bomb(20_000, 20_000))
+    (tmp_path / "good.png").write_bytes(samples[1][1])
+    stdout = _run([sys.executable, "-c", _BOMB_SCRIPT, str(export_dir)], cwd=tmp_path)
+    result = json.loads(stdout.split("RESULT ", 1)[1])
+    assert result["byol_keras"] is False
+    assert "PNG of 20000x20000 = 400000000 pixels is above the limit of 89478485 pixels" in result["error"]
+    assert result["seconds"] < 1.0, result
+    # ru_maxrss is the peak: a decode would have raised it by 1.2 GB at least; 50 MB is noise from a request.
+    assert result["peak_kib_increase"] < 50 * 1024, result
+    assert result["same"]
 
 
 def test_rest_request_body_feeds_the_signatures(served, samples):
@@ -351,9 +499,41 @@ def test_keras_copy_and_description(byol_model, export_dir):
     assert description["projection_dim"] == PROJECTION_DIM
     assert description["signatures"] == ["serving_default", "embed_pixels", "project"]
     assert description["image_size"] == IMAGE_SIZE and description["crop_fraction"] == 0.875
+    assert description["max_pixels"] == DEFAULT_MAX_PIXELS == 89_478_485
     reloaded = keras.saving.load_model(export_dir / "assets.extra" / "encoder.keras")
     x = np.random.default_rng(3).normal(size=(2, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
     np.testing.assert_allclose(reloaded(x), byol_model.encoder(x), atol=1e-6)
+
+
+def _photo_jpegs():
+    """Photo-like JPEGs as users send them: 4:2:0 and 4:4:4 chroma, progressive, grayscale, odd sizes."""
+    yy, xx = np.mgrid[0:57, 0:83] / 83.0
+    photo = np.stack([128 + 100 * np.sin(9 * xx + 3 * yy), 128 + 100 * np.cos(7 * yy - 2 * xx), 255 * xx * yy], -1)
+    photo = np.clip(photo + np.random.default_rng(4).normal(0, 15, photo.shape), 0, 255).astype(np.uint8)
+    return [
+        _encode(photo, "JPEG", quality=90),
+        _encode(photo, "JPEG", quality=70, subsampling=0),
+        _encode(photo, "JPEG", quality=80, progressive=True),
+        _encode(photo[..., 1], "JPEG", quality=85),
+        _encode(_random_image(8, 31, 45), "JPEG", quality=95),
+    ]
+
+
+def test_serving_jpegs_equals_embed_pixels_of_pillows_decode(served):
+    """No train/serve skew: a JPEG sent as bytes gives the embedding of Pillow's pixels (what training reads:
+    libjpeg's accurate IDCT), to float32 rounding. TensorFlow's default decoder would miss by ~1 level a pixel."""
+    encoded = _photo_jpegs()
+    from_bytes = served.signatures["serving_default"](image_bytes=tf.constant(encoded))["embedding"].numpy()
+    moved = []
+    for i, jpeg in enumerate(encoded):
+        pixels = _pillow_rgb(jpeg)
+        from_pixels = served.signatures["embed_pixels"](images=tf.constant(pixels[None]))["embedding"].numpy()
+        np.testing.assert_allclose(from_bytes[i], from_pixels[0], rtol=0, atol=2e-6, err_msg=str(i))
+        fast = tf.io.decode_jpeg(jpeg, channels=3).numpy()
+        fast_embedding = served.signatures["embed_pixels"](images=tf.constant(fast[None]))["embedding"].numpy()
+        moved.append(np.abs(fast_embedding[0] - from_pixels[0]).max())
+    # The tolerance above is far below what the other decoder's pixels move an embedding.
+    assert max(moved) > 1e-3, moved
 
 
 @pytest.mark.skipif(not CIFAR10_TEST.is_dir(), reason=f"CIFAR-10 JPEG folders not found at {CIFAR10_TEST}")
@@ -361,7 +541,7 @@ def test_real_cifar10_jpegs(byol_model, served):
     files = sorted(CIFAR10_TEST.glob("*/0000.jpg"))[:4]
     encoded = [f.read_bytes() for f in files]
     out = served.signatures["serving_default"](image_bytes=tf.constant(encoded))["embedding"]
-    pixels = [tf.io.decode_jpeg(b, channels=3).numpy() for b in encoded]
+    pixels = [_pillow_rgb(b) for b in encoded]
     assert all(p.shape == (32, 32, 3) for p in pixels)
     np.testing.assert_allclose(out, _reference(byol_model.encoder, pixels), atol=TOL)
 
@@ -589,6 +769,8 @@ def test_training_export_cli_end_to_end(tmp_path, capsys, monkeypatch):
     out = tmp_path / "served_models" / "tiny"
     assert export_cli.main([str(run_dir), "--out", str(out), "--version", "5"])["version"] == 5
     assert export_cli.main([str(run_dir), "--out", str(out)])["version"] == 6
+    assert export_cli.main([str(run_dir), "--out", str(out), "--max-pixels", "5000"])["max_pixels"] == 5000
+    shutil.rmtree(out / "7")
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         export_cli.main([str(run_dir), "--out", str(out), "--version", "5"])

@@ -73,7 +73,7 @@ def test_the_edges_of_a_4_3_photo_reach_the_views_at_the_rate_the_crop_law_predi
 
 def test_per_image_crops_are_the_reference_windows_of_the_original_image_resized(tmp_path):
     """The per-image path end to end: each view's window is the crop law's on the file's own 45x70 size, drawn
-    from the stream's stateless keys; the crop is that window of the decoded file, resized (bicubic, no
+    from the stream's stateless keys (`data.element_key`); the crop is that window of the decoded file, resized (bicubic, no
     antialiasing, as the official code) and rounded to uint8."""
     rng = np.random.default_rng(3)
     photos = [rng.integers(0, 256, (45, 70, 3), dtype=np.uint8) for _ in range(6)]
@@ -82,10 +82,10 @@ def test_per_image_crops_are_the_reference_windows_of_the_original_image_resized
     for crop_style in ("torchvision", "official"):
         augment = BYOLAugment(20, seed=0, crop_style=crop_style, **CROP_ONLY)
         crops1, crops2, labels = next(iter(data.pretrain_dataset(
-            source, augment, batch_size=6, shuffle=False, seed=seed, views_on="device")))
+            source, augment, batch_size=6, shuffle=False, seed=seed, views_on="device", repeat=True)))
         assert crops1.dtype == crops2.dtype == tf.uint8 and tuple(crops1.shape) == (6, 20, 20, 3)
-        keys = list(tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2).take(6))
-        for i, key in enumerate(keys):
+        for i in range(6):
+            key = data.element_key(seed, epoch=0, position=i)
             for index, (view, crops) in enumerate(zip(augment.views, (crops1, crops2))):
                 # The same stateless draws as the pipeline, then the NumPy reference of the window.
                 draws = iter(tf.unstack(tf.random.experimental.stateless_split(

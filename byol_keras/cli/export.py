@@ -22,7 +22,7 @@ from byol_keras import cli
 from byol_keras.run_folder import MODEL_FILENAME, load_run
 
 
-def export_run(run_dir, out=None, version=None, crop_fraction=None, include_projector=True):
+def export_run(run_dir, out=None, version=None, crop_fraction=None, include_projector=True, max_pixels=None):
     """Export the model of `run_dir` to `out/VERSION/` for TF Serving.
 
     Args:
@@ -34,6 +34,9 @@ def export_run(run_dir, out=None, version=None, crop_fraction=None, include_proj
             (`byol_keras.evaluation.default_crop_fraction`).
         include_projector: bool, add the `project` signature when the model has a projector.
             Defaults to True.
+        max_pixels: int or None, the serving signatures refuse larger images before decoding them.
+            Defaults to the run's `config.json` "max_pixels" (the limit its training data was read with),
+            else `byol_keras.decoding.DEFAULT_MAX_PIXELS`.
 
     Returns:
         dict, the export description (see `byol_keras.export.export_version`).
@@ -53,6 +56,10 @@ def export_run(run_dir, out=None, version=None, crop_fraction=None, include_proj
           f"(image_size={config['image_size']})", flush=True)
     if crop_fraction is None:
         crop_fraction = config.get("crop_fraction") or default_crop_fraction(int(config["image_size"]))
+    if max_pixels is None:
+        from byol_keras.decoding import DEFAULT_MAX_PIXELS
+
+        max_pixels = int(config.get("max_pixels", DEFAULT_MAX_PIXELS))
     return export_version(
         model,
         out,
@@ -60,6 +67,7 @@ def export_run(run_dir, out=None, version=None, crop_fraction=None, include_proj
         version=version,
         crop_fraction=crop_fraction,
         include_projector=include_projector,
+        max_pixels=max_pixels,
     )
 
 
@@ -74,6 +82,9 @@ def build_parser(prog="byol-export"):
     parser.add_argument("--crop-fraction", type=cli.fraction, default=None,
                         help="evaluation centre crop (default: the run's config)")
     parser.add_argument("--no-projector", action="store_true", help="omit the `project` signature")
+    parser.add_argument("--max-pixels", dest="max_pixels", type=cli.positive_int, default=None,
+                        help="refuse images above this many pixels before decoding them (default: the run's "
+                             "config, else 89478485, Pillow's limit)")
     cli.add_debug_flag(parser)
     return parser
 
@@ -93,11 +104,13 @@ def _export(args):
         version=args.version,
         crop_fraction=args.crop_fraction,
         include_projector=not args.no_projector,
+        max_pixels=args.max_pixels,
     )
     print(f"Wrote SavedModel version {description['version']} to {description['export_dir']}")
     print(f"  signatures: {', '.join(description['signatures'])}")
     print(f"  embedding_dim={description['embedding_dim']}, projection_dim={description['projection_dim']}, "
-          f"image_size={description['image_size']}, crop_fraction={description['crop_fraction']}")
+          f"image_size={description['image_size']}, crop_fraction={description['crop_fraction']}, "
+          f"max_pixels={description['max_pixels']}")
     print(f"  Keras encoder copy: {description['keras_path']}")
     print(f"Inspect: saved_model_cli show --dir {description['export_dir']} --all", flush=True)
     return description

@@ -62,6 +62,9 @@ def build_parser(prog="byol-pretrain"):
     parser.add_argument("--out", help="run directory (default: runs/<preset>)")
     parser.add_argument("--export", help="TF Serving base path (default: saved_models/<preset>; 'none' to skip)")
     parser.add_argument("--seed", type=cli.non_negative_int, default=0)
+    parser.add_argument("--max-pixels", dest="max_pixels", type=cli.positive_int,
+                        help="skip images above this many pixels without decoding them, and refuse them in the "
+                             "export (default: 89478485, Pillow's limit)")
     parser.add_argument("--verbose", type=cli.verbosity, default="auto", metavar="{auto,0,1,2}",
                         help="progress: auto (default) one bar for the whole run on a terminal, a line every few "
                              "epochs in a log file; or Keras' own: 0 silent, 1 a bar per epoch, 2 a line per epoch")
@@ -92,6 +95,7 @@ def resolve_config(args):
     if args.width is not None:
         config["encoder"] = with_width(config["encoder"], args.width)
     config["seed"] = args.seed
+    config["max_pixels"] = args.max_pixels  # None: the library's default, resolved (and recorded) by `run`
     config.update(strategy=args.strategy, precision=args.precision, sync_bn=args.sync_bn, backup_every=args.backup_every)
     config["steps_per_epoch_cap"] = args.steps_per_epoch
     config["run_dir"] = os.path.abspath(args.out or os.path.join("runs", args.preset))
@@ -193,8 +197,9 @@ def run(config):
     from byol_keras.byol import BYOL
     from byol_keras.data import load_source, pretrain_dataset, subset_per_class
     from byol_keras.cluster import worker_dir
+    from byol_keras.decoding import DEFAULT_MAX_PIXELS
     from byol_keras.distribute import make_strategy, per_replica_batch_size, resolve_jit_compile, set_precision
-    from byol_keras.fault_tolerance import StepBackup, StopOnNonFiniteLoss
+    from byol_keras.fault_tolerance import StepBackup, StopOnNonFiniteLoss, batches_done
     from byol_keras.layers import sync_batchnorm
     from byol_keras.evaluation import default_crop_fraction
     from byol_keras.onednn import onednn_state
@@ -211,11 +216,13 @@ def run(config):
     per_replica_batch_size(batch_size, strategy)  # a batch that does not split evenly is an error
     set_precision(config["precision"])
 
-    source = load_source(config["data"], split=config["train_split"], data_dir=config["data_dir"])
+    # Images above the limit are skipped unread here and refused by the export: one limit for the run.
+    config["max_pixels"] = config.get("max_pixels") or DEFAULT_MAX_PIXELS
+    source = load_source(config["data"], split=config["train_split"], data_dir=config["data_dir"],
+                         max_pixels=config["max_pixels"])
     if config["limit_per_class"]:
         source = subset_per_class(source, config["limit_per_class"])
     augment = BYOLAugment(image_size, blur=config["blur"], seed=config["seed"], **config["augment"])
-    dataset = pretrain_dataset(source, augment, batch_size, seed=config["seed"])
     steps_per_epoch = source.num_examples // batch_size
     if config["steps_per_epoch_cap"]:
         steps_per_epoch = min(steps_per_epoch, config["steps_per_epoch_cap"])
@@ -242,10 +249,26 @@ def run(config):
     config["jit_compile"], config["jit_compile_reason"] = resolve_jit_compile(strategy)
     config = types.MappingProxyType(config)  # frozen: everything after this reads it
 
+    # Backups every N global steps (write, then rename); running the same command again resumes from
+    # the newest complete one with its global step (hence τ and the learning rate) and epoch.
+    # By default once an epoch, but not more often than every 100 steps (tiny epochs would spend more time
+    # writing backups than training) nor less often than every 1,000.
+    backup_every = config["backup_every"] or min(max(steps_per_epoch, 100), 1000)
+    backup = StepBackup(os.path.join(run_dir, "backup"), backup_every)
+    resumed = backup.latest_state()
+    # The endless stream of epochs, every batch a function of the seed and its position, started where the
+    # interrupted run stopped drawing: a resumed run sees the batches an uninterrupted run sees (docs/design.md,
+    # "Resuming the data"). Keras keeps one iterator across epochs when `steps_per_epoch` is set: a new iterator
+    # per epoch would refill the shuffle buffer and restart the view workers, which costs more than the training
+    # steps of a small dataset's epoch.
+    dataset = pretrain_dataset(source, augment, batch_size, seed=config["seed"], repeat=True,
+                               start_batch=batches_done(resumed, steps_per_epoch))
+
     # kNN bank (training images) and queries (test split), evaluation transform, kept in memory.
     knn_bank = knn_queries = view_images = None
     if source.num_classes and config["test_split"]:
-        test_source = load_source(config["data"], split=config["test_split"], data_dir=config["data_dir"])
+        test_source = load_source(config["data"], split=config["test_split"], data_dir=config["data_dir"],
+                                  max_pixels=config["max_pixels"])
         crop = config["crop_fraction"]
         bank_raw, bank_x, bank_y = _labelled_arrays(source, image_size, config["knn_bank_per_class"], crop)
         query_raw, query_x, query_y = _labelled_arrays(test_source, image_size, config["knn_queries_per_class"], crop)
@@ -255,13 +278,6 @@ def run(config):
         order = np.argsort(np.arange(len(query_y)) % max(source.num_classes, 1), kind="stable")
         projector_idx = np.sort(order[: min(500, len(query_y))])
 
-    # Backups every N global steps (write, then rename); running the same command again resumes from
-    # the newest complete one with its global step (hence τ and the learning rate) and epoch.
-    # By default once an epoch, but not more often than every 100 steps (tiny epochs would spend more time
-    # writing backups than training) nor less often than every 1,000.
-    backup_every = config["backup_every"] or min(max(steps_per_epoch, 100), 1000)
-    backup = StepBackup(os.path.join(run_dir, "backup"), backup_every)
-    resumed = backup.latest_state()
     stopper = StopOnNonFiniteLoss()
     with strategy.scope():
         encoder = build_encoder(config["encoder"], image_size)
@@ -323,11 +339,8 @@ def run(config):
                 every = None
             callbacks.append(monitors.RunProgress(every_n_epochs=every))
         history = model.fit(
-            # One iterator for the whole run (Keras keeps it across epochs when `steps_per_epoch` is set):
-            # a new iterator per epoch refills the shuffle buffer and restarts the view workers, which
-            # costs more than the training steps of a small dataset's epoch. The pipeline's batches drop
-            # the remainder, so every epoch still covers each image once, in a fresh order.
-            dataset.repeat(),
+            # Endless (`repeat=True`); each of the data's epochs covers its images once, in its own order.
+            dataset,
             epochs=config["epochs"],
             steps_per_epoch=steps_per_epoch,
             callbacks=callbacks,
@@ -340,7 +353,8 @@ def run(config):
 
         export_dir = None
         if config["export_base_path"] and chief:
-            info = export_version(model, config["export_base_path"], image_size, crop_fraction=config["crop_fraction"])
+            info = export_version(model, config["export_base_path"], image_size, crop_fraction=config["crop_fraction"],
+                                  max_pixels=config["max_pixels"])
             export_dir = info.get("export_dir")
 
         history_dict = {k: [float(v) for v in vs] for k, vs in history.history.items()}
