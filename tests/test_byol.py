@@ -126,13 +126,19 @@ def test_no_gradient_reaches_the_target():
     assert trainable_ids == {id(v) for v in online}
 
 
-def test_train_step_loss_matches_plain_tensorflow():
-    model = tiny_model(total_steps=5)
-    model.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=False)
-    v1, v2 = views(seed=3)
+def test_one_sgd_step_its_loss_and_the_ema_match_plain_tensorflow():
+    """The loss inside train_step is the symmetric BYOL loss written in plain TF; gradients reach only the
+    online network, through the predictor; then ξ ← τξ + (1 − τ)θ."""
+    model = tiny_model(total_steps=5, base_tau=0.9)
+    lr = 0.05
+    model.compile(optimizer=keras.optimizers.SGD(lr), jit_compile=False)
+    v1, v2 = views(seed=4)
+    online = model.encoder.trainable_variables + model.projector.trainable_variables + model.predictor.trainable_variables
+    theta = numpy_weights(online)
+    xi = numpy_weights(model.target_encoder.weights + model.target_projector.weights)
 
+    # The loss, with the heads in plain TF: Dense → BN (batch statistics, eps 1e-5) → ReLU → Dense.
     def head(layers_model, x):
-        # Dense → BN (batch statistics, eps 1e-5) → ReLU → Dense, in plain TF.
         d1, bn, _, d2 = layers_model.layers
         h = tf.matmul(x, d1.kernel) + d1.bias
         mean, var = tf.nn.moments(h, axes=[0])
@@ -151,21 +157,9 @@ def test_train_step_loss_matches_plain_tensorflow():
     p2 = head(model.predictor, head(model.projector, h2))
     t1 = head(model.target_projector, model.target_encoder(v1, training=True))
     t2 = head(model.target_projector, model.target_encoder(v2, training=True))
-    expected = tf.reduce_mean(2 - 2 * cos(p1, t2)) + tf.reduce_mean(2 - 2 * cos(p2, t1))
-    history = model.fit(one_batch_dataset(v1, v2), epochs=1, verbose=0)
-    assert history.history["loss"][0] == pytest.approx(float(expected), rel=1e-4)
+    expected_loss = tf.reduce_mean(2 - 2 * cos(p1, t2)) + tf.reduce_mean(2 - 2 * cos(p2, t1))
 
-
-def test_one_sgd_step_and_ema_match_plain_tensorflow():
-    """Gradients reach only the online network, through the predictor; then ξ ← τξ + (1 − τ)θ."""
-    model = tiny_model(total_steps=5, base_tau=0.9)
-    lr = 0.05
-    model.compile(optimizer=keras.optimizers.SGD(lr), jit_compile=False)
-    v1, v2 = views(seed=4)
-    online = model.encoder.trainable_variables + model.projector.trainable_variables + model.predictor.trainable_variables
-    theta = numpy_weights(online)
-    xi = numpy_weights(model.target_encoder.weights + model.target_projector.weights)
-
+    # The step, with the model's own layers and a gradient tape.
     def normalized(x):
         return x / tf.norm(x, axis=1, keepdims=True)
 
@@ -179,11 +173,12 @@ def test_one_sgd_step_and_ema_match_plain_tensorflow():
         )
     gradients = tape.gradient(loss, online)
     expected_theta = [w - lr * np.asarray(g) for w, g in zip(theta, gradients)]
-    # The plain-TF forward pass above moved the BN moving statistics; put them back.
+    # The plain-TF forward passes above moved the BN moving statistics; put them back.
     for variable, value in zip(model.target_encoder.weights + model.target_projector.weights, xi):
         variable.assign(value)
 
-    model.fit(one_batch_dataset(v1, v2), epochs=1, verbose=0)
+    history = model.fit(one_batch_dataset(v1, v2), epochs=1, verbose=0)
+    assert history.history["loss"][0] == pytest.approx(float(expected_loss), rel=1e-4)
     for expected, variable in zip(expected_theta, online):
         np.testing.assert_allclose(np.asarray(variable), expected, rtol=1e-4, atol=1e-6, err_msg=variable.path)
     tau = tau_at(0, 5, 0.9)
@@ -226,18 +221,6 @@ def test_fit_lowers_loss_and_does_not_collapse():
     assert taus[0] == pytest.approx(0.99, abs=1e-6) and taus[-1] == pytest.approx(tau_at(29, 30, 0.99), abs=1e-6)
 
 
-def test_total_steps_from_fit_and_error_when_unknown():
-    model = tiny_model()
-    model.compile(optimizer="sgd", jit_compile=False)
-    v1, v2 = views()
-    ds = tf.data.Dataset.from_tensor_slices((v1, v2)).batch(2)  # 4 batches
-    model.fit(ds, epochs=3, verbose=0)
-    assert int(np.array(model._total_steps)) == 12
-    unknown = ds.filter(lambda a, b: True)
-    with pytest.raises(ValueError, match="steps_per_epoch"):
-        model.fit(unknown, epochs=1, verbose=0)
-
-
 def test_probe_trains_from_labels():
     model = tiny_model(num_classes=3, total_steps=10)
     model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=False)
@@ -274,8 +257,8 @@ def test_probe_learns_at_byol_learning_rates_whatever_the_feature_scale():
     assert max(history.history["probe_loss"]) < 1.0, history.history["probe_loss"]
 
 
-def test_validation_data_runs_test_step_without_updates():
-    model = tiny_model(total_steps=4)
+def test_evaluate_updates_nothing_and_fit_sets_total_steps_and_validates():
+    model = tiny_model()  # no total_steps: each fit sets it
     model.compile(optimizer="sgd", jit_compile=False)
     v1, v2 = views()
     before = numpy_weights(model.weights)
@@ -283,8 +266,13 @@ def test_validation_data_runs_test_step_without_updates():
     assert 0.0 <= result["loss"] <= 8.0 and "representation_std" in result
     for b, a in zip(before, numpy_weights(model.weights)):
         np.testing.assert_array_equal(b, a)
-    history = model.fit(one_batch_dataset(v1, v2), validation_data=one_batch_dataset(v1, v2), verbose=0)
+    ds = tf.data.Dataset.from_tensor_slices((v1, v2)).batch(2)  # 4 batches
+    history = model.fit(ds, epochs=3, validation_data=one_batch_dataset(v1, v2), verbose=0)
+    assert int(np.array(model._total_steps)) == 12
     assert "val_loss" in history.history
+    unknown = ds.filter(lambda a, b: True)
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        model.fit(unknown, epochs=1, verbose=0)
 
 
 def test_save_load_round_trip_and_training_continues(tmp_path):
