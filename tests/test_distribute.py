@@ -178,6 +178,7 @@ def test_resolve_jit_compile(monkeypatch, tmp_path):
     assert distribute.cpu_flags(str(tmp_path / "missing")) == set()
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_and_float16_train(float32_policy):
     args = worker_args(epochs=1, steps_per_epoch=2)
     for name in ("mixed_bfloat16", "mixed_float16"):

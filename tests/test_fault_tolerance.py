@@ -58,6 +58,7 @@ class Record(keras.callbacks.Callback):
         self.rows.append({k: float(logs[k]) for k in ("step_loss", "tau", "learning_rate")})
 
 
+@pytest.mark.slow
 def test_step_backup_restores_mid_epoch_exactly(tmp_path):
     args = worker_args(epochs=2, steps_per_epoch=3)
     total = args.epochs * args.steps_per_epoch

@@ -94,6 +94,10 @@ _STEP_THEN_POOLS = (
 _UNSET = {onednn.VARIABLE: None, onednn.SET_BY_BYOL_KERAS: None}
 
 
+# Under pytest-xdist this module's tests share a worker, so the programs start once.
+pytestmark = pytest.mark.xdist_group("test_onednn")
+
+
 @pytest.fixture(scope="module")
 def programs():
     """Every program of this module, started at once (TensorFlow reads the variables only when it starts):
