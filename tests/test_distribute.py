@@ -142,6 +142,7 @@ def test_resolve_jit_compile(monkeypatch):
     assert distribute._onednn_enabled() is onednn_state()["enabled"]
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_and_float16_train(float32_policy):
     args = worker_args(epochs=1, steps_per_epoch=2)
     for name in ("mixed_bfloat16", "mixed_float16"):

@@ -88,6 +88,11 @@ DEMO = [sys.executable, "-m", "training.pretrain", "--preset", "demo", "--steps-
         "--backup-every", "2"]
 
 
+# Several tests read one demo run (a module fixture): under pytest-xdist this module's tests share a worker,
+# so the run happens once.
+pytestmark = pytest.mark.xdist_group("test_pretrain")
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     """`(run_dir, export, result)`: the demo command, shrunk to 2 epochs of 2 steps, run once for this module.
