@@ -16,7 +16,7 @@ import argparse
 import os
 
 from benchmarks import report
-import step as step_benchmark  # noqa: E402
+from benchmarks import step as step_benchmark  # after report: it sets the environment TensorFlow reads
 
 import tensorflow as tf  # noqa: E402
 
@@ -30,7 +30,8 @@ def run(args):
         raise SystemExit(f"error: no CIFAR-10 image folder at {args.data!r} (expected train/)")
     source = load_source(args.data, split="train", verify=False)
     augment = BYOLAugment(32, blur=False, seed=0)
-    model_args = argparse.Namespace(width=args.width, size=32, hidden=args.hidden, optimizer="sgd", jit="auto")
+    model_args = argparse.Namespace(width=args.width, size=32, hidden=args.hidden, projection_dim=256, optimizer="sgd",
+                                    jit="auto")
     if args.augment_on == "device":
         # The model makes the views; the dataset hands over uint8 images and labels.
         real = pretrain_dataset(source, None, args.batch, 32, seed=0).repeat()

@@ -9,10 +9,10 @@ target after step k with τ = TAUS_JSON[k] (`lightly.models.utils.update_momentu
 weights in our layout to `DIR/end.npz` and prints the losses as JSON.
 """
 
+import argparse
 import copy
 import json
 import os
-import sys
 
 import numpy as np
 import torch
@@ -67,8 +67,12 @@ def parts(model):
     yield "target_projector", head_modules(model["projection_head_momentum"])
 
 
-def main():
-    folder, taus = sys.argv[1], json.loads(sys.argv[2])
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("folder", help="holds start.npz (written by peer_parity.py); end.npz is written there")
+    parser.add_argument("taus", type=json.loads, help="JSON list: the τ that moves the target after step k")
+    args = parser.parse_args(argv)
+    folder, taus = args.folder, args.taus
     torch.manual_seed(0)
     start = np.load(os.path.join(folder, "start.npz"))
     resnet = ResNetGenerator("resnet-18", width=4 / 64)

@@ -49,7 +49,8 @@ _EXPORTS = {
 }
 # reachable as attributes, not star-imported
 _SUBMODULES = (
-    "augment", "byol", "callbacks", "cli", "data", "decoding", "distribute", "encoders", "evaluation", "export",
+    "augment", "byol", "callbacks", "cli", "cluster", "compat", "data", "decoding", "distribute", "encoders",
+    "evaluation", "export",
     "fault_tolerance", "heads", "image_ops", "layers", "losses", "onednn", "optimizers", "presets", "schedules",
     "validation",
 )

@@ -455,8 +455,8 @@ class BYOLView(keras.layers.Layer):
     def _colour_blur_solarize(self, images, transform):
         """Jitter, grayscale, blur, solarize on channels-first `(batch, 3, size, size)` images in [0, 1].
 
-        Channels first, each channel is a contiguous plane: XLA's CPU loops vectorise the colour maths about
-        1.5x better than on interleaved RGB (`benchmarks/README.md`). The maths are the layout-independent
+        Channels first, each channel is a contiguous plane, which XLA's CPU loops vectorise better than
+        interleaved RGB (figures in `docs/design.md`, "The stages after the crop run channels first"). The maths are the layout-independent
         functions of `image_ops`, the same as KerasCV's `Grayscale` and `Solarization` layers (tested equal).
         """
         if self.jitter_prob > 0.0:

@@ -544,8 +544,10 @@ class BYOL(keras.Model):
 def representation_std(z):
     """The collapse monitor: mean over dimensions of the batch std of L2-normalised vectors.
 
-    About 1/√dim for well-spread representations, 0 when every example maps to the same direction
-    (solo-learn's `z_std`).
+    About 1/√dim for well-spread representations, 0 when every example maps to the same direction.
+    `train_step` passes both views' projections concatenated, one std over the `2 · batch` rows; solo-learn's
+    `z_std` takes the std of each view's projections apart and averages the two, which differs when the
+    views' means differ.
 
     Args:
         z: `(batch, dim)` projections.

@@ -39,9 +39,9 @@ Bad input is reported, never silently dropped and never fatal for the whole run:
 - An empty folder, a folder with no decodable image, an unknown TFDS name and a TFDS set that is not
   prepared are errors that name the path or the name.
 
-The pipelines: `pretrain_dataset` yields `(view1, view2, labels)` batches for `BYOL.fit`;
-`eval_dataset` yields `(normalised images, labels)` for kNN and linear evaluation; `load_arrays` loads
-a (class-balanced) labelled subset into numpy arrays for a kNN bank.
+The pipelines: `pretrain_dataset` yields `(view1, view2, labels)` batches for `BYOL.fit`; `load_arrays`
+loads a (class-balanced) labelled subset, centre-cropped as for evaluation, into numpy arrays for a kNN
+bank. Linear evaluation and fine-tuning build their own (`byol_keras.evaluation.classification_dataset`).
 
 Example:
 
@@ -62,7 +62,6 @@ import numpy as np
 import tensorflow as tf
 
 from byol_keras.augment import center_crop_resize
-from byol_keras.augment import normalize
 from byol_keras.decoding import DEFAULT_MAX_PIXELS
 from byol_keras.decoding import JPEG_DCT_METHOD  # noqa: F401  (the decoders' IDCT; benchmarks read it here)
 from byol_keras.decoding import check_max_pixels
@@ -528,35 +527,24 @@ def native_size(source, image_size):
     return bool(np.all(np.asarray(sizes) == first)) and int(first.max()) <= 2 * image_size
 
 
-def eval_dataset(source, image_size, batch_size, crop_fraction=0.875):
-    """The evaluation pipeline: centre crop, ImageNet normalisation, `(images, labels)` batches.
+def keep_elements(dataset, keep):
+    """The elements of `dataset` where `keep` is True, in order, with the dataset's length known.
 
-    Each image goes through `byol_keras.augment.center_crop_resize(image, image_size,
-    crop_fraction)` (the paper's "resize to 256, centre crop 224" at 224 px), then `normalize`. The
-    last, smaller batch is kept: evaluation must see every example. Not shuffled.
+    The one way the library takes a subset of a dataset it does not hold in memory (`subset_per_class`,
+    `load_arrays`, fine-tuning's labelled subset): nothing is decoded to choose, and `fit` still knows its
+    steps per epoch (`filter` alone forgets the length).
 
     Args:
-        source: `Source` from `load_source`.
-        image_size: int, side of the output images.
-        batch_size: int, positive.
-        crop_fraction: float in (0, 1]. Defaults to 0.875 (the paper's 224/256). Use 1.0 for 32 px
-            CIFAR, where the crop would cut away an eighth of a tiny image.
+        dataset: `tf.data.Dataset` of `len(keep)` elements (anything: records, `(image, label)` pairs).
+        keep: bool array `(len(dataset),)`.
 
     Returns:
-        `tf.data.Dataset` of `(float32 (batch, image_size, image_size, 3), int32 (batch,))`.
+        `tf.data.Dataset` of the kept elements.
     """
-    _check_source(source)
-    check_positive_int("image_size", image_size)
-    check_positive_int("batch_size", batch_size)
-    _check_crop_fraction(crop_fraction)
-    warn_small_images(source, image_size)
-    images = _decoded(
-        source, source.records, lambda image: center_crop_resize(image, image_size, crop_fraction)
-    )
-    batches = images.batch(batch_size).map(
-        lambda x, y: (normalize(x), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
-    return batches.prefetch(tf.data.AUTOTUNE)
+    keep = np.asarray(keep, dtype=bool)
+    mask = tf.constant(keep)
+    kept = dataset.enumerate().filter(lambda index, element: mask[index]).map(lambda index, element: element)
+    return kept.apply(tf.data.experimental.assert_cardinality(int(keep.sum())))
 
 
 def subset_per_class(source, limit):
@@ -584,12 +572,9 @@ def subset_per_class(source, limit):
             f"{source.name} has none. Received: limit_per_class={limit}"
         )
     keep = _first_per_class(source.labels, limit)
-    mask = tf.constant(keep)
-    records = source.records.enumerate().filter(lambda index, record: mask[index]).map(lambda index, record: record)
-    records = records.apply(tf.data.experimental.assert_cardinality(int(keep.sum())))
     return dataclasses.replace(
         source,
-        records=records,
+        records=keep_elements(source.records, keep),
         num_examples=int(keep.sum()),
         labels=source.labels[keep],
         image_sizes=None if source.image_sizes is None else source.image_sizes[keep],
@@ -610,7 +595,8 @@ def load_arrays(source, image_size, limit_per_class=None, crop_fraction=0.875):
         image_size: int, side of the output images.
         limit_per_class: int or None, keep the first this many examples of each class in source
             order; None keeps everything. Defaults to None.
-        crop_fraction: float in (0, 1]. Defaults to 0.875, as `eval_dataset`.
+        crop_fraction: float in (0, 1]. Defaults to 0.875 (the paper's 224/256). Use 1.0 for 32 px
+            CIFAR, where the crop would cut away an eighth of a tiny image.
 
     Returns:
         `(images, labels)`: uint8 numpy `(n, image_size, image_size, 3)` and int32 numpy `(n,)`.
@@ -629,8 +615,7 @@ def load_arrays(source, image_size, limit_per_class=None, crop_fraction=0.875):
 
     records = source.records
     if limit_per_class is not None and source.labels is not None:
-        keep = tf.constant(_first_per_class(source.labels, limit_per_class))
-        records = records.enumerate().filter(lambda i, record: keep[i]).map(lambda i, r: r)
+        records = keep_elements(records, _first_per_class(source.labels, limit_per_class))
 
     def transform(image):
         image = center_crop_resize(image, image_size, crop_fraction)

@@ -5,12 +5,11 @@ needs to do the same on one or many GPUs, several machines or a TPU, and to surv
 
 - `make_strategy`: `auto | mirrored | multi-worker | tpu | one-device` → a `tf.distribute.Strategy`.
 - `per_replica_batch_size`: the global batch split over the replicas (an uneven split is an error).
-- `is_chief`, `worker_dir`: only the chief writes checkpoints, logs and exports; the other workers write
-  to temporary directories that are removed, as TensorFlow's multi-worker guide prescribes.
+- who writes: only the chief keeps checkpoints, logs and exports (`byol_keras.cluster`: `is_chief`,
+  `worker_dir`).
 - `sync_batchnorm` (defined in `byol_keras.layers`): an encoder's BatchNorm layers made cross-replica.
 - `set_precision`, `resolve_jit_compile`: the dtype policy, and whether XLA can be used.
-- `StepBackup`, `StopOnNonFiniteLoss`, `batches_done`: fault tolerance, defined in `byol_keras.fault_tolerance`
-  and importable from here.
+- surviving a lost worker: `byol_keras.fault_tolerance` (`StepBackup`, `StopOnNonFiniteLoss`, `batches_done`).
 
 Typical use (the model, the optimizer and every variable are created inside the scope)::
 
@@ -30,16 +29,15 @@ Typical use (the model, the optimizer and every variable are created inside the 
                   callbacks=[backup, StopOnNonFiniteLoss(), keras.callbacks.TensorBoard(out_dir)])
 """
 
-import contextlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 
 import keras
 import tensorflow as tf
 
+from byol_keras import compat
+from byol_keras.cluster import is_chief
 from byol_keras.layers import sync_batchnorm  # noqa: F401  (its home is layers.py; importable here too)
 from byol_keras.onednn import onednn_state, tell_if_off
 from byol_keras.validation import check_positive_int
@@ -184,63 +182,6 @@ def per_replica_batch_size(global_batch, strategy):
     return int(global_batch) // replicas
 
 
-def _task(strategy):
-    """`(task_type, task_id)` of this process in a multi-worker cluster, `(None, None)` otherwise."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None:
-        return None, None
-    return resolver.task_type, resolver.task_id
-
-
-def is_chief(strategy):
-    """Whether this process writes the run's checkpoints, TensorBoard logs and exports.
-
-    The chief is the `"chief"` task when the cluster has one, otherwise worker 0; a process that is not
-    part of a cluster (one machine, one or several devices) is its own chief.
-
-    Args:
-        strategy: a `tf.distribute.Strategy`.
-
-    Returns:
-        bool.
-    """
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or resolver.task_type is None:
-        return True
-    if resolver.task_type == "chief":
-        return True
-    cluster = resolver.cluster_spec().as_dict()
-    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster
-
-
-@contextlib.contextmanager
-def worker_dir(run_dir, strategy):
-    """Context manager giving the directory this process writes to: `run_dir` on the chief, else a temp dir.
-
-    In multi-worker training every worker must run the same saving code (saving reads variables, which can
-    take part in collective operations), but only the chief's files are kept. The other workers write to a
-    fresh temporary directory that is removed when the context exits, as TensorFlow's multi-worker guide
-    prescribes.
-
-    Args:
-        run_dir: str, the run's output directory (created on the chief if missing).
-        strategy: a `tf.distribute.Strategy`.
-
-    Yields:
-        str, the directory to write to.
-    """
-    if is_chief(strategy):
-        os.makedirs(run_dir, exist_ok=True)
-        yield run_dir
-        return
-    task_type, task_id = _task(strategy)
-    scratch = tempfile.mkdtemp(prefix=f"byol-{task_type}-{task_id}-")
-    try:
-        yield scratch
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
 # --------------------------------------------------------------------------------------------------------
 # Precision and XLA
 # --------------------------------------------------------------------------------------------------------
@@ -336,25 +277,6 @@ def _cpu_choice(onednn_enabled):
     )
 
 
-def cpu_flags(path="/proc/cpuinfo"):
-    """The first processor's feature flags (Linux `/proc/cpuinfo`), or an empty set where there is none.
-
-    Args:
-        path: str. Defaults to "/proc/cpuinfo".
-
-    Returns:
-        set of str, e.g. {"avx2", "fma", "avx512f", ...}.
-    """
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def _cpu_only():
     return not tf.config.list_physical_devices("GPU")
 
@@ -364,17 +286,4 @@ def _onednn_enabled():
 
 
 def _op_determinism_enabled():
-    # No public getter for `tf.config.experimental.enable_op_determinism()`; Keras reads the same one.
-    from tensorflow.python.framework.config import is_op_determinism_enabled
-
-    return is_op_determinism_enabled()
-
-
-def __getattr__(name):
-    # Fault tolerance lives in `byol_keras.fault_tolerance`; its public names stay importable from here
-    # (looked up lazily: that module imports this one).
-    if name in ("StepBackup", "StopOnNonFiniteLoss", "batches_done"):
-        from byol_keras import fault_tolerance
-
-        return getattr(fault_tolerance, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return compat.op_determinism_enabled()  # no public getter

@@ -692,37 +692,61 @@ def evaluate_classifier(model, test_dataset, verbose=0):
     return {"top1": float(top1.result()), "top5": float(top5.result())}
 
 
-def load_encoder(run_dir=None, encoder_path=None):
-    """Load the online encoder of a pretraining run, or a standalone encoder file.
+def transfer(
+    encoder,
+    train_data,
+    test_data,
+    num_classes,
+    image_size,
+    freeze,
+    epochs,
+    batch_size=256,
+    learning_rate=0.1,
+    weight_decay=0.0,
+    crop_fraction=None,
+    seed=0,
+    verbose=1,
+):
+    """Train a linear classifier on `encoder`'s features and measure it on `test_data`: the paper's two
+    transfer protocols, which differ only in `freeze`.
+
+    The linear protocol (`freeze=True`) trains the linear layer alone on the frozen encoder, BatchNorm in
+    inference mode; fine-tuning (`freeze=False`) trains the encoder with it, BatchNorm included, in place.
+    Both: SGD with Nesterov momentum 0.9 and a cosine decay to 0 (`train_classifier`), a random resized crop
+    and a flip for training images (`classification_dataset`), the centre crop for test images.
 
     Args:
-        run_dir: str or None, a pretraining run directory holding `model.keras` (the saved BYOL model)
-            and `config.json` (with "image_size"). Defaults to None.
-        encoder_path: str or None, a `.keras` file holding the encoder alone; it overrides the run's
-            model when both are given. Defaults to None.
+        encoder: `keras.Model` from ImageNet-normalised images to pooled features `(batch, dim)`.
+        train_data: `(images, labels)` arrays in [0, 255] or an unbatched dataset of `(image, label)`.
+        test_data: same forms as `train_data`.
+        num_classes: int.
+        image_size: int, side of the encoder's input images.
+        freeze: bool, True for the linear protocol, False for fine-tuning.
+        epochs: int.
+        batch_size: int. Defaults to 256.
+        learning_rate: float, peak SGD learning rate. Defaults to 0.1.
+        weight_decay: float. Defaults to 0.0 (the paper's linear protocol has none).
+        crop_fraction: float or None, the test centre-crop fraction; a run's is its config's
+            "crop_fraction". Defaults to None: `default_crop_fraction(image_size)`.
+        seed: int, the training shuffle and crops. Defaults to 0.
+        verbose: int, 1 shows progress bars. Defaults to 1.
 
     Returns:
-        Tuple `(encoder, config)`: the `keras.Model` and the run's config dict (empty without a run).
+        Dict `{"top1": float, "top5": float}` on the test set.
     """
-    import json
-    import os
-
-    if run_dir is None and encoder_path is None:
-        raise ValueError("Give `run_dir` or `encoder_path`. Received: run_dir=None, encoder_path=None")
-    config = {}
-    if run_dir is not None:
-        config_path = os.path.join(run_dir, "config.json")
-        if not os.path.exists(config_path):
-            raise ValueError(f"`run_dir` must contain config.json. Received: run_dir={run_dir!r}")
-        with open(config_path) as f:
-            config = json.load(f)
-    # Importing the module registers BYOL (and, through its imports, the encoders) for deserialisation.
-    import byol_keras.byol  # noqa: F401
-
-    if encoder_path is not None:
-        return keras.saving.load_model(encoder_path, compile=False), config
-    model_path = os.path.join(run_dir, "model.keras")
-    if not os.path.exists(model_path):
-        raise ValueError(f"`run_dir` must contain model.keras. Received: run_dir={run_dir!r}")
-    model = keras.saving.load_model(model_path, compile=False)
-    return model.encoder, config
+    if crop_fraction is None:
+        crop_fraction = default_crop_fraction(image_size)
+    train = classification_dataset(train_data, image_size, batch_size, training=True, seed=seed)
+    test = classification_dataset(test_data, image_size, batch_size, training=False, crop_fraction=crop_fraction)
+    model = classifier_on_encoder(encoder, num_classes, freeze=freeze, image_size=image_size)
+    train_classifier(
+        model,
+        train,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=weight_decay,
+        verbose=verbose,
+    )
+    return evaluate_classifier(model, test, verbose=verbose)

@@ -4,7 +4,7 @@ non-finite loss that names the global step.
 `StepBackup` writes every N global steps to a temporary folder and renames it into place (a kill never
 leaves an unloadable backup) and, on `fit` start, restores the newest one with its global step and its
 place in the epoch. `StopOnNonFiniteLoss` ends training at the first NaN/inf loss and keeps the last good
-backup. Both are importable from `byol_keras.distribute` as before.
+backup. Which worker keeps the backup is `byol_keras.cluster`'s rule, as for every file of a run.
 """
 
 import json
@@ -12,13 +12,12 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from byol_keras.distribute import _task, is_chief
+from byol_keras import compat
+from byol_keras.cluster import is_chief, same_on_every_worker, scratch_dir
 from byol_keras.validation import check_positive_int
 
 logger = logging.getLogger(__name__)
@@ -158,8 +157,7 @@ class StepBackup(keras.callbacks.Callback):
                     shutil.rmtree(os.path.join(self.backup_dir, entry), ignore_errors=True)
             self._root = self.backup_dir
         else:
-            task_type, task_id = _task(strategy)
-            self._scratch = tempfile.mkdtemp(prefix=f"byol-backup-{task_type}-{task_id}-")
+            self._scratch = scratch_dir(strategy, prefix="byol-backup")
             self._root = self._scratch
         self._last_loss_finite = True
         self._ended_epoch_early = False
@@ -191,7 +189,7 @@ class StepBackup(keras.callbacks.Callback):
                 "restarts from its first batch.", step, state.get("steps_per_epoch"), steps, epoch + 1,
             )
             batch = 0
-        self.model._initial_epoch = epoch
+        compat.set_initial_epoch(self.model, epoch)
         self._resume_epoch, self._resume_batches = epoch, batch
         self._last_saved_step = self._prev_step = step
         logger.info(
@@ -227,7 +225,7 @@ class StepBackup(keras.callbacks.Callback):
             self._ended_epoch_early = False
 
     def on_train_end(self, logs=None):
-        self.model._initial_epoch = None  # Keras would start every later `fit` at the restored epoch.
+        compat.set_initial_epoch(self.model, None)  # Keras would start every later `fit` at the restored epoch
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         if self._position is not None and step != self._last_saved_step:
             self._save(step, *self._position, self.params.get("steps"))
@@ -275,19 +273,11 @@ class StepBackup(keras.callbacks.Callback):
     @staticmethod
     def _agree_across_workers(strategy, step):
         """In a multi-worker cluster, check that every worker found the same backup (a shared backup_dir)."""
-        resolver = getattr(strategy, "cluster_resolver", None)
-        if resolver is None or resolver.task_type is None:
-            return
-        if sum(len(v) for v in resolver.cluster_spec().as_dict().values()) < 2:
-            return
-        # ReduceOp has only SUM and MEAN: n·Σv² = (Σv)² holds exactly when every v is the same.
-        value = tf.constant([1.0, float(step), float(step) ** 2], tf.float64)
-        per_replica = strategy.run(lambda: tf.identity(value))
-        n, total, squares = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy()
-        if n * squares != total * total:
+        same, mean = same_on_every_worker(strategy, step)
+        if not same:
             raise ValueError(
                 f"The workers found different backups (this one: global step {step}, the mean over the "
-                f"workers: {total / n:g}; -1 means none). "
+                f"workers: {mean:g}; -1 means none). "
                 "`backup_dir` must be on a file system that every worker reads."
             )
 

@@ -1,5 +1,8 @@
-"""Image maths for BYOL, as pure functions on `keras.ops`: evaluation preprocessing and the kernels the
-views are made of.
+"""Image maths for BYOL: evaluation preprocessing and the kernels the views are made of.
+
+Pure functions on `keras.ops`, except `center_crop_resize`, which calls TensorFlow (`tf.image.resize` to a
+size computed from each image's own shape at run time); data, evaluation and export run it in `tf.data` or a
+SavedModel, where TensorFlow is there anyway.
 
 - Preprocessing (data, evaluation and export use it): `normalize` (ImageNet mean and standard deviation on
   the [0, 1] scale), `center_crop_resize` (resize the shorter side, centre crop).

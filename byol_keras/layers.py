@@ -18,6 +18,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from byol_keras import compat
+
 
 @keras.saving.register_keras_serializable(package="byol_keras")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
@@ -175,6 +177,4 @@ def sync_batchnorm(encoder):
 
 def _is_graph_model(model):
     """True for Functional and Sequential models (a graph of layers that `clone_model` can rebuild)."""
-    from keras.src.models.functional import Functional  # Keras has no public name for the class.
-
-    return isinstance(model, (keras.Sequential, Functional))
+    return isinstance(model, (keras.Sequential, compat.functional_class()))

@@ -30,6 +30,8 @@ import os
 import platform
 import sys
 
+from byol_keras import compat  # imports nothing until called: TensorFlow must not start here
+
 logger = logging.getLogger(__name__)
 
 VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
@@ -135,15 +137,11 @@ def _tell():
 
 
 def _enabled():
-    from tensorflow.python.util import _pywrap_util_port  # TensorFlow's own flag; no public API has it
-
-    return bool(_pywrap_util_port.IsMklEnabled())
+    return compat.onednn_enabled()  # TensorFlow's own flag; no public API has it
 
 
 def _x86():
-    from tensorflow.python.util import _pywrap_util_port
-
-    return bool(_pywrap_util_port.IsX86Available())
+    return compat.x86()
 
 
 def _gpus():

@@ -2,8 +2,8 @@
 
 A preset is a plain dict of the arguments `byol_keras/cli/pretrain.py` needs; `get_preset(name, **overrides)`
 returns a copy with fields replaced, which is also how tests shrink one. The paper's values are the
-named constants below, read from the official code (deepmind-research `byol/configs/byol.py`) and
-`../shared/BYOL_RECIPE.md`.
+named constants below, read from the official code (deepmind-research `byol/configs/byol.py`) and the
+paper (Grill et al., 2020, arXiv 2006.07733).
 """
 
 import copy
@@ -216,13 +216,14 @@ PRESETS = {
         knn_bank_per_class=500,
         knn_every_n_epochs=10,
     ),
-    # The README's first command: scikit-learn's bundled handwritten digits (offline), a narrow ResNet-18 and
-    # small heads, about two minutes on 2 CPU cores (docs/results.md has the measured figures). 8×8 digits
+    # The README's first command: scikit-learn's bundled handwritten digits (offline), a three-layer ConvNet
+    # and small heads, short enough to watch (docs/results.md has its time and kNN figures). 8×8 digits
     # are not ImageNet: the paper's 8 %-area crops cut a digit to a stroke, flips turn a 2 into an S,
     # solarisation inverts the strokes and blur erases them. Views for digits: crops of 60-100 % of the
     # image (small shifts and zooms), brightness and contrast jitter, nothing else. 16 px views hold the 8×8
-    # images (read at 32 px, so windows are finer than a digit's pixel) at a quarter of the cost of 32 px. The optimiser is the CIFAR
-    # baselines' SGD with coupled weight decay and PyTorch's initialisation (`cifar10-resnet18-short`).
+    # images (read at 32 px, so windows are finer than a digit's pixel) with a quarter of 32 px's pixels. The
+    # optimiser is the CIFAR baselines' SGD with coupled weight decay and PyTorch's initialisation
+    # (`cifar10-resnet18-short`).
     "demo": dict(
         _BASE,
         source=(

@@ -30,18 +30,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from byol_keras.byol import BYOL  # noqa: E402
-from byol_keras.distribute import (  # noqa: E402
-    StepBackup,
-    StopOnNonFiniteLoss,
-    is_chief,
-    make_strategy,
-    per_replica_batch_size,
-    resolve_jit_compile,
-    set_precision,
-    sync_batchnorm,
-    worker_dir,
-)
+from byol_keras.cluster import is_chief, worker_dir  # noqa: E402
+from byol_keras.distribute import make_strategy, per_replica_batch_size, resolve_jit_compile, set_precision  # noqa: E402
 from byol_keras.encoders import resnet18  # noqa: E402
+from byol_keras.fault_tolerance import StepBackup, StopOnNonFiniteLoss  # noqa: E402
+from byol_keras.layers import sync_batchnorm  # noqa: E402
 from byol_keras.schedules import WarmupCosine  # noqa: E402
 
 
@@ -142,14 +135,16 @@ class StepLog(keras.callbacks.Callback):
 
 
 class Sleep(keras.callbacks.Callback):
-    """Waits after each step, so that a test can kill the process at a known point."""
+    """Waits after each step from global step `from_step` on (the step count after the update), so that a
+    test can kill the process at a known point: after that step's backup and log line, before the next step."""
 
-    def __init__(self, seconds):
+    def __init__(self, seconds, from_step=0):
         super().__init__()
-        self.seconds = seconds
+        self.seconds, self.from_step = seconds, from_step
 
     def on_train_batch_end(self, batch, logs=None):
-        time.sleep(self.seconds)
+        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) >= self.from_step:
+            time.sleep(self.seconds)
 
 
 def train(args):
@@ -179,7 +174,7 @@ def train(args):
             keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), write_graph=False),
         ]
         if args.sleep:
-            callbacks.append(Sleep(args.sleep))
+            callbacks.append(Sleep(args.sleep, args.sleep_from))  # last: after the backup and the log line
         data = dataset(start, total, args.global_batch, args.size, args.seed, args.nan_at_step)
         model.fit(data, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, callbacks=callbacks, verbose=0)
         if stopper.message is None:
@@ -272,6 +267,7 @@ def main(argv=None):
     train_parser.add_argument("--backup-every", type=int, default=3)
     train_parser.add_argument("--precision", default="float32")
     train_parser.add_argument("--sleep", type=float, default=0.0, help="seconds to wait after each step")
+    train_parser.add_argument("--sleep-from", type=int, default=0, help="...from this global step on (1-based)")
     train_parser.add_argument("--nan-at-step", type=int, default=None)
     train_parser.add_argument("--jit", action="store_true", help="let resolve_jit_compile decide (else off)")
     sub.choices["compare-mirrored"].add_argument("--out", required=True)

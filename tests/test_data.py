@@ -518,26 +518,30 @@ def test_pretrain_dataset_validation(kwargs, error, message):
 
 def test_pipelines_reject_non_sources():
     with pytest.raises(TypeError, match="source='digits'"):
-        data.eval_dataset("digits", 8, 8)
+        data.load_arrays("digits", 8)
 
 
 # ------------------------------------------------------------------------------------------------
 # evaluation pipeline and arrays
 
 
-def test_eval_dataset_matches_center_crop_and_normalize(tmp_path):
+def test_load_arrays_is_the_centre_crop_of_every_example(tmp_path):
     _class_folder(str(tmp_path / "e"), per_class=(3, 2, 2), size=20)
     source = data.load_source(str(tmp_path / "e"))
-    batches = list(data.eval_dataset(source, image_size=14, batch_size=3, crop_fraction=0.875))
-    assert [b[0].shape[0] for b in batches] == [3, 3, 1]  # remainder kept
-    images = np.concatenate([b[0].numpy() for b in batches])
-    labels = np.concatenate([b[1].numpy() for b in batches])
+    images, labels = data.load_arrays(source, image_size=14, crop_fraction=0.875)
     decoded = [im for im, _ in source.dataset.as_numpy_iterator()]
-    expected = normalize(np.stack([center_crop_resize(im, 14, 0.875).numpy() for im in decoded]))
-    np.testing.assert_allclose(images, expected, atol=1e-5)
+    expected = np.stack([np.round(center_crop_resize(im, 14, 0.875).numpy()) for im in decoded]).astype(np.uint8)
+    np.testing.assert_array_equal(images, expected)  # every example, in order, as uint8
     np.testing.assert_array_equal(labels, source.labels)
     with pytest.raises(ValueError, match="crop_fraction=0"):
-        data.eval_dataset(source, 14, 3, crop_fraction=0)
+        data.load_arrays(source, 14, crop_fraction=0)
+
+
+def test_keep_elements_keeps_order_and_length():
+    dataset = tf.data.Dataset.from_tensor_slices((np.arange(6), np.arange(6) * 10))
+    kept = data.keep_elements(dataset, [True, False, False, True, True, False])
+    assert int(kept.cardinality()) == 3
+    assert [(int(a), int(b)) for a, b in kept] == [(0, 0), (3, 30), (4, 40)]
 
 
 def test_load_arrays_first_n_per_class(tmp_path):

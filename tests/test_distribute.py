@@ -1,5 +1,5 @@
-"""byol_keras.distribute: strategies, batch split, chief-only writing, precision, XLA, and BYOL under
-Mirrored/MultiWorkerMirrored (step backups: test_fault_tolerance.py; synchronised BN: test_layers.py).
+"""byol_keras.distribute: strategies, batch split, precision, XLA, and BYOL under Mirrored/MultiWorkerMirrored
+(chief-only writing: test_cluster.py; step backups: test_fault_tolerance.py; synchronised BN: test_layers.py).
 
 Anything that needs several devices or processes runs `tests/distributed_worker.py` in a subprocess
 (TensorFlow's devices are fixed once it starts), with hard timeouts; the rest runs in this process.
@@ -20,12 +20,10 @@ from byol_keras import distribute
 from byol_keras.onednn import onednn_state
 from byol_keras.distribute import (
     PRECISIONS,
-    is_chief,
     make_strategy,
     per_replica_batch_size,
     resolve_jit_compile,
     set_precision,
-    worker_dir,
 )
 
 import distributed_worker  # tests/ is on sys.path under pytest
@@ -104,35 +102,6 @@ def test_per_replica_batch_size_splits_or_names_both_numbers():
             per_replica_batch_size(bad, fake_strategy(1))
 
 
-def test_is_chief_follows_tf_config_conventions():
-    workers = {"worker": ["a:1", "b:2", "c:3"]}
-    with_chief = {"chief": ["z:0"], "worker": ["a:1", "b:2"]}
-    assert is_chief(fake_strategy())  # not in a cluster
-    assert is_chief(fake_strategy(task_type="worker", task_id=0, cluster=workers))
-    assert not is_chief(fake_strategy(task_type="worker", task_id=2, cluster=workers))
-    assert is_chief(fake_strategy(task_type="chief", task_id=0, cluster=with_chief))
-    # With a chief task, worker 0 is an ordinary worker.
-    assert not is_chief(fake_strategy(task_type="worker", task_id=0, cluster=with_chief))
-
-
-def test_worker_dir_chief_keeps_others_write_to_removed_temp(tmp_path):
-    run_dir = str(tmp_path / "run")
-    with worker_dir(run_dir, fake_strategy()) as out:
-        assert out == run_dir and os.path.isdir(run_dir)
-    other = fake_strategy(task_type="worker", task_id=1, cluster={"worker": ["a:1", "b:2"]})
-    with worker_dir(run_dir, other) as out:
-        assert out != run_dir and os.path.isdir(out) and "worker-1" in os.path.basename(out)
-        with open(os.path.join(out, "x.txt"), "w") as f:
-            f.write("scratch")
-    assert not os.path.exists(out)
-    # Removed also when training fails inside the block.
-    with pytest.raises(RuntimeError):
-        with worker_dir(run_dir, other) as out:
-            raise RuntimeError("worker died")
-    assert not os.path.exists(out)
-    assert os.listdir(run_dir) == []  # the non-chief never wrote to the run directory
-
-
 # ------------------------------------------------------------------------------------------------------
 # precision and XLA
 # ------------------------------------------------------------------------------------------------------
@@ -146,7 +115,7 @@ def test_set_precision_validates_and_sets_the_global_policy(float32_policy):
         set_precision("float16")
 
 
-def test_resolve_jit_compile(monkeypatch, tmp_path):
+def test_resolve_jit_compile(monkeypatch):
     one = tf.distribute.get_strategy()
     monkeypatch.setattr(distribute, "_cpu_only", lambda: False)
     assert resolve_jit_compile(one) == (True, "XLA is on (one replica)")
@@ -171,13 +140,9 @@ def test_resolve_jit_compile(monkeypatch, tmp_path):
     # The state read by default is TensorFlow's own (this process: oneDNN as conftest or the user left it).
     monkeypatch.undo()
     assert distribute._onednn_enabled() is onednn_state()["enabled"]
-    # The flags come from /proc/cpuinfo's first "flags" line; no file, no flags.
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f\n\nflags\t: other\n")
-    assert distribute.cpu_flags(str(cpuinfo)) == {"fpu", "sse2", "avx2", "fma", "avx512f"}
-    assert distribute.cpu_flags(str(tmp_path / "missing")) == set()
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_and_float16_train(float32_policy):
     args = worker_args(epochs=1, steps_per_epoch=2)
     for name in ("mixed_bfloat16", "mixed_float16"):

@@ -400,12 +400,11 @@ def test_linear_eval_cli_on_a_saved_encoder(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_clis_on_a_saved_byol_run_with_digits(tmp_path):
-    byol = pytest.importorskip("byol_keras.byol", reason="byol_keras.byol is not available")
-    pytest.importorskip("byol_keras.data", reason="byol_keras.data is not available")
     import byol_keras.cli.finetune as finetune
     import byol_keras.cli.linear_eval as linear_eval
+    from byol_keras.byol import BYOL
 
-    model = byol.BYOL(_small_encoder(8), projection_dim=4, projection_hidden_dim=8, prediction_hidden_dim=8)
+    model = BYOL(_small_encoder(8), projection_dim=4, projection_hidden_dim=8, prediction_hidden_dim=8)
     model.save(str(tmp_path / "model.keras"))
     (tmp_path / "config.json").write_text(json.dumps({"image_size": 8}))
     common = ["--data", "digits", "--epochs", "1", "--batch-size", "256"]
@@ -421,7 +420,6 @@ def test_clis_on_a_saved_byol_run_with_digits(tmp_path):
 
 
 def test_load_eval_data_finds_folder_splits(tmp_path):
-    pytest.importorskip("byol_keras.data", reason="byol_keras.data is not available")
     from PIL import Image
 
     from byol_keras.cli import load_eval_data
@@ -436,13 +434,6 @@ def test_load_eval_data_finds_folder_splits(tmp_path):
     assert test.name.endswith("val")
     with pytest.raises(ValueError, match="needs `train/` and `test/`"):
         load_eval_data(str(tmp_path / "train"))
-
-
-def test_load_encoder_requires_a_source(tmp_path):
-    with pytest.raises(ValueError, match="Give `run_dir` or `encoder_path`"):
-        evaluation.load_encoder()
-    with pytest.raises(ValueError, match="`run_dir` must contain config.json"):
-        evaluation.load_encoder(run_dir=str(tmp_path))
 
 
 @pytest.mark.slow

@@ -753,13 +753,14 @@ def test_next_version_numbers_above_the_highest(tmp_path):
 def test_training_export_cli_end_to_end(tmp_path, capsys, monkeypatch):
     run_dir = tmp_path / "runs" / "tiny_run"
     run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text(json.dumps({"image_size": IMAGE_SIZE, "epochs": 1}))
+    # The crop fraction a run recorded (its kNN monitor's) is the export's; without one, default_crop_fraction.
+    (run_dir / "config.json").write_text(json.dumps({"image_size": IMAGE_SIZE, "epochs": 1, "crop_fraction": 0.875}))
     encoder = _tiny_encoder()
     encoder.save(run_dir / "model.keras")
     monkeypatch.chdir(tmp_path)
 
     first = export_cli.main([str(run_dir)])  # --out defaults to saved_models/<run name>
-    assert first["version"] == 1
+    assert first["version"] == 1 and first["crop_fraction"] == 0.875
     assert first["export_dir"] == os.path.join("saved_models", "tiny_run", "1")
     log = capsys.readouterr().out
     assert "Wrote SavedModel version 1 to saved_models/tiny_run/1" in log
@@ -790,9 +791,10 @@ def test_training_export_cli_end_to_end(tmp_path, capsys, monkeypatch):
 
 
 def test_real_byol_model_exports(tmp_path):
-    byol = pytest.importorskip("byol_keras.byol", reason="byol_keras.byol is not importable yet")
+    from byol_keras.byol import BYOL
+
     keras.utils.set_random_seed(5)
-    model = byol.BYOL(_tiny_encoder(), projection_dim=4, projection_hidden_dim=8, prediction_hidden_dim=8)
+    model = BYOL(_tiny_encoder(), projection_dim=4, projection_hidden_dim=8, prediction_hidden_dim=8)
     model(np.zeros((2, IMAGE_SIZE, IMAGE_SIZE, 3), "float32"))
     export_encoder(model, tmp_path / "byol", image_size=IMAGE_SIZE)
     served = tf.saved_model.load(str(tmp_path / "byol"))

@@ -69,6 +69,7 @@ def _byol(**kwargs):
 # --- XLA-compiled views ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_xla_views_in_tf_data_equal_the_plain_graph_for_the_same_seed():
     images = _noise((24, 20, 24, 3))
     outputs = {}
@@ -174,6 +175,7 @@ def _identity_views():
     return BYOLAugment(16, blur=False, seed=0, **ALL_OFF)
 
 
+@pytest.mark.slow
 def test_device_augmentation_gives_the_same_step_as_views_from_the_dataset():
     images = _noise((8, 16, 16, 3), seed=3)
     keras.utils.set_random_seed(7)
@@ -199,6 +201,7 @@ def test_device_augmentation_gives_the_same_step_as_views_from_the_dataset():
                                rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_device_augmentation_fits_under_xla_from_raw_image_batches():
     source = load_source("digits", split="train", image_size=16)
     dataset = pretrain_dataset(source, None, batch_size=32, image_size=16, seed=0)

@@ -58,6 +58,7 @@ class Record(keras.callbacks.Callback):
         self.rows.append({k: float(logs[k]) for k in ("step_loss", "tau", "learning_rate")})
 
 
+@pytest.mark.slow
 def test_step_backup_restores_mid_epoch_exactly(tmp_path):
     args = worker_args(epochs=2, steps_per_epoch=3)
     total = args.epochs * args.steps_per_epoch
@@ -116,11 +117,13 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_backup(tm
     # NaN images at global step 5; its update gives iterations = 6, a multiple of save_every_steps.
     data = distributed_worker.dataset(0, 8, 8, 8, 3, nan_at_step=5)
     # The backup before the stopper here, after it below: the order must not matter.
-    with caplog.at_level("ERROR", logger="byol_keras.distribute"):
+    with caplog.at_level("ERROR", logger="byol_keras.fault_tolerance"):
         model.fit(data, epochs=2, steps_per_epoch=4, callbacks=[StepBackup(backup_dir, 2), stopper], verbose=0)
     assert stopper.stopped_at_step == 5
     assert "Non-finite loss (nan) at global step 5 (epoch 2, batch 2)" in stopper.message
-    assert stopper.message in caplog.text
+    # Told once, as an error, by the module that stops the run.
+    told = [(record.name, record.levelname) for record in caplog.records if record.getMessage() == stopper.message]
+    assert told == [("byol_keras.fault_tolerance", "ERROR")]
     assert int(model.optimizer.iterations) == 6, "training stopped right after the bad step"
     assert isinstance(stopper, keras.callbacks.TerminateOnNaN)  # Keras' own, extended
     assert sorted(os.listdir(backup_dir)) == ["step-000000004"]
@@ -148,23 +151,34 @@ def test_step_backup_arguments_are_validated():
     assert StepBackup("/nonexistent/byol/backup", 10).latest_state() is None
 
 
+def _logged_steps(run_dir):
+    """How many whole lines the run's steps.jsonl holds so far (0 before it exists)."""
+    try:
+        with open(os.path.join(run_dir, "steps.jsonl")) as f:
+            return f.read().count("\n")
+    except FileNotFoundError:
+        return 0
+
+
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_the_same_command_resumes(tmp_path):
     common = ["--encoder", "small", "--epochs", "2", "--steps-per-epoch", "5", "--backup-every", "3"]
     reference_dir, run_dir = str(tmp_path / "reference"), str(tmp_path / "run")
-    # The uninterrupted reference runs alongside (the killed run mostly sleeps between its steps).
+    # The uninterrupted reference runs alongside.
     # Output goes to files: a pipe nobody reads while we poll could fill up and stall a process.
     reference_log, killed_log = open(tmp_path / "reference.log", "w+"), open(tmp_path / "killed.log", "w+")
     reference_proc = subprocess.Popen([sys.executable, WORKER, "train", "--run-dir", reference_dir, *common],
                                       cwd=ROOT, stdout=reference_log, stderr=subprocess.STDOUT, text=True)
-    # The same command, killed with SIGKILL once the backup of global step 6 (epoch 2, batch 1) exists.
+    # The same command, killed with SIGKILL once global step 6 (epoch 2, batch 1) is backed up *and* logged
+    # (the backup is written first: a kill between the two would leave 5 logged steps). From step 6 on the
+    # process waits 5 s after each step, after its backup and log line, so the kill lands before step 7.
     command = [sys.executable, WORKER, "train", "--run-dir", run_dir, *common]
-    proc = subprocess.Popen(command + ["--sleep", "1.0"], cwd=ROOT, stdout=killed_log,
+    proc = subprocess.Popen(command + ["--sleep", "5", "--sleep-from", "6"], cwd=ROOT, stdout=killed_log,
                             stderr=subprocess.STDOUT, text=True)
     backup = os.path.join(run_dir, "backup", "step-000000006")
     deadline = time.monotonic() + TIMEOUT
     try:
-        while not os.path.isdir(backup):
+        while not (os.path.isdir(backup) and _logged_steps(run_dir) >= 6):
             assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-4000:]
             assert time.monotonic() < deadline, "no backup appeared in time"
             time.sleep(0.05)

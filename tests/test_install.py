@@ -65,6 +65,10 @@ def _build_wheel(source, out):
     return wheel
 
 
+# Under pytest-xdist this module's tests share a worker, so the wheel is built and installed once.
+pytestmark = pytest.mark.xdist_group("test_install")
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """`(wheel, target)`: the built wheel and the folder it was installed into."""

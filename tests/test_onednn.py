@@ -57,30 +57,6 @@ from byol_keras.onednn import onednn_state
 import json; print(json.dumps(onednn_state()))
 """
 
-
-def test_importing_byol_keras_first_turns_onednn_on_and_the_users_choice_wins():
-    unset = {onednn.VARIABLE: None, onednn.SET_BY_BYOL_KERAS: None}
-    cases = {
-        "byol_keras first": (unset, "byol_keras-first"),
-        "the user's 0": (dict(unset, TF_ENABLE_ONEDNN_OPTS="0"), "byol_keras-first"),
-        "the user's 1": (dict(unset, TF_ENABLE_ONEDNN_OPTS="1"), "byol_keras-first"),
-        "tensorflow first": (unset, "tensorflow-first"),
-    }
-    processes = {name: _start(["-c", _STATE.replace("sys.argv[1]", repr(order))], env)
-                 for name, (env, order) in cases.items()}
-    states = {}
-    for name, process in processes.items():
-        rc, stdout, stderr = _finish(process)
-        assert rc == 0, (name, stderr[-2000:])
-        states[name] = json.loads(stdout.strip().splitlines()[-1])
-    assert states["byol_keras first"] == {"enabled": True, onednn.VARIABLE: "1", "set_by": "byol_keras"}
-    assert states["the user's 0"] == {"enabled": False, onednn.VARIABLE: "0", "set_by": "user"}
-    assert states["the user's 1"] == {"enabled": True, onednn.VARIABLE: "1", "set_by": "user"}
-    # Too late to set: TensorFlow's own default decided (on for this machine's AVX-512/AMX, off for AVX2).
-    assert states["tensorflow first"][onednn.VARIABLE] is None
-    assert states["tensorflow first"]["set_by"] == "tensorflow default"
-
-
 # A library user's script that imported TensorFlow first, on a CPU where TensorFlow's default is off: emulated
 # by starting TensorFlow with the variable at 0 and then removing it, which is the state such a user has.
 _COMPILE_TWICE = """
@@ -97,9 +73,89 @@ for _ in range(2):
 print("compiled", model.jit_compile)
 """
 
+# The crash: oneDNN's jit_1x1 backward-weights kernel and a strided 1×1 convolution with few input channels.
+# Issue 21's command (aborted with "corrupted size vs. prev_size" 5 of 5 times under AVX2 with one thread; any
+# inter-op count), and the same fit at 64 px with two threads, which crashed on AVX-512 with no cap at all.
+# `--jit 0`: TensorFlow's own kernels, where the crash was (with oneDNN off, "auto" would pick XLA's).
+_STEP = ["--batch", "4", "--width", "4", "--hidden", "16", "--projection-dim", "8", "--steps", "1", "--warmup", "0",
+         "--runs", "1", "--no-matmul", "--jit", "0"]
+_CRASHED = {
+    "16 px, 1 thread, AVX2": (["--size", "16", "--threads", "1", "--inter-threads", "3"], {"ONEDNN_MAX_CPU_ISA": "AVX2"}),
+    "64 px, 2 threads, native": (["--size", "64", "--threads", "2", "--inter-threads", "1"], {}),
+}
+# `python -m benchmarks.step FLAGS` (which imports byol_keras before TensorFlow), then the thread pools read
+# back in the same process (they can only be set before TensorFlow starts, hence a process of its own).
+_STEP_THEN_POOLS = (
+    "import sys, runpy; sys.argv = ['step'] + sys.argv[1:]; "
+    "runpy.run_module('benchmarks.step', run_name='__main__'); import tensorflow as tf; "
+    "print(tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threading.get_inter_op_parallelism_threads())"
+)
 
-def test_a_library_user_with_onednn_off_is_told_once():
-    rc, stdout, stderr = _finish(_start(["-c", _COMPILE_TWICE], {onednn.VARIABLE: "0"}))
+_UNSET = {onednn.VARIABLE: None, onednn.SET_BY_BYOL_KERAS: None}
+
+
+# Under pytest-xdist this module's tests share a worker, so the programs start once.
+pytestmark = pytest.mark.xdist_group("test_onednn")
+
+
+@pytest.fixture(scope="module")
+def programs():
+    """Every program of this module (TensorFlow reads the variables only when it starts), four at a time:
+    `{key: (returncode, stdout, stderr)}`.
+
+    - `("step", name, setting)`: benchmarks/step.py in a configuration that crashed, with the user's
+      `TF_ENABLE_ONEDNN_OPTS=setting`; its JSON line also records the user's choice;
+    - `("state", order)`: the oneDNN record of a process that imports byol_keras first, or TensorFlow
+      first, with the variable unset;
+    - `"compile twice"`: a library user whose TensorFlow started with oneDNN off, compiling BYOL twice.
+    """
+    commands = {("step", name, setting): (["-c", _STEP_THEN_POOLS] + _STEP + flags,
+                                          {**env, **_UNSET, onednn.VARIABLE: setting})
+                for name, (flags, env) in _CRASHED.items() for setting in ("0", "1")}
+    for order in ("byol_keras-first", "tensorflow-first"):
+        commands["state", order] = (["-c", _STATE.replace("sys.argv[1]", repr(order))], _UNSET)
+    commands["compile twice"] = (["-c", _COMPILE_TWICE], {onednn.VARIABLE: "0"})
+    # At most four at once: on two cores as fast as all seven at once, with less memory (~0.9 GB a process).
+    pending, running, results = list(commands.items()), {}, {}
+    while pending or running:
+        while pending and len(running) < 4:
+            key, (arguments, env_changes) = pending.pop(0)
+            running[key] = _start(arguments, env_changes)
+        key = next(iter(running))  # the oldest
+        results[key] = _finish(running.pop(key))
+    return results
+
+
+def _step_record(programs, name, setting):
+    """(JSON record, thread pools read back) of one run of benchmarks/step.py."""
+    rc, stdout, stderr = programs["step", name, setting]
+    assert rc == 0, f"{name}, TF_ENABLE_ONEDNN_OPTS={setting}: rc {rc}\n{stderr[-2000:]}"
+    *_, line, threads = stdout.strip().splitlines()
+    return json.loads(line), threads
+
+
+@pytest.mark.slow
+def test_importing_byol_keras_first_turns_onednn_on_and_the_users_choice_wins(programs):
+    states = {}
+    for order in ("byol_keras-first", "tensorflow-first"):
+        rc, stdout, stderr = programs["state", order]
+        assert rc == 0, (order, stderr[-2000:])
+        states[order] = json.loads(stdout.strip().splitlines()[-1])
+    assert states["byol_keras-first"] == {"enabled": True, onednn.VARIABLE: "1", "set_by": "byol_keras"}
+    # The user's 0 or 1 wins (the step benchmark imports byol_keras first): all four runs record it.
+    for name in _CRASHED:
+        for setting in ("0", "1"):
+            record, _ = _step_record(programs, name, setting)
+            assert record["onednn"] == {"enabled": setting == "1", onednn.VARIABLE: setting, "set_by": "user"}, (
+                name, setting)
+    # Too late to set: TensorFlow's own default decided (on for this machine's AVX-512/AMX, off for AVX2).
+    assert states["tensorflow-first"][onednn.VARIABLE] is None
+    assert states["tensorflow-first"]["set_by"] == "tensorflow default"
+
+
+@pytest.mark.slow
+def test_a_library_user_with_onednn_off_is_told_once(programs):
+    rc, stdout, stderr = programs["compile twice"]
     assert rc == 0, stderr[-2000:]
     told = [line for line in stderr.splitlines() if "oneDNN kernels are off" in line]
     assert len(told) == 1, stderr[-3000:]
@@ -131,40 +187,18 @@ def test_no_line_when_the_variable_is_set_onednn_is_on_or_a_gpu_runs_the_step(mo
 # The crash: oneDNN's jit_1x1 backward-weights kernel and a strided 1×1 convolution with few input channels
 # ----------------------------------------------------------------------------------------------------------
 
-# Issue 21's command (aborted with "corrupted size vs. prev_size" 5 of 5 times under AVX2 with one thread; any
-# inter-op count), and the same fit at 64 px with two threads, which crashed on AVX-512 with no cap at all.
-# `--jit 0`: TensorFlow's own kernels, where the crash was (with oneDNN off, "auto" would pick XLA's).
-_STEP = ["--batch", "4", "--width", "4", "--hidden", "16", "--projection-dim", "8", "--steps", "1", "--warmup", "0",
-         "--runs", "1", "--no-matmul", "--jit", "0"]
-_CRASHED = {
-    "16 px, 1 thread, AVX2": (["--size", "16", "--threads", "1", "--inter-threads", "3"], {"ONEDNN_MAX_CPU_ISA": "AVX2"}),
-    "64 px, 2 threads, native": (["--size", "64", "--threads", "2", "--inter-threads", "1"], {}),
-}
-# `python -m benchmarks.step FLAGS`, then the thread pools read back in the same process (they can only be
-# set before TensorFlow starts, hence a process of its own).
-_STEP_THEN_POOLS = (
-    "import sys, runpy, tensorflow as tf; sys.argv = ['step'] + sys.argv[1:]; "
-    "runpy.run_module('benchmarks.step', run_name='__main__'); "
-    "print(tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threading.get_inter_op_parallelism_threads())"
-)
-
 
 @pytest.mark.slow
-def test_the_step_benchmark_runs_where_it_crashed_with_onednn_on_and_off_and_pins_the_thread_pools():
+def test_the_step_benchmark_runs_where_it_crashed_with_onednn_on_and_off_and_pins_the_thread_pools(programs):
     # benchmarks/step.py end to end on a tiny network: one JSON line with a positive rate, the thread
-    # settings read back, oneDNN on or off as asked. The four processes run at once.
-    processes = {(name, setting): _start(["-c", _STEP_THEN_POOLS] + _STEP + flags,
-                                         dict(env, TF_ENABLE_ONEDNN_OPTS=setting))
-                 for name, (flags, env) in _CRASHED.items() for setting in ("0", "1")}
-    for (name, setting), process in processes.items():
-        rc, stdout, stderr = _finish(process)
-        assert rc == 0, f"{name}, TF_ENABLE_ONEDNN_OPTS={setting}: rc {rc}\n{stderr[-2000:]}"
-        *_, line, threads = stdout.strip().splitlines()
-        record, flags = json.loads(line), _CRASHED[name][0]
-        assert record["median"] > 0 and record["onednn"]["enabled"] is (setting == "1"), record["onednn"]
-        pools = [flags[flags.index("--threads") + 1], flags[flags.index("--inter-threads") + 1]]
-        assert threads.split() == pools
-        assert [record["config"]["threads"], record["config"]["inter_threads"]] == [int(n) for n in pools]
+    # settings read back, oneDNN on or off as asked (the four runs of the `programs` fixture).
+    for name, (flags, _) in _CRASHED.items():
+        for setting in ("0", "1"):
+            record, threads = _step_record(programs, name, setting)
+            assert record["median"] > 0 and record["onednn"]["enabled"] is (setting == "1"), record["onednn"]
+            pools = [flags[flags.index("--threads") + 1], flags[flags.index("--inter-threads") + 1]]
+            assert threads.split() == pools
+            assert [record["config"]["threads"], record["config"]["inter_threads"]] == [int(n) for n in pools]
 
 
 @pytest.mark.parametrize("size, strides, padding", [(8, 2, "same"), (7, 2, "same"), (7, 2, "valid"), (9, 3, "same")])

@@ -88,6 +88,11 @@ DEMO = [sys.executable, "-m", "training.pretrain", "--preset", "demo", "--steps-
         "--backup-every", "2"]
 
 
+# Several tests read one demo run (a module fixture): under pytest-xdist this module's tests share a worker,
+# so the run happens once.
+pytestmark = pytest.mark.xdist_group("test_pretrain")
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     """`(run_dir, export, result)`: the demo command, shrunk to 2 epochs of 2 steps, run once for this module.
@@ -126,6 +131,10 @@ def test_demo_command_end_to_end(demo_run):
     assert config["onednn"] == onednn_state()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 4
+    # Everything else the run decided: XLA (as the model compiled), synchronised BN, precision, versions.
+    assert config["jit_compile"] is summary["jit_compile"] and config["jit_compile_reason"].startswith("XLA is")
+    assert config["sync_bn"] is False and config["precision"] == "float32" and config["crop_fraction"] == 1.0
+    assert config["versions"]["tensorflow"] == tf.__version__ and config["versions"]["keras"] == keras.__version__
     assert 0.0 <= summary["knn_top1_random_init"] <= 1.0 and 0.0 <= summary["knn_top1_pretrained"] <= 1.0
 
     tags = event_tags(str(run_dir / "logs"))

@@ -23,7 +23,8 @@ def test_is_number_accepts_plain_numbers_only():
 
 @pytest.mark.parametrize("value", [1, 7, np.int32(2), np.int64(5)])
 def test_check_positive_int_accepts(value):
-    check_positive_int("n", value)
+    result = check_positive_int("n", value)
+    assert result == int(value) and type(result) is int
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.0, True, "3", None])
@@ -33,8 +34,9 @@ def test_check_positive_int_names_the_argument_and_value(value):
 
 
 def test_check_positive_float():
-    check_positive_float("t", 0.1)
-    check_positive_float("t", 2)
+    assert check_positive_float("t", 0.1) == 0.1
+    result = check_positive_float("t", 2)
+    assert result == 2.0 and type(result) is float
     for bad in (0, -0.5, True, "0.1", float("nan")):
         with pytest.raises(ValueError, match="`t` must be a positive number. Received: t="):
             check_positive_float("t", bad)

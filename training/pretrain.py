@@ -1,7 +1,7 @@
 """Pretrain an image encoder with BYOL.
 
     python -m training.pretrain --preset demo
-    python -m training.pretrain --preset cifar10-resnet18 --data ../shared/data/cifar10 --epochs 100 --out runs/cifar10
+    python -m training.pretrain --preset cifar10-resnet18 --data path/to/cifar10 --epochs 100 --out runs/cifar10
     python -m training.pretrain --preset imagenet-resnet50 --data imagenet2012 --data-dir /data/tfds --out runs/in1k
 
 The clone's entry point for `byol_keras.cli.pretrain`, which pip installs as the `byol-pretrain` command

@@ -170,15 +170,23 @@ def run_evaluation(evaluate, parser, argv=None):
 
 
 def load_evaluation_inputs(args):
-    """The encoder, the image size and the train/test data that `add_evaluation_flags` describe."""
-    from byol_keras.evaluation import load_encoder
+    """The encoder, image size, test crop fraction and train/test data that `add_evaluation_flags` describe.
+
+    The image size and the crop fraction are the flags', else the run's `config.json` (read, not recomputed);
+    a crop fraction of None (a standalone encoder, or a run evaluated at another size) is
+    `evaluation.default_crop_fraction` of the size.
+    """
+    from byol_keras.run_folder import load_encoder
 
     encoder, config = load_encoder(args.run_dir, args.encoder)
     image_size = args.image_size or config.get("image_size")
     if image_size is None:
         raise ValueError("The image size is unknown: pass --image-size. Received: image_size=None")
+    crop_fraction = args.crop_fraction
+    if crop_fraction is None and image_size == config.get("image_size"):
+        crop_fraction = config.get("crop_fraction")
     train, test = load_eval_data(args.data, args.data_dir, image_size, args.train_split, args.test_split)
-    return encoder, image_size, train, test
+    return encoder, image_size, crop_fraction, train, test
 
 
 def load_eval_data(data, data_dir=None, image_size=None, train_split=None, test_split=None):

@@ -16,47 +16,10 @@ See saved_models/README.md for requests and inspection.
 """
 
 import argparse
-import json
 import os
 
 from byol_keras import cli
-
-CONFIG_FILENAME = "config.json"
-MODEL_FILENAME = "model.keras"
-
-
-def load_run(run_dir):
-    """Load a run's config and saved model.
-
-    Args:
-        run_dir: str or path-like, a training run folder holding `config.json` and `model.keras`.
-
-    Returns:
-        `(model, config)`: the loaded `keras.Model` (uncompiled) and the config dict.
-    """
-    import keras
-
-    run_dir = os.fspath(run_dir)
-    config_path = os.path.join(run_dir, CONFIG_FILENAME)
-    model_path = os.path.join(run_dir, MODEL_FILENAME)
-    for path in (config_path, model_path):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"`run_dir` has no {os.path.basename(path)}. Received: run_dir={run_dir!r}")
-    with open(config_path) as f:
-        config = json.load(f)
-    if "image_size" not in config:
-        raise ValueError(f"{config_path} must contain \"image_size\". Received keys: {sorted(config)}")
-    try:
-        # Registers BYOL (and the heads it uses) with Keras' serialisation, so load_model can rebuild it.
-        import byol_keras.byol  # noqa: F401
-    except ModuleNotFoundError as error:
-        # Only tolerate the module itself being absent (runs that saved a plain encoder); an import
-        # error raised *inside* byol.py is a real bug and must surface.
-        if error.name != "byol_keras.byol":
-            raise
-    # compile=False: serving needs the weights only, and the optimizer (LARS) need not be rebuilt.
-    model = keras.saving.load_model(model_path, compile=False)
-    return model, config
+from byol_keras.run_folder import MODEL_FILENAME, load_run
 
 
 def export_run(run_dir, out=None, version=None, crop_fraction=None, include_projector=True, max_pixels=None):
@@ -67,7 +30,8 @@ def export_run(run_dir, out=None, version=None, crop_fraction=None, include_proj
         out: str or path-like, the model base path. Defaults to `saved_models/<basename of run_dir>`.
         version: int or None, the version folder. Defaults to the next free version.
         crop_fraction: float in (0, 1], evaluation centre-crop fraction. Defaults to the run's
-            `config.json` "crop_fraction" (what its kNN monitor used), else 0.875.
+            `config.json` "crop_fraction" (what its kNN monitor used), else the default for its image size
+            (`byol_keras.evaluation.default_crop_fraction`).
         include_projector: bool, add the `project` signature when the model has a projector.
             Defaults to True.
         max_pixels: int or None, the serving signatures refuse larger images before decoding them.
@@ -77,6 +41,7 @@ def export_run(run_dir, out=None, version=None, crop_fraction=None, include_proj
     Returns:
         dict, the export description (see `byol_keras.export.export_version`).
     """
+    from byol_keras.evaluation import default_crop_fraction
     from byol_keras.export import export_version
 
     run_dir = os.fspath(run_dir)
@@ -90,7 +55,7 @@ def export_run(run_dir, out=None, version=None, crop_fraction=None, include_proj
     print(f"Loaded {type(model).__name__} from {os.path.join(run_dir, MODEL_FILENAME)} "
           f"(image_size={config['image_size']})", flush=True)
     if crop_fraction is None:
-        crop_fraction = float(config.get("crop_fraction", 0.875))
+        crop_fraction = config.get("crop_fraction") or default_crop_fraction(int(config["image_size"]))
     if max_pixels is None:
         from byol_keras.decoding import DEFAULT_MAX_PIXELS
 
@@ -115,7 +80,7 @@ def build_parser(prog="byol-export"):
     parser.add_argument("--out", default=None, help="model base path (default: saved_models/<run name>)")
     parser.add_argument("--version", type=cli.positive_int, default=None, help="version folder (default: next free)")
     parser.add_argument("--crop-fraction", type=cli.fraction, default=None,
-                        help="evaluation centre crop (default: the run's config, else 0.875)")
+                        help="evaluation centre crop (default: the run's config)")
     parser.add_argument("--no-projector", action="store_true", help="omit the `project` signature")
     parser.add_argument("--max-pixels", dest="max_pixels", type=cli.positive_int, default=None,
                         help="refuse images above this many pixels before decoding them (default: the run's "

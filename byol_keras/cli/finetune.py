@@ -15,14 +15,8 @@ import argparse
 import numpy as np
 
 from byol_keras import cli
-from byol_keras.evaluation import (
-    balanced_subset,
-    classification_dataset,
-    classifier_on_encoder,
-    default_crop_fraction,
-    evaluate_classifier,
-    train_classifier,
-)
+from byol_keras.data import keep_elements
+from byol_keras.evaluation import balanced_subset, transfer
 
 
 def labelled_subset(train_data, fraction, seed, labels=None):
@@ -56,15 +50,7 @@ def labelled_subset(train_data, fraction, seed, labels=None):
         return (np.asarray(train_data[0])[indices], labels[indices]), indices
     keep = np.zeros(len(labels), dtype=bool)
     keep[indices] = True
-    keep = tf.constant(keep)
-    subset = (
-        train_data.enumerate()
-        .filter(lambda index, pair: tf.gather(keep, index))
-        .map(lambda index, pair: pair)
-        # `filter` forgets the length; restore it so that `fit` knows its steps per epoch.
-        .apply(tf.data.experimental.assert_cardinality(len(indices)))
-    )
-    return subset, indices
+    return keep_elements(train_data, keep), indices
 
 
 def run_finetune(
@@ -85,7 +71,8 @@ def run_finetune(
 ):
     """Fine-tune `encoder` and a linear head on a class-balanced label subset; measure on `test_data`.
 
-    The encoder's weights are updated in place.
+    `byol_keras.evaluation.transfer` with `freeze=False` on `labelled_subset`; the encoder's weights are
+    updated in place.
 
     Args:
         encoder: `keras.Model` from ImageNet-normalised images to pooled features `(batch, dim)`.
@@ -109,25 +96,10 @@ def run_finetune(
     Returns:
         Dict `{"top1": float, "top5": float, "num_labelled": int}`.
     """
-    if crop_fraction is None:
-        crop_fraction = default_crop_fraction(image_size)
     subset, indices = labelled_subset(train_data, fraction, seed, labels=train_labels)
-    train = classification_dataset(subset, image_size, batch_size, training=True, seed=seed)
-    test = classification_dataset(
-        test_data, image_size, batch_size, training=False, crop_fraction=crop_fraction
-    )
-    model = classifier_on_encoder(encoder, num_classes, freeze=False, image_size=image_size)
-    train_classifier(
-        model,
-        train,
-        epochs=epochs,
-        learning_rate=learning_rate,
-        momentum=0.9,
-        nesterov=True,
-        weight_decay=weight_decay,
-        verbose=verbose,
-    )
-    results = evaluate_classifier(model, test, verbose=verbose)
+    results = transfer(encoder, subset, test_data, num_classes, image_size, freeze=False, epochs=epochs,
+                       batch_size=batch_size, learning_rate=learning_rate, weight_decay=weight_decay,
+                       crop_fraction=crop_fraction, seed=seed, verbose=verbose)
     results["num_labelled"] = int(len(indices))
     return results
 
@@ -151,7 +123,7 @@ def parse_args(argv=None):
 
 
 def _finetune(args):
-    encoder, image_size, train, test = cli.load_evaluation_inputs(args)
+    encoder, image_size, crop_fraction, train, test = cli.load_evaluation_inputs(args)
     results = run_finetune(
         encoder,
         train.dataset,
@@ -163,7 +135,7 @@ def _finetune(args):
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.lr,
-        crop_fraction=args.crop_fraction,
+        crop_fraction=crop_fraction,
         train_labels=train.labels,
     )
     line = (f"fine-tune on {results['num_labelled']} labels ({args.fraction:.0%}): "

@@ -16,13 +16,8 @@ choice). Prints top-1 / top-5 and writes them as JSON.
 import argparse
 
 from byol_keras import cli
-from byol_keras.evaluation import (
-    classification_dataset,
-    classifier_on_encoder,
-    default_crop_fraction,
-    evaluate_classifier,
-    train_classifier,
-)
+from byol_keras.evaluation import transfer
+
 
 def run_linear_eval(
     encoder,
@@ -39,42 +34,14 @@ def run_linear_eval(
 ):
     """Train a linear classifier on the frozen `encoder` and measure it on `test_data`.
 
-    Args:
-        encoder: `keras.Model` from ImageNet-normalised images to pooled features `(batch, dim)`.
-            Set non-trainable here.
-        train_data: `(images, labels)` arrays in [0, 255] or an unbatched dataset of `(image, label)`.
-        test_data: same forms as `train_data`.
-        num_classes: int.
-        image_size: int, side of the encoder's input images.
-        epochs: int. Defaults to 100.
-        batch_size: int. Defaults to 256.
-        learning_rate: float, peak SGD learning rate. Defaults to 0.1.
-        crop_fraction: float or None, the test centre-crop fraction. Defaults to None:
-            `default_crop_fraction(image_size)`.
-        seed: int, shuffle seed. Defaults to 0.
-        verbose: int, 1 shows progress bars. Defaults to 1.
+    `byol_keras.evaluation.transfer` with `freeze=True` and no weight decay: the arguments are its own.
 
     Returns:
         Dict `{"top1": float, "top5": float}` on the test set.
     """
-    if crop_fraction is None:
-        crop_fraction = default_crop_fraction(image_size)
-    train = classification_dataset(train_data, image_size, batch_size, training=True, seed=seed)
-    test = classification_dataset(
-        test_data, image_size, batch_size, training=False, crop_fraction=crop_fraction
-    )
-    classifier = classifier_on_encoder(encoder, num_classes, freeze=True, image_size=image_size)
-    train_classifier(
-        classifier,
-        train,
-        epochs=epochs,
-        learning_rate=learning_rate,
-        momentum=0.9,
-        nesterov=True,
-        weight_decay=0.0,
-        verbose=verbose,
-    )
-    return evaluate_classifier(classifier, test, verbose=verbose)
+    return transfer(encoder, train_data, test_data, num_classes, image_size, freeze=True, epochs=epochs,
+                    batch_size=batch_size, learning_rate=learning_rate, weight_decay=0.0,
+                    crop_fraction=crop_fraction, seed=seed, verbose=verbose)
 
 
 def build_parser(prog="byol-linear-eval"):
@@ -95,7 +62,7 @@ def parse_args(argv=None):
 
 
 def _linear_eval(args):
-    encoder, image_size, train, test = cli.load_evaluation_inputs(args)
+    encoder, image_size, crop_fraction, train, test = cli.load_evaluation_inputs(args)
     results = run_linear_eval(
         encoder,
         train.dataset,
@@ -105,7 +72,7 @@ def _linear_eval(args):
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.lr,
-        crop_fraction=args.crop_fraction,
+        crop_fraction=crop_fraction,
         seed=args.seed,
     )
     line = f"linear eval: top-1 {results['top1']:.4f}  top-5 {results['top5']:.4f}"

@@ -1,7 +1,7 @@
 """Pretrain an image encoder with BYOL.
 
     byol-pretrain --preset demo
-    byol-pretrain --preset cifar10-resnet18 --data ../shared/data/cifar10 --epochs 100 --out runs/cifar10
+    byol-pretrain --preset cifar10-resnet18 --data path/to/cifar10 --epochs 100 --out runs/cifar10
     byol-pretrain --preset imagenet-resnet50 --data imagenet2012 --data-dir /data/tfds --out runs/in1k
 
 Flags left unset keep the preset's value (`byol_keras/presets.py`). The run directory (`--out`, default
@@ -23,6 +23,7 @@ import sys
 import time
 
 from byol_keras import cli
+from byol_keras.run_folder import CONFIG_FILENAME
 
 OPTIMIZERS = ("lars", "sgd-l2", "sgd")
 
@@ -180,7 +181,14 @@ class NonFiniteLossError(RuntimeError):
 
 
 def run(config):
-    """Pretrain as `config` says; returns the summary dict (also written to `summary.json`)."""
+    """Pretrain as `config` says; returns the summary dict (also written to `summary.json`).
+
+    `config` (from `resolve_config`) is not changed: the run resolves a copy once, with everything derived
+    (steps, crop fraction, XLA, synchronised BatchNorm, oneDNN's state, versions), freezes it and writes it
+    to `config.json` before the first step; export, evaluation and resume read that file back.
+    """
+    import types
+
     import keras
     import numpy as np
 
@@ -188,8 +196,9 @@ def run(config):
     from byol_keras.augment import BYOLAugment
     from byol_keras.byol import BYOL
     from byol_keras.data import load_source, pretrain_dataset, subset_per_class
+    from byol_keras.cluster import worker_dir
     from byol_keras.decoding import DEFAULT_MAX_PIXELS
-    from byol_keras.distribute import make_strategy, per_replica_batch_size, set_precision, worker_dir
+    from byol_keras.distribute import make_strategy, per_replica_batch_size, resolve_jit_compile, set_precision
     from byol_keras.fault_tolerance import StepBackup, StopOnNonFiniteLoss, batches_done
     from byol_keras.layers import sync_batchnorm
     from byol_keras.evaluation import default_crop_fraction
@@ -197,6 +206,7 @@ def run(config):
     from byol_keras.export import export_version
 
     started = time.time()
+    config = dict(config)  # resolved below, then frozen; the caller's dict stays as it was given
     run_dir = config["run_dir"]
     os.makedirs(run_dir, exist_ok=True)
     keras.utils.set_random_seed(config["seed"])
@@ -231,7 +241,13 @@ def run(config):
         crop_fraction=default_crop_fraction(image_size),
         # TensorFlow's oneDNN kernels: on or off in this run, and whether the user or byol_keras chose.
         onednn=onednn_state(),
+        # Cross-replica BatchNorm, for the encoder and the heads alike: the paper's, with several replicas.
+        sync_bn=bool(config["sync_bn"] or strategy.num_replicas_in_sync > 1),
+        versions=_versions(),
     )
+    # XLA for the training step (`distribute.resolve_jit_compile`: it follows oneDNN's state on a CPU).
+    config["jit_compile"], config["jit_compile_reason"] = resolve_jit_compile(strategy)
+    config = types.MappingProxyType(config)  # frozen: everything after this reads it
 
     # Backups every N global steps (write, then rename); running the same command again resumes from
     # the newest complete one with its global step (hence τ and the learning rate) and epoch.
@@ -265,7 +281,7 @@ def run(config):
     stopper = StopOnNonFiniteLoss()
     with strategy.scope():
         encoder = build_encoder(config["encoder"], image_size)
-        if strategy.num_replicas_in_sync > 1 or config["sync_bn"]:
+        if config["sync_bn"]:
             encoder = sync_batchnorm(encoder)  # the paper's cross-replica BatchNorm
         model = BYOL(
             encoder,
@@ -276,14 +292,16 @@ def run(config):
             head_initializer=config["head_initializer"],
             total_steps=total_steps,
             num_classes=source.num_classes if (config["probe"] and source.num_classes > 1) else None,
+            synchronized_bn=config["sync_bn"],
         )
-        model.compile(optimizer=build_optimizer(config, steps_per_epoch, total_steps, model))
+        model.compile(optimizer=build_optimizer(config, steps_per_epoch, total_steps, model),
+                      jit_compile=config["jit_compile"])
 
     # Only the chief writes the run directory; other workers write to a temporary one, removed after.
     with worker_dir(run_dir, strategy) as out_dir:
         chief = out_dir == run_dir
-        with open(os.path.join(out_dir, "config.json"), "w") as f:
-            json.dump(config, f, indent=2, sort_keys=True)
+        with open(os.path.join(out_dir, CONFIG_FILENAME), "w") as f:
+            json.dump(dict(config), f, indent=2, sort_keys=True)
         callbacks = [backup, stopper]
         callbacks += monitors.make_callbacks(
             os.path.join(out_dir, "logs"),
@@ -368,6 +386,19 @@ def run(config):
 
 
 RANDOM_INIT_FILE = "knn_random_init.json"
+
+
+def _versions():
+    """The versions a run used: Python, TensorFlow, Keras, byol_keras."""
+    import platform
+
+    import keras
+    import tensorflow as tf
+
+    from byol_keras import __version__
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "byol_keras": __version__}
 RESULT_RULE = "=" * 88  # above the closing lines
 # Above this many bank values (images × pixels) the raw-pixel reference is skipped: it needs a float32 copy.
 RAW_PIXEL_KNN_MAX_VALUES = 400_000_000

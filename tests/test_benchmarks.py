@@ -1,0 +1,106 @@
+"""Every benchmark script's `--help` runs: its imports resolve and its flags parse.
+
+The benchmarks are never run by the suite (they print figures), so a broken import in one of them is
+found only here. All of our scripts run in one subprocess (`runpy`, as `python -m benchmarks.X --help`
+runs them; TensorFlow is imported once), the peer's scripts (torch, lightly) in one subprocess of the
+peer's Python, as they are documented to run.
+"""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FOLDER = os.path.join(ROOT, "benchmarks")
+PEER_PYTHON = os.environ.get("BYOL_PEER_PYTHON", "/tmp/peer/bin/python")
+
+# Runs each named script with `--help` and writes {name: {"code": exit code or error, "out": help text}}.
+RUNNER = r"""
+import contextlib, io, json, runpy, sys, traceback
+out_path, kind, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+results = {}
+for name in names:
+    text = io.StringIO()
+    sys.argv = [name, "--help"]
+    try:
+        with contextlib.redirect_stdout(text):
+            if kind == "module":
+                runpy.run_module("benchmarks." + name, run_name="__main__", alter_sys=True)
+            else:
+                runpy.run_path("benchmarks/" + name + ".py", run_name="__main__")
+        code = "returned without exiting"
+    except SystemExit as exit:
+        code = exit.code
+    except BaseException:
+        code = traceback.format_exc()
+    results[name] = {"code": code, "out": text.getvalue()}
+with open(out_path, "w") as f:
+    json.dump(results, f)
+"""
+
+
+def _scripts():
+    """(name, runs in the peer's Python) for every benchmarks/*.py with a `__main__` block."""
+    scripts = []
+    for file in sorted(os.listdir(FOLDER)):
+        if not file.endswith(".py"):
+            continue
+        with open(os.path.join(FOLDER, file)) as f:
+            source = f.read()
+        if 'if __name__ == "__main__":' not in source:
+            continue
+        top_level = {alias.name.split(".")[0] for node in ast.parse(source).body
+                     if isinstance(node, (ast.Import, ast.ImportFrom))
+                     for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
+        scripts.append((file[:-3], "torch" in top_level))
+    return scripts
+
+
+SCRIPTS = _scripts()
+
+
+def _run(python, kind, names, tmp_path_factory):
+    out_path = str(tmp_path_factory.mktemp("help") / "results.json")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    process = subprocess.run([python, "-c", RUNNER, out_path, kind, *names], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr[-3000:]
+    with open(out_path) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def ours(tmp_path_factory):
+    return _run(sys.executable, "module", [name for name, peer in SCRIPTS if not peer], tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def peers(tmp_path_factory):
+    if not os.path.exists(PEER_PYTHON):
+        pytest.skip(f"the peer's Python (torch, lightly) is not at {PEER_PYTHON} (set BYOL_PEER_PYTHON)")
+    return _run(PEER_PYTHON, "path", [name for name, peer in SCRIPTS if peer], tmp_path_factory)
+
+
+def test_every_script_is_found():
+    names = {name for name, _ in SCRIPTS}
+    assert {"end_to_end", "step", "pipeline", "paired", "peer_quality"} <= names
+    assert "report" not in names  # a library for the scripts, no command
+    assert {name for name, peer in SCRIPTS if peer} == {"peer_parity_torch", "peer_quality", "peer_step_small"}
+
+
+@pytest.mark.parametrize("name", [name for name, peer in SCRIPTS if not peer])
+def test_help_runs(name, ours):
+    result = ours[name]
+    assert result["code"] == 0, result["code"]
+    assert result["out"].startswith("usage:"), result["out"]
+
+
+@pytest.mark.parametrize("name", [name for name, peer in SCRIPTS if peer])
+def test_peer_help_runs(name, peers):
+    result = peers[name]
+    assert result["code"] == 0, result["code"]
+    assert result["out"].startswith("usage:"), result["out"]
