@@ -181,7 +181,8 @@ def test_folder_converts_every_readable_mode_to_rgb_uint8(messy_folder):
 
 def test_a_decompression_bomb_in_a_folder_is_skipped_naming_the_file_size_and_limit(tmp_path):
     """A 1.2 MB PNG declaring 20,000 x 20,000 pixels among good images: refused from its header, as an
-    unreadable file is (listed, counted, named), by the scan, the per-image pipeline and evaluation alike."""
+    unreadable file is (listed, counted, named), by the scan, the per-image pipeline and the evaluation loader
+    alike."""
     root = tmp_path / "photos" / "a"
     for i, size in enumerate((16, 16, 8, 8)):
         _save(str(root / f"{i:02d}.png"), _pattern(size, size, offset=i))
@@ -200,8 +201,8 @@ def test_a_decompression_bomb_in_a_folder_is_skipped_naming_the_file_size_and_li
     augment = BYOLAugment(8, blur=False, seed=0)
     batches = list(data.pretrain_dataset(unverified, augment, batch_size=1, seed=0))  # per image, from the files
     assert len(batches) == 4
-    images, labels = data.load_arrays(unverified, 8)  # the evaluation path
-    assert images.shape == (4, 8, 8, 3) and labels.shape == (4,)
+    images, labels = data.load_arrays(unverified, 8)  # the evaluation loader (kNN bank, linear probe)
+    assert images.shape == (4, 8, 8, 3) and labels.tolist() == [0, 0, 0, 0]
 
 
 def test_tensorflow_bmp_decoder_really_ignores_palettes(tmp_path):
