@@ -94,6 +94,7 @@ def emit(benchmark, config, values, unit, **extra):
         "machine": machine(),
         "versions": versions(),
         "onednn": onednn.onednn_state(),
+        "cpu_allocator": onednn.allocator_state(),
     }
     print(json.dumps(line), flush=True)
     return line

@@ -9,7 +9,8 @@ attributes (`byol_keras.data`) or imports (`from byol_keras.data import load_sou
 public classes and functions.
 
 Imported before TensorFlow, the package turns TensorFlow's oneDNN CPU kernels on (`TF_ENABLE_ONEDNN_OPTS=1`)
-unless that variable is set: `byol_keras.onednn` says why, and how to check.
+unless that variable is set, and TensorFlow's pooling allocator for CPU tensors (`TF_CPU_ALLOCATOR_USE_BFC=true`)
+unless that one is set or TensorFlow already runs: `byol_keras.onednn` says why, and how to check.
 """
 
 import importlib
@@ -20,6 +21,9 @@ import importlib
 from byol_keras import onednn as _onednn
 
 _onednn.use_onednn()
+# TensorFlow's BFC allocator for CPU tensors unless TF_CPU_ALLOCATOR_USE_BFC is set: with oneDNN off its
+# default is malloc, and the views at 224 px run 1.5x slower (byol_keras/onednn.py).
+_onednn.use_bfc_allocator()
 
 # Registration only: these modules define the serialisable classes a saved BYOL model refers to.
 from byol_keras import augment as _augment  # noqa: F401

@@ -6,6 +6,8 @@ imported until it is called: `byol_keras.onednn` must run before TensorFlow star
 
 - `onednn_enabled`, `x86`: TensorFlow's own flags (`tensorflow.python.util._pywrap_util_port`); no public API
   says whether its oneDNN kernels are on.
+- `tensorflow_runtime_started`: `tensorflow.python.eager.context._context._initialized`, whether TensorFlow
+  has created its devices (and read its allocator's variables); no public API says so without starting it.
 - `op_determinism_enabled`: `tensorflow.python.framework.config.is_op_determinism_enabled`, the getter of
   `tf.config.experimental.enable_op_determinism()` (Keras reads the same one).
 - `functional_class`: `keras.src.models.functional.Functional`, which Keras has no public name for.
@@ -27,6 +29,17 @@ def x86():
     from tensorflow.python.util import _pywrap_util_port
 
     return bool(_pywrap_util_port.IsX86Available())
+
+
+def tensorflow_runtime_started():
+    """Whether TensorFlow's eager context has created its devices; False when TensorFlow is not imported."""
+    import sys
+
+    if "tensorflow" not in sys.modules:
+        return False
+    from tensorflow.python.eager import context
+
+    return context._context is not None and bool(context._context._initialized)
 
 
 def op_determinism_enabled():

@@ -1,4 +1,4 @@
-"""TensorFlow's oneDNN kernels: turned on before TensorFlow starts, and what is true once it has.
+"""TensorFlow's oneDNN kernels and CPU allocator: chosen before TensorFlow starts, and what is true once it has.
 
 TensorFlow decides once, when it is imported, whether its oneDNN CPU kernels are on (`IsMklEnabled`):
 `TF_ENABLE_ONEDNN_OPTS=1` or `0` if set, otherwise its own default, which is *off* on x86 CPUs without
@@ -21,7 +21,19 @@ with fewer input channels than its channel block (8 with AVX2, 16 with AVX-512; 
 (`byol_keras.layers.StridedPointwiseConv2D`); the ConvNet has no 1×1 convolution; Keras' ResNet-50 has
 strided 1×1 convolutions only on 256 or more channels.
 
-This module imports TensorFlow only inside `onednn_state` and `tell_if_off`.
+The allocator comes with the kernels: with oneDNN on, TensorFlow allocates CPU tensors from oneDNN's pooling
+allocator (`MklCPUAllocator`, best-fit with coalescing over regions it keeps); with oneDNN off, from plain
+`malloc`, which hands every large buffer back to the system when it is freed, so that each step's tensors of
+megabytes are mapped and page-faulted afresh. The views at 224 px run 1.5x slower that way (every compiled stage,
+even a cast: benchmarks/README.md).
+
+- `use_bfc_allocator()`: sets `TF_CPU_ALLOCATOR_USE_BFC=true` (TensorFlow's own best-fit-with-coalescing
+  allocator for CPU tensors, the same design as oneDNN's) unless the variable is set or TensorFlow's runtime
+  has started (it reads the variable when it creates its devices, at the first operation, so this still
+  works after `import tensorflow`). Also called by `byol_keras/__init__.py`.
+- `allocator_state()`: the variable, who set it, and whether TensorFlow's CPU allocator really pools.
+
+This module imports TensorFlow only inside `onednn_state`, `allocator_state` and `tell_if_off`.
 """
 
 import functools
@@ -42,6 +54,9 @@ SET_BY_BYOL_KERAS = "BYOL_KERAS_SET_ONEDNN"
 # Issue 21, on a 2-vCPU AMD EPYC (AVX2, FMA): the BYOL step of ResNet-18 w64, B128, 32 px, fit() with
 # defaults, 8.0 images/s with oneDNN off (TensorFlow's default there) and 13.1 with it on.
 MEASURED_SPEEDUP = 13.1 / 8.0
+
+ALLOCATOR_VARIABLE = "TF_CPU_ALLOCATOR_USE_BFC"
+SET_ALLOCATOR_BY_BYOL_KERAS = "BYOL_KERAS_SET_BFC"  # as SET_BY_BYOL_KERAS, for ALLOCATOR_VARIABLE
 
 _X86 = ("x86_64", "amd64", "i386", "i686", "x86")
 
@@ -84,6 +99,71 @@ def use_onednn(environ=None, tensorflow_imported=None):
     return "set"
 
 
+def use_bfc_allocator(environ=None, runtime_started=None):
+    """Make TensorFlow allocate CPU tensors from its BFC allocator (`TF_CPU_ALLOCATOR_USE_BFC=true`).
+
+    Nothing changes when the variable is set (the user's choice, or a parent process's) or when TensorFlow's
+    runtime has started (its devices, and their allocator, exist from the first operation on).
+
+    Args:
+        environ: the environment mapping to read and change. Defaults to `os.environ`.
+        runtime_started: bool or None, whether TensorFlow has created its devices. Defaults to None (asked
+            of TensorFlow when it is imported; not started when it is not).
+
+    Returns:
+        str, what happened: `"set"`, `"user"` (the variable was set, its value wins) or `"too late"`.
+
+    Example:
+
+    >>> env = {}
+    >>> use_bfc_allocator(env, runtime_started=False), env[ALLOCATOR_VARIABLE]
+    ('set', 'true')
+    """
+    environ = os.environ if environ is None else environ
+    if ALLOCATOR_VARIABLE in environ:
+        return "user"
+    if runtime_started is None:
+        runtime_started = compat.tensorflow_runtime_started()
+    if runtime_started:
+        return "too late"
+    environ[ALLOCATOR_VARIABLE] = "true"
+    environ[SET_ALLOCATOR_BY_BYOL_KERAS] = "true"
+    return "set"
+
+
+def allocator_state(environ=None):
+    """TensorFlow's CPU allocator in this process, and who chose it; starts TensorFlow's runtime.
+
+    Args:
+        environ: the environment mapping to read. Defaults to `os.environ`.
+
+    Returns:
+        dict, JSON-serialisable: `pooling` (bool, whether TensorFlow's allocator for CPU:0 keeps and reuses
+        memory: BFC or oneDNN's, which keep statistics, as plain `malloc` does not), `TF_CPU_ALLOCATOR_USE_BFC`
+        (the variable's value or None) and `set_by` (`"byol_keras"`, `"user"` or `"tensorflow default"`).
+    """
+    environ = os.environ if environ is None else environ
+    value = environ.get(ALLOCATOR_VARIABLE)
+    return {"pooling": _allocator_pools(), ALLOCATOR_VARIABLE: value,
+            "set_by": _set_by(value, environ.get(SET_ALLOCATOR_BY_BYOL_KERAS))}
+
+
+def _set_by(value, marker):
+    if value is None:
+        return "tensorflow default"
+    return "byol_keras" if marker == value else "user"
+
+
+def _allocator_pools():
+    import tensorflow as tf
+
+    try:
+        tf.config.experimental.get_memory_info("CPU:0")  # ValueError: "Allocator stats not available"
+    except ValueError:
+        return False
+    return True
+
+
 def onednn_state(environ=None):
     """Whether TensorFlow's oneDNN kernels are on in this process, and who decided; imports TensorFlow.
 
@@ -97,13 +177,7 @@ def onednn_state(environ=None):
     """
     environ = os.environ if environ is None else environ
     value = environ.get(VARIABLE)
-    if value is None:
-        set_by = "tensorflow default"
-    elif environ.get(SET_BY_BYOL_KERAS) == value:
-        set_by = "byol_keras"
-    else:
-        set_by = "user"
-    return {"enabled": _enabled(), VARIABLE: value, "set_by": set_by}
+    return {"enabled": _enabled(), VARIABLE: value, "set_by": _set_by(value, environ.get(SET_BY_BYOL_KERAS))}
 
 
 def tell_if_off(environ=None):

@@ -18,6 +18,8 @@ def test_tensorflow_flags():
     assert compat.onednn_enabled() is onednn_state()["enabled"]
     assert compat.x86() is (platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"))
     assert compat.op_determinism_enabled() is False
+    tf.constant(0)  # the runtime starts with its first operation, if nothing here started it before
+    assert compat.tensorflow_runtime_started() is True
 
 
 def test_functional_class_is_the_class_of_functional_models():

@@ -57,6 +57,18 @@ from byol_keras.onednn import onednn_state
 import json; print(json.dumps(onednn_state()))
 """
 
+# The CPU allocator of a process with oneDNN off (malloc by TensorFlow's default), after importing byol_keras:
+# TensorFlow imported first but no operation run yet (still in time), or an operation run first (too late).
+_ALLOCATOR = """
+import sys
+import tensorflow as tf
+if sys.argv[1] == "operation-first":
+    tf.constant(0)
+import byol_keras
+from byol_keras.onednn import allocator_state
+import json; print(json.dumps(allocator_state()))
+"""
+
 # A library user's script that imported TensorFlow first, on a CPU where TensorFlow's default is off: emulated
 # by starting TensorFlow with the variable at 0 and then removing it, which is the state such a user has.
 _COMPILE_TWICE = """
@@ -91,7 +103,8 @@ _STEP_THEN_POOLS = (
     "print(tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threading.get_inter_op_parallelism_threads())"
 )
 
-_UNSET = {onednn.VARIABLE: None, onednn.SET_BY_BYOL_KERAS: None}
+_UNSET = {onednn.VARIABLE: None, onednn.SET_BY_BYOL_KERAS: None,
+          onednn.ALLOCATOR_VARIABLE: None, onednn.SET_ALLOCATOR_BY_BYOL_KERAS: None}
 
 
 # Under pytest-xdist this module's tests share a worker, so the programs start once.
@@ -115,6 +128,9 @@ def programs():
     for order in ("byol_keras-first", "tensorflow-first"):
         commands["state", order] = (["-c", _STATE.replace("sys.argv[1]", repr(order))], _UNSET)
     commands["compile twice"] = (["-c", _COMPILE_TWICE], {onednn.VARIABLE: "0"})
+    for order, value in (("tensorflow-first", None), ("tensorflow-first", "false"), ("operation-first", None)):
+        commands["allocator", order, value] = (["-c", _ALLOCATOR.replace("sys.argv[1]", repr(order))],
+                                               {**_UNSET, onednn.VARIABLE: "0", onednn.ALLOCATOR_VARIABLE: value})
     # At most four at once: on two cores as fast as all seven at once, with less memory (~0.9 GB a process).
     pending, running, results = list(commands.items()), {}, {}
     while pending or running:
@@ -263,3 +279,32 @@ def test_resnet18_shortcuts_skip_the_strided_1x1_kernel_and_old_weights_load(tmp
     loaded = keras.saving.load_model(tmp_path / "encoder.keras")
     assert type(loaded.get_layer("stage2_block1_proj_conv")) is layers.Conv2D
     np.testing.assert_allclose(loaded(x, training=False), old(x, training=False), rtol=1e-4, atol=1e-5)
+
+
+def test_use_bfc_allocator_sets_the_variable_unless_someone_chose_or_tensorflow_runs():
+    env = {}
+    assert onednn.use_bfc_allocator(env, runtime_started=False) == "set"
+    assert env == {onednn.ALLOCATOR_VARIABLE: "true", onednn.SET_ALLOCATOR_BY_BYOL_KERAS: "true"}
+    for value in ("true", "false"):  # the user's choice wins, either way
+        env = {onednn.ALLOCATOR_VARIABLE: value}
+        assert onednn.use_bfc_allocator(env, runtime_started=False) == "user" and env == {onednn.ALLOCATOR_VARIABLE: value}
+    env = {}
+    assert onednn.use_bfc_allocator(env, runtime_started=True) == "too late" and env == {}
+
+
+@pytest.mark.slow
+def test_the_cpu_allocator_pools_with_onednn_off_unless_the_user_chose_or_it_was_too_late(programs):
+    states = {}
+    for key in [key for key in programs if key[0] == "allocator"]:
+        rc, stdout, stderr = programs[key]
+        assert rc == 0, (key, stderr[-2000:])
+        states[key[1:]] = json.loads(stdout.strip().splitlines()[-1])
+    variable = onednn.ALLOCATOR_VARIABLE
+    # TensorFlow imported before byol_keras but no operation run: still in time, TensorFlow's allocator pools.
+    assert states["tensorflow-first", None] == {"pooling": True, variable: "true", "set_by": "byol_keras"}
+    # The user's choice wins: malloc, as TensorFlow has it with oneDNN off.
+    assert states["tensorflow-first", "false"] == {"pooling": False, variable: "false", "set_by": "user"}
+    # An operation before byol_keras: the devices exist, the variable is left unset, and the record says malloc.
+    assert states["operation-first", None] == {"pooling": False, variable: None, "set_by": "tensorflow default"}
+    # In this process (byol_keras imported by conftest before TensorFlow started): pooling either way.
+    assert onednn.allocator_state()["pooling"] is True

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from byol_keras.cli.pretrain import RESULT_RULE, parse_args, resolve_config
-from byol_keras.onednn import onednn_state
+from byol_keras.onednn import allocator_state, onednn_state
 from byol_keras.presets import FIELDS, PRESETS, get_preset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -129,6 +129,7 @@ def test_demo_command_end_to_end(demo_run):
     # oneDNN as this process has it: the child inherited the variable (set by the user or by conftest's
     # import of byol_keras, which the record tells apart) and TensorFlow's default is this machine's.
     assert config["onednn"] == onednn_state()
+    assert config["cpu_allocator"] == allocator_state() and config["cpu_allocator"]["pooling"] is True
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 4
     # Everything else the run decided: XLA (as the model compiled), synchronised BN, precision, versions.

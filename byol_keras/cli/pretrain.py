@@ -202,7 +202,7 @@ def run(config):
     from byol_keras.fault_tolerance import StepBackup, StopOnNonFiniteLoss, batches_done
     from byol_keras.layers import sync_batchnorm
     from byol_keras.evaluation import default_crop_fraction
-    from byol_keras.onednn import onednn_state
+    from byol_keras.onednn import allocator_state, onednn_state
     from byol_keras.export import export_version
 
     started = time.time()
@@ -241,6 +241,8 @@ def run(config):
         crop_fraction=default_crop_fraction(image_size),
         # TensorFlow's oneDNN kernels: on or off in this run, and whether the user or byol_keras chose.
         onednn=onednn_state(),
+        # TensorFlow's CPU allocator: pooling (BFC or oneDNN's) or malloc, and who chose.
+        cpu_allocator=allocator_state(),
         # Cross-replica BatchNorm, for the encoder and the heads alike: the paper's, with several replicas.
         sync_bn=bool(config["sync_bn"] or strategy.num_replicas_in_sync > 1),
         versions=_versions(),
