@@ -482,9 +482,9 @@ class BYOLView(keras.layers.Layer):
     def _blur(self, images, chosen, sigma):
         """The Gaussian blur of the `chosen` images of a channels-first batch (the others unchanged).
 
-        A rare blur (view 2's 10 %) is computed on a gathered subset of `subset_size` images, a bound that a
-        batch exceeds with probability below 1e-9 (mean + 6 standard deviations); when it does, the whole
-        batch is blurred instead (`ops.cond`), so the result never depends on the bound.
+        A rare blur (view 2's 10 %) is computed on a gathered subset of `rare_subset_size` images, the bound
+        with the least expected work; when a batch chooses more, the whole batch is blurred instead
+        (`ops.cond`), so the result never depends on the bound.
         """
 
         def blur(x, s):
@@ -496,8 +496,7 @@ class BYOLView(keras.layers.Layer):
         batch_size = images.shape[0]
         if batch_size is None or self.blur_prob >= 1.0:
             return everything()
-        spread = math.sqrt(batch_size * self.blur_prob * (1.0 - self.blur_prob))
-        subset_size = int(math.ceil(batch_size * self.blur_prob + 6.0 * spread)) + 1
+        subset_size = rare_subset_size(batch_size, self.blur_prob)
         if subset_size >= batch_size:
             return everything()
 
@@ -592,6 +591,30 @@ class BYOLView(keras.layers.Layer):
             }
         )
         return config
+
+
+@functools.cache
+def rare_subset_size(batch_size, probability):
+    """How many images to gather for a stage each image takes with `probability`: the least expected work.
+
+    Gathering `s` images costs `s` blurs, and a batch that chooses more than `s` (a binomial tail) falls back
+    to blurring all `batch_size`; `s` minimises `s + batch_size * P(count > s)`. For view 2's 10 %: 6 of a
+    chunk of 32 (a fallback once in 28 chunks), 37 of 256.
+
+    Args:
+        batch_size: int, positive.
+        probability: float in [0, 1].
+
+    Returns:
+        int in [0, batch_size].
+    """
+    tail, best, best_cost = 1.0, batch_size, float(batch_size)  # tail: P(count > s), from s = -1 up
+    for size in range(batch_size + 1):
+        tail -= math.comb(batch_size, size) * probability**size * (1.0 - probability) ** (batch_size - size)
+        cost = size + batch_size * max(tail, 0.0)
+        if cost < best_cost:
+            best, best_cost = size, cost
+    return best
 
 
 def _executing_eagerly():

@@ -410,16 +410,20 @@ def test_grayscale_and_solarize_equal_the_keras_cv_layers_in_both_layouts():
     np.testing.assert_allclose(255.0 * np.asarray(solarize(images / 255.0, 0.5)), np.asarray(layer(images)), atol=1e-3)
 
 
-@pytest.mark.parametrize("batch_size, chosen", [(64, "rare"), (64, "all"), (64, "none"), (20, "rare")])
+@pytest.mark.parametrize("batch_size, chosen", [(64, "rare"), (64, "all"), (64, "none"), (20, "rare"),
+                                                (32, "at the bound"), (32, "one above")])
 def test_blur_of_a_gathered_subset_equals_blurring_the_whole_batch(batch_size, chosen):
-    """View 2 blurs 10 % of a batch: those images are gathered and blurred alone, up to a bound that a batch almost
-    never exceeds; above it (here forced: every image chosen) the whole batch is blurred. Either way the result is
+    """View 2 blurs 10 % of a batch: those images are gathered and blurred alone, up to a bound; above it (here
+    forced: every image chosen, or one more than the bound) the whole batch is blurred. Either way the result is
     the plain select-of-the-blurred-batch, compiled or not."""
     view = BYOLView(16, **{**ALL_OFF, "blur_prob": 0.1})
     rng = np.random.default_rng(batch_size)
     images = rng.uniform(0, 1, (batch_size, 3, 16, 16)).astype("float32")
+    bound = augment.rare_subset_size(batch_size, 0.1)
+    scattered = rng.permutation(batch_size)  # the chosen images anywhere in the batch, not only first
     mask = {"rare": rng.uniform(size=batch_size) < 0.1, "all": np.ones(batch_size, bool),
-            "none": np.zeros(batch_size, bool)}[chosen]
+            "none": np.zeros(batch_size, bool), "at the bound": np.isin(np.arange(batch_size), scattered[:bound]),
+            "one above": np.isin(np.arange(batch_size), scattered[:bound + 1])}[chosen]
     sigma = rng.uniform(0.1, 2.0, batch_size).astype("float32")
     matrix = np.asarray(gaussian_blur_matrix(sigma, 16, view.blur_kernel_size))
     blurred = np.einsum("btw,bcsw->bcst", matrix, np.einsum("bsh,bchw->bcsw", matrix, images))
@@ -427,6 +431,18 @@ def test_blur_of_a_gathered_subset_equals_blurring_the_whole_batch(batch_size, c
     np.testing.assert_allclose(np.asarray(view._blur(images, mask, sigma)), expected, atol=1e-5)
     compiled = tf.function(view._blur, jit_compile=True)
     np.testing.assert_allclose(np.asarray(compiled(tf.constant(images), tf.constant(mask), tf.constant(sigma))), expected, atol=1e-5)
+
+
+def test_the_rare_blurs_subset_has_the_least_expected_work():
+    # s + n * P(Binomial(n, p) > s), minimised: golden values from the binomial's tail computed apart.
+    assert augment.rare_subset_size(32, 0.1) == 6 and augment.rare_subset_size(256, 0.1) == 37
+    assert augment.rare_subset_size(64, 0.1) == 11 and augment.rare_subset_size(8, 0.1) == 2
+    assert augment.rare_subset_size(10, 0.0) == 0 and augment.rare_subset_size(10, 1.0) == 10
+    from scipy.stats import binom
+
+    for n, p in ((32, 0.1), (128, 0.1), (50, 0.3)):
+        costs = [s + n * binom.sf(s, n, p) for s in range(n + 1)]
+        assert augment.rare_subset_size(n, p) == int(np.argmin(costs)), (n, p)
 
 
 def test_inference_mode_is_resize_and_normalise():
