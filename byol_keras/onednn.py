@@ -30,7 +30,8 @@ even a cast: benchmarks/README.md).
 - `use_bfc_allocator()`: sets `TF_CPU_ALLOCATOR_USE_BFC=true` (TensorFlow's own best-fit-with-coalescing
   allocator for CPU tensors, the same design as oneDNN's) unless the variable is set or TensorFlow's runtime
   has started (it reads the variable when it creates its devices, at the first operation, so this still
-  works after `import tensorflow`). Also called by `byol_keras/__init__.py`.
+  works after `import tensorflow`), and raises the allocator's cap (`TF_CPU_BFC_MEM_LIMIT_IN_MB`, 64 GiB by
+  default) to the machine's memory where that is larger, unless set. Called by `byol_keras/__init__.py`.
 - `allocator_state()`: the variable, who set it, and whether TensorFlow's CPU allocator really pools.
 
 This module imports TensorFlow only inside `onednn_state`, `allocator_state` and `tell_if_off`.
@@ -57,6 +58,7 @@ MEASURED_SPEEDUP = 13.1 / 8.0
 
 ALLOCATOR_VARIABLE = "TF_CPU_ALLOCATOR_USE_BFC"
 SET_ALLOCATOR_BY_BYOL_KERAS = "BYOL_KERAS_SET_BFC"  # as SET_BY_BYOL_KERAS, for ALLOCATOR_VARIABLE
+ALLOCATOR_LIMIT_VARIABLE = "TF_CPU_BFC_MEM_LIMIT_IN_MB"
 
 _X86 = ("x86_64", "amd64", "i386", "i686", "x86")
 
@@ -128,6 +130,8 @@ def use_bfc_allocator(environ=None, runtime_started=None):
         return "too late"
     environ[ALLOCATOR_VARIABLE] = "true"
     environ[SET_ALLOCATOR_BY_BYOL_KERAS] = "true"
+    # The BFC allocator grows as needed up to a cap, 64 GiB unless set; malloc had none but the machine's.
+    environ.setdefault(ALLOCATOR_LIMIT_VARIABLE, str(max(_physical_memory_mb(), 1 << 16)))
     return "set"
 
 
@@ -146,6 +150,13 @@ def allocator_state(environ=None):
     value = environ.get(ALLOCATOR_VARIABLE)
     return {"pooling": _allocator_pools(), ALLOCATOR_VARIABLE: value,
             "set_by": _set_by(value, environ.get(SET_ALLOCATOR_BY_BYOL_KERAS))}
+
+
+def _physical_memory_mb():
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1 << 20)
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: TensorFlow's default cap
+        return 0
 
 
 def _set_by(value, marker):

@@ -103,8 +103,8 @@ _STEP_THEN_POOLS = (
     "print(tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threading.get_inter_op_parallelism_threads())"
 )
 
-_UNSET = {onednn.VARIABLE: None, onednn.SET_BY_BYOL_KERAS: None,
-          onednn.ALLOCATOR_VARIABLE: None, onednn.SET_ALLOCATOR_BY_BYOL_KERAS: None}
+_UNSET = {onednn.VARIABLE: None, onednn.SET_BY_BYOL_KERAS: None, onednn.ALLOCATOR_VARIABLE: None,
+          onednn.SET_ALLOCATOR_BY_BYOL_KERAS: None, onednn.ALLOCATOR_LIMIT_VARIABLE: None}
 
 
 # Under pytest-xdist this module's tests share a worker, so the programs start once.
@@ -284,7 +284,11 @@ def test_resnet18_shortcuts_skip_the_strided_1x1_kernel_and_old_weights_load(tmp
 def test_use_bfc_allocator_sets_the_variable_unless_someone_chose_or_tensorflow_runs():
     env = {}
     assert onednn.use_bfc_allocator(env, runtime_started=False) == "set"
+    limit = int(env.pop(onednn.ALLOCATOR_LIMIT_VARIABLE))  # the machine's memory, at least TensorFlow's 64 GiB
+    assert limit == max(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2**20, 65536)
     assert env == {onednn.ALLOCATOR_VARIABLE: "true", onednn.SET_ALLOCATOR_BY_BYOL_KERAS: "true"}
+    env = {onednn.ALLOCATOR_LIMIT_VARIABLE: "1024"}  # a cap the user set stays
+    assert onednn.use_bfc_allocator(env, runtime_started=False) == "set" and env[onednn.ALLOCATOR_LIMIT_VARIABLE] == "1024"
     for value in ("true", "false"):  # the user's choice wins, either way
         env = {onednn.ALLOCATOR_VARIABLE: value}
         assert onednn.use_bfc_allocator(env, runtime_started=False) == "user" and env == {onednn.ALLOCATOR_VARIABLE: value}
