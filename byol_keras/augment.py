@@ -608,9 +608,14 @@ def rare_subset_size(batch_size, probability):
     Returns:
         int in [0, batch_size].
     """
+    if probability <= 0.0 or probability >= 1.0:
+        return 0 if probability <= 0.0 else batch_size
+    log_p, log_q, log_n = math.log(probability), math.log1p(-probability), math.lgamma(batch_size + 1)
     tail, best, best_cost = 1.0, batch_size, float(batch_size)  # tail: P(count > s), from s = -1 up
     for size in range(batch_size + 1):
-        tail -= math.comb(batch_size, size) * probability**size * (1.0 - probability) ** (batch_size - size)
+        # The binomial's pmf in logs: batches of thousands overflow math.comb's float conversion.
+        tail -= math.exp(log_n - math.lgamma(size + 1) - math.lgamma(batch_size - size + 1)
+                         + size * log_p + (batch_size - size) * log_q)
         cost = size + batch_size * max(tail, 0.0)
         if cost < best_cost:
             best, best_cost = size, cost

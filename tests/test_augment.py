@@ -440,7 +440,7 @@ def test_the_rare_blurs_subset_has_the_least_expected_work():
     assert augment.rare_subset_size(10, 0.0) == 0 and augment.rare_subset_size(10, 1.0) == 10
     from scipy.stats import binom
 
-    for n, p in ((32, 0.1), (128, 0.1), (50, 0.3)):
+    for n, p in ((32, 0.1), (128, 0.1), (50, 0.3), (4096, 0.1)):
         costs = [s + n * binom.sf(s, n, p) for s in range(n + 1)]
         assert augment.rare_subset_size(n, p) == int(np.argmin(costs)), (n, p)
 
