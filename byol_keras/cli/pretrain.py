@@ -170,7 +170,7 @@ def build_optimizer(config, steps_per_epoch, total_steps, model=None):
 
 def _labelled_arrays(source, image_size, per_class, crop_fraction):
     from byol_keras.augment import normalize
-    from byol_keras.data import load_arrays
+    from byol_keras.eval_data import load_arrays
 
     images, labels = load_arrays(source, image_size, per_class, crop_fraction=crop_fraction)
     return images, normalize(images).numpy(), labels
@@ -432,7 +432,7 @@ def raw_pixel_knn(bank, queries, k):
     """
     import numpy as np
 
-    from byol_keras.evaluation import knn_predict
+    from byol_keras.knn import knn_predict
 
     (bank_x, bank_y), (query_x, query_y) = bank, queries
     if bank_x.size > RAW_PIXEL_KNN_MAX_VALUES:
