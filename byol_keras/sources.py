@@ -73,6 +73,7 @@ DIGITS_SEED = 0
 DIGITS_TEST_SIZE = 360
 
 
+@dataclasses.dataclass(eq=False)
 class Source:
     """An opened image source: records in a fixed order plus what is known about them.
 
