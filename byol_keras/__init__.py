@@ -53,10 +53,9 @@ _EXPORTS = {
 }
 # reachable as attributes, not star-imported
 _SUBMODULES = (
-    "augment", "byol", "callbacks", "cli", "cluster", "compat", "data", "decoding", "distribute", "encoders",
-    "evaluation", "export",
-    "fault_tolerance", "heads", "image_ops", "layers", "losses", "onednn", "optimizers", "presets", "schedules",
-    "validation",
+    "augment", "byol", "callbacks", "cli", "cluster", "compat", "data", "decoding", "distribute", "embedding",
+    "encoders", "eval_data", "evaluation", "export", "fault_tolerance", "heads", "image_ops", "knn", "layers",
+    "losses", "onednn", "optimizers", "presets", "schedules", "sources", "subsets", "transfer", "validation",
 )
 
 __all__ = sorted(_EXPORTS)

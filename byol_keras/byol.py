@@ -70,18 +70,22 @@ def _reducible_logs(logs):
     return {name: ops.reshape(value, (1,)) for name, value in logs.items()}
 
 
-class _TotalStepsFromFit(keras.callbacks.Callback):
-    """Sets `BYOL.total_steps` to epochs × steps per epoch when `fit` starts (τ's horizon)."""
+class _TotalSteps(keras.callbacks.Callback):
+    """Sets τ's horizon when `fit` starts: the model's `total_steps`, else epochs × steps per epoch."""
 
     def on_train_begin(self, logs=None):
-        epochs, steps = self.params.get("epochs"), self.params.get("steps")
-        if not steps or not epochs:
-            raise ValueError(
-                "BYOL needs the total number of training steps for its τ schedule, and `fit` cannot "
-                "tell it: the dataset's length is unknown. Pass `steps_per_epoch=` to `fit`, or "
-                f"`total_steps=` to `BYOL(...)`. Received: epochs={epochs}, steps per epoch={steps}"
-            )
-        self.model._total_steps.assign(int(epochs) * int(steps))
+        total = self.model.total_steps
+        if total is None:
+            epochs, steps = self.params.get("epochs"), self.params.get("steps")
+            if not steps or not epochs:
+                raise ValueError(
+                    "BYOL needs the total number of training steps for its τ schedule, and `fit` cannot "
+                    "tell it: the dataset's length is unknown. Pass `steps_per_epoch=` to `fit`, or "
+                    f"`total_steps=` to `BYOL(...)`. Received: epochs={epochs}, steps per epoch={steps}"
+                )
+            total = int(epochs) * int(steps)
+        if int(keras.ops.convert_to_numpy(self.model._total_steps)) != total:
+            self.model._total_steps.assign(total)
 
 
 @keras.saving.register_keras_serializable(package="byol_keras")
@@ -298,12 +302,10 @@ class BYOL(keras.Model):
         return metrics
 
     def fit(self, *args, callbacks=None, **kwargs):
-        callbacks = list(callbacks or [])
-        if self.total_steps is None:
-            # Before the user's callbacks, so that they (and the first step) see the horizon.
-            callbacks.insert(0, _TotalStepsFromFit())
-        elif int(keras.ops.convert_to_numpy(self._total_steps)) != self.total_steps:
-            self._total_steps.assign(self.total_steps)
+        # First, so that the other callbacks (and the first step) see the horizon; and last again, because a
+        # callback that restores the weights (`StepBackup`) restores the horizon saved with them: a resumed run
+        # whose length changed (`byol-pretrain --epochs`) follows its own, like its learning rate.
+        callbacks = [_TotalSteps(), *(callbacks or []), _TotalSteps()]
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
     def compile(self, optimizer="rmsprop", jit_compile="auto", **kwargs):

@@ -30,7 +30,8 @@ import numpy as np
 from keras import ops
 
 from byol_keras.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
-from byol_keras.evaluation import embed, knn_accuracy
+from byol_keras.embedding import embed
+from byol_keras.knn import knn_accuracy
 from byol_keras.validation import check_positive_int
 
 

@@ -118,32 +118,8 @@ class StepBackup(keras.callbacks.Callback):
     # -- reading ------------------------------------------------------------------------------------------
 
     def latest_state(self):
-        """The newest complete backup's state, or None; safe to call before `fit` (no TensorFlow needed).
-
-        Returns:
-            dict with `step` (global step), `epoch` (0-based epoch to resume in), `batch` (batches already
-            done in it), `steps_per_epoch` and `path` (the backup directory), or None when there is none.
-        """
-        if not os.path.isdir(self.backup_dir):
-            return None
-        steps = []
-        for entry in os.listdir(self.backup_dir):
-            if entry.startswith(_PREFIX):
-                try:
-                    steps.append((int(entry[len(_PREFIX):]), entry))
-                except ValueError:
-                    continue
-        for _, entry in sorted(steps, reverse=True):
-            path = os.path.join(self.backup_dir, entry)
-            try:
-                with open(os.path.join(path, _STATE_FILE)) as f:
-                    state = json.load(f)
-            except (OSError, ValueError):
-                continue  # Only complete directories are ever renamed to step-*; be lenient anyway.
-            if os.path.exists(os.path.join(path, _WEIGHTS_FILE)):
-                state["path"] = path
-                return state
-        return None
+        """The newest complete backup's state, or None (`latest_backup_state` of `backup_dir`)."""
+        return latest_backup_state(self.backup_dir)
 
     # -- fit hooks ------------------------------------------------------------------------------------------
 
@@ -280,6 +256,41 @@ class StepBackup(keras.callbacks.Callback):
                 f"workers: {mean:g}; -1 means none). "
                 "`backup_dir` must be on a file system that every worker reads."
             )
+
+
+def latest_backup_state(backup_dir):
+    """The newest complete backup's state in `backup_dir`, or None; reads JSON only (no TensorFlow needed).
+
+    `byol-pretrain` calls it before building anything, to know whether it resumes a run (and from where).
+
+    Args:
+        backup_dir: str or path-like, a `StepBackup`'s folder.
+
+    Returns:
+        dict with `step` (global step), `epoch` (0-based epoch to resume in), `batch` (batches already done in
+        it), `steps_per_epoch` and `path` (the backup directory), or None when there is none.
+    """
+    backup_dir = os.fspath(backup_dir)
+    if not os.path.isdir(backup_dir):
+        return None
+    steps = []
+    for entry in os.listdir(backup_dir):
+        if entry.startswith(_PREFIX):
+            try:
+                steps.append((int(entry[len(_PREFIX):]), entry))
+            except ValueError:
+                continue
+    for _, entry in sorted(steps, reverse=True):
+        path = os.path.join(backup_dir, entry)
+        try:
+            with open(os.path.join(path, _STATE_FILE)) as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            continue  # Only complete directories are ever renamed to step-*; be lenient anyway.
+        if os.path.exists(os.path.join(path, _WEIGHTS_FILE)):
+            state["path"] = path
+            return state
+    return None
 
 
 def batches_done(state, steps_per_epoch):

@@ -156,3 +156,89 @@ def official_window_reference(uniforms, height, width, area=(0.08, 1.0), ratio=(
 # A PNG that declares a huge image over a zlib stream of zeros (test_decoding, test_export, test_data); the
 # benchmark that measures what one costs a server makes it too.
 from benchmarks.serving_bomb import png_bomb  # noqa: E402, F401
+
+
+# --- image folders: test_sources.py, test_data.py, test_eval_data.py, test_subsets.py ------------------------
+
+
+def flip_views(images):
+    """A trivial, deterministic `views`: the batch and its mirror image, as float32."""
+    images = tf.cast(images, tf.float32)
+    return images, images[:, :, ::-1]
+
+
+def pattern(height, width, offset=0):
+    """A uint8 RGB image whose pixels are all different enough to tell images apart."""
+    y, x = np.mgrid[:height, :width]
+    return np.stack([(x * 7 + offset) % 256, (y * 11 + offset) % 256, (x + y + offset) % 256], -1).astype(
+        np.uint8
+    )
+
+
+def save_image(path, array, **kwargs):
+    from PIL import Image
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(array).save(path, **kwargs)
+    return path
+
+
+def class_folder(root, per_class=(3, 2, 4), size=16):
+    """`root/<c>/...png` with a nested sub-folder in class `b`; returns {path: label}."""
+    expected = {}
+    for label, (name, count) in enumerate(zip("abc", per_class)):
+        for i in range(count):
+            sub = "deep/er" if (name == "b" and i == 1) else ""
+            path = os.path.join(root, name, sub, f"{i:02d}.png")
+            save_image(path, pattern(size, size, offset=10 * label + i))
+            expected[path] = label
+    return expected
+
+
+class warnings_as_errors:
+    """A context in which a warning is an error: the code inside it must warn nothing."""
+
+    def __enter__(self):
+        import warnings
+
+        self._catch = warnings.catch_warnings()
+        self._catch.__enter__()
+        warnings.simplefilter("error")
+
+    def __exit__(self, *exc):
+        return self._catch.__exit__(*exc)
+
+
+# --- labelled images and small encoders: test_embedding.py, test_knn.py, test_transfer.py, test_eval_data.py,
+# test_evaluation.py ------------------------------------------------------------------------------------------
+
+
+def colour_images(rng, per_class, size=12):
+    """Class 0 red-ish, class 1 blue-ish uint8 images: separable by their mean colour."""
+    labels = np.repeat([0, 1], per_class)
+    base = np.where(labels[:, None] == 0, [[200, 40, 40]], [[40, 40, 200]])
+    noise = rng.integers(-30, 30, size=(len(labels), size, size, 3))
+    images = np.clip(base[:, None, None, :] + noise, 0, 255).astype("uint8")
+    return images, labels
+
+
+def small_encoder(size=12):
+    """Conv, BatchNorm, ReLU, global average pooling: 4 features, with BatchNorm statistics to freeze."""
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    outputs = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, outputs, name="small_encoder")
+
+
+def pooling_encoder(size=4):
+    """The mean colour of an image: an encoder whose features are known by hand."""
+    return keras.Sequential([keras.Input((size, size, 3)), keras.layers.GlobalAveragePooling2D()])
+
+
+def signed_images():
+    """Images whose pooled features point along +(1,1,1) for class 0 and -(1,1,1) for class 1."""
+    values = [1.0, 2.0, 3.0, -1.0, -2.0, -3.0]
+    images = np.stack([np.full((4, 4, 3), v, "float32") for v in values])
+    return images, np.array([0, 0, 0, 1, 1, 1])

@@ -6,6 +6,7 @@ entry point once as a program.
 """
 
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -114,3 +115,22 @@ def test_short_run_hint_points_to_the_short_preset():
     assert short_run_hint({"preset": "cifar10-resnet18", "epochs": 400}) is None
     assert short_run_hint({"preset": "cifar10-resnet18-short", "epochs": 3}) is None
     assert "imagenet-resnet50-100" in short_run_hint({"preset": "imagenet-resnet50", "epochs": 10})
+
+
+def test_pretrain_refuses_to_resume_a_run_with_another_batch_size(run, tmp_path):
+    # A run folder with a backup (its state and a weights file: nothing is loaded before the check) and the
+    # config.json of a run with `--batch-size 64`. The same command without that flag asks for the preset's 128: it
+    # stops before any work, naming the flag, the run's value and the one given.
+    from byol_keras.cli.pretrain import parse_args, resolve_config
+    from byol_keras.decoding import DEFAULT_MAX_PIXELS
+
+    flags = ["--preset", "demo", "--out", str(tmp_path), "--export", "none"]
+    stored = dict(resolve_config(parse_args(flags + ["--batch-size", "64"])), max_pixels=DEFAULT_MAX_PIXELS)
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    backup = tmp_path / "backup" / "step-000000004"
+    backup.mkdir(parents=True)
+    (backup / "state.json").write_text(json.dumps({"step": 4, "epoch": 2, "batch": 0, "steps_per_epoch": 2}))
+    (backup / "model.weights.h5").write_bytes(b"")
+    _assert_clean_error(*run("training.pretrain", *flags), "--batch-size", "the run has --batch-size 64",
+                        "this command asks for --batch-size 128", str(tmp_path))
+    assert json.loads((tmp_path / "config.json").read_text()) == json.loads(json.dumps(stored))  # left as it was

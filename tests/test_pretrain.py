@@ -297,6 +297,80 @@ def test_a_run_killed_mid_epoch_resumes_on_the_batches_of_the_uninterrupted_run(
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def _tiny_run_config(out, *flags, **changes):
+    """The demo's configuration shrunk to 2 steps an epoch of a 4-wide ConvNet, a backup every 2 steps, training
+    alone (no kNN monitor, view grid or projector) and the views' maths not XLA-compiled: a few seconds a launch."""
+    config = resolve_config(parse_args([
+        "--preset", "demo", "--epochs", "1", "--steps-per-epoch", "2", "--width", "4", "--backup-every", "2",
+        "--out", str(out), "--export", "none", *flags]))
+    return dict(config, test_split=None, augment=dict(config["augment"], jit_compile=False), **changes)
+
+
+@pytest.mark.slow
+def test_a_resume_runs_on_the_runs_own_configuration_with_the_changes_it_may_make(tmp_path, capsys):
+    """Both halves of "config.json is the truth" on one run folder (docs/design.md, "Resuming a run"): a resume that
+    extends the run (and changes its display) works and is recorded; one that changes what the training computes is
+    refused, naming the flag and both values, before anything is built."""
+    from byol_keras.cli.pretrain import run
+
+    run_dir = tmp_path / "run"
+    assert run(_tiny_run_config(run_dir, verbose=0))["steps"] == 2
+    stored = json.loads((run_dir / "config.json").read_text())
+    # A field no flag sets (the projector's width: as if this version's preset said otherwise) stays the run's: the
+    # backup's weights only load into the run's own model.
+    second = run(_tiny_run_config(run_dir, "--epochs", "2", "--knn-every", "5", verbose=2,
+                                  projection_dim=2 * stored["projection_dim"]))
+    assert second["resumed_from_step"] == 2 and second["steps"] == 4
+    assert "Resuming with the run's own projection_dim" in capsys.readouterr().out
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["epochs"], config["total_steps"], config["verbose"], config["knn_every_n_epochs"]) == (2, 4, 2, 5)
+    assert config["projection_dim"] == stored["projection_dim"] and config["crop_fraction"] == stored["crop_fraction"]
+    [resume] = config["resumes"]
+    assert resume["step"] == 2
+    assert {key: resume["changed"][key] for key in ("epochs", "total_steps", "verbose", "knn_every_n_epochs")} == {
+        "epochs": [1, 2], "total_steps": [2, 4], "verbose": [0, 2], "knn_every_n_epochs": [25, 5]}
+    assert "projection_dim" not in resume["changed"] and "batch_size" not in resume["changed"]
+
+    import byol_keras  # noqa: F401  (registers BYOL and its optimizer for loading)
+
+    # τ's horizon is the extended run's, as the learning rate's (the backup's weights carried the first launch's 2).
+    model = keras.saving.load_model(str(run_dir / "model.keras"))
+    assert int(keras.ops.convert_to_numpy(model._total_steps)) == 4
+
+    for flags, run_has, asked in [(["--batch-size", "64"], "--batch-size 128", "--batch-size 64"),
+                                  (["--width", "8"], "--width 4", "--width 8"),
+                                  (["--seed", "1"], "--seed 0", "--seed 1"),
+                                  (["--preset", "cifar10-resnet18-short"], "--preset demo", "--preset cifar10")]:
+        with pytest.raises(ValueError) as error:
+            run(_tiny_run_config(run_dir, *flags))
+        message = str(error.value)
+        assert f"must keep its {flags[0]}:" in message, message
+        assert f"the run has {run_has}, this command asks for {asked}" in message, message
+    # Refused before anything was written: the run is as the second launch left it.
+    assert json.loads((run_dir / "config.json").read_text()) == config
+
+
+def test_a_resume_checks_the_data_the_batchnorm_and_the_end_against_the_run():
+    from byol_keras.cli.pretrain import _check_resume
+
+    stored = {"run_dir": "/runs/r", "data": "digits", "num_examples": 1437, "sync_bn": False, "replicas": 1,
+              "epochs": 2, "steps_per_epoch": 2, "total_steps": 4, "verbose": 0}
+    resumed = {"step": 3}
+    config = dict(stored, epochs=3, total_steps=6, verbose=2)
+    assert _check_resume(config, stored, resumed) == [
+        {"step": 3, "changed": {"epochs": [2, 3], "total_steps": [4, 6], "verbose": [0, 2]}}]
+    assert len(_check_resume(config, dict(stored, resumes=[{"step": 1, "changed": {}}]), resumed)) == 2
+    with pytest.raises(ValueError, match=r"trained on 1437 images of 'digits'; this command finds 1000"):
+        _check_resume(dict(config, num_examples=1000), stored, resumed)
+    with pytest.raises(ValueError, match=r"has sync_bn=False .* would have sync_bn=True \(2 replica"):
+        _check_resume(dict(config, sync_bn=True, replicas=2), stored, resumed)
+    with pytest.raises(ValueError, match=r"resume it with --sync-bn"):
+        _check_resume(config, dict(stored, sync_bn=True), resumed)
+    with pytest.raises(ValueError, match=r"`epochs` must reach the run's backup at global step 3: 1 epochs of 2 steps "
+                                         r"end at step 2.* Received: epochs=1"):
+        _check_resume(dict(config, epochs=1, total_steps=2), stored, resumed)
+
+
 def test_summary_lines_say_whether_the_encoder_beats_raw_pixels():
     from byol_keras.cli.pretrain import summary_lines
 

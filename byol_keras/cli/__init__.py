@@ -174,7 +174,7 @@ def load_evaluation_inputs(args):
 
     The image size and the crop fraction are the flags', else the run's `config.json` (read, not recomputed);
     a crop fraction of None (a standalone encoder, or a run evaluated at another size) is
-    `evaluation.default_crop_fraction` of the size.
+    `eval_data.default_crop_fraction` of the size.
     """
     from byol_keras.run_folder import load_encoder
 
@@ -190,7 +190,7 @@ def load_evaluation_inputs(args):
 
 
 def load_eval_data(data, data_dir=None, image_size=None, train_split=None, test_split=None):
-    """Open the labelled train and test splits of a data source with `byol_keras.data.load_source`.
+    """Open the labelled train and test splits of a data source with `byol_keras.sources.load_source`.
 
     An image folder with `train/` and `test/` (or `val/`, `validation/`) sub-folders gives one split
     each; a TFDS name uses `train` and `test` (`validation` for ImageNet and Imagenette); `digits`
@@ -205,9 +205,9 @@ def load_eval_data(data, data_dir=None, image_size=None, train_split=None, test_
         test_split: str or None, overrides the test split. Defaults to None.
 
     Returns:
-        Tuple `(train_source, test_source)` of `byol_keras.data.Source`.
+        Tuple `(train_source, test_source)` of `byol_keras.sources.Source`.
     """
-    from byol_keras.data import TFDS_NAMES, load_source
+    from byol_keras.sources import TFDS_NAMES, load_source
 
     if data != "digits" and data.split("/")[0] not in TFDS_NAMES:
         train_dir = os.path.join(data, train_split or "train")

@@ -31,7 +31,7 @@ def export_run(run_dir, out=None, version=None, crop_fraction=None, include_proj
         version: int or None, the version folder. Defaults to the next free version.
         crop_fraction: float in (0, 1], evaluation centre-crop fraction. Defaults to the run's
             `config.json` "crop_fraction" (what its kNN monitor used), else the default for its image size
-            (`byol_keras.evaluation.default_crop_fraction`).
+            (`byol_keras.eval_data.default_crop_fraction`).
         include_projector: bool, add the `project` signature when the model has a projector.
             Defaults to True.
         max_pixels: int or None, the serving signatures refuse larger images before decoding them.
@@ -41,7 +41,7 @@ def export_run(run_dir, out=None, version=None, crop_fraction=None, include_proj
     Returns:
         dict, the export description (see `byol_keras.export.export_version`).
     """
-    from byol_keras.evaluation import default_crop_fraction
+    from byol_keras.eval_data import default_crop_fraction
     from byol_keras.export import export_version
 
     run_dir = os.fspath(run_dir)

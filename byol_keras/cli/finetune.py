@@ -5,7 +5,7 @@ r"""Semi-supervised evaluation: fine-tune a pretrained BYOL encoder on 1 % or 10
 
 The paper's semi-supervised protocol: the encoder and a linear head are fine-tuned on a class-balanced
 subset of 1 % or 10 % of the labelled training set (SimCLR's subsets). Here: SGD with Nesterov momentum
-0.9, no weight decay, cosine decay, and the linear protocol's training and test transforms. The subset comes from `byol_keras.evaluation.balanced_subset`
+0.9, no weight decay, cosine decay, and the linear protocol's training and test transforms. The subset comes from `byol_keras.subsets.balanced_subset`
 with `--seed`, so runs with the same seed see the same labelled images. Unlike the linear protocol the
 encoder trains, BatchNorm included. Prints top-1 / top-5 and writes them as JSON.
 """
@@ -15,8 +15,8 @@ import argparse
 import numpy as np
 
 from byol_keras import cli
-from byol_keras.data import keep_elements
-from byol_keras.evaluation import balanced_subset, transfer
+from byol_keras.subsets import balanced_subset, keep_elements
+from byol_keras.transfer import transfer
 
 
 def labelled_subset(train_data, fraction, seed, labels=None):
@@ -71,7 +71,7 @@ def run_finetune(
 ):
     """Fine-tune `encoder` and a linear head on a class-balanced label subset; measure on `test_data`.
 
-    `byol_keras.evaluation.transfer` with `freeze=False` on `labelled_subset`; the encoder's weights are
+    `byol_keras.transfer.transfer` with `freeze=False` on `labelled_subset`; the encoder's weights are
     updated in place.
 
     Args:

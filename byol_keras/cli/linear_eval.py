@@ -16,7 +16,7 @@ choice). Prints top-1 / top-5 and writes them as JSON.
 import argparse
 
 from byol_keras import cli
-from byol_keras.evaluation import transfer
+from byol_keras.transfer import transfer
 
 
 def run_linear_eval(
@@ -34,7 +34,7 @@ def run_linear_eval(
 ):
     """Train a linear classifier on the frozen `encoder` and measure it on `test_data`.
 
-    `byol_keras.evaluation.transfer` with `freeze=True` and no weight decay: the arguments are its own.
+    `byol_keras.transfer.transfer` with `freeze=True` and no weight decay: the arguments are its own.
 
     Returns:
         Dict `{"top1": float, "top5": float}` on the test set.

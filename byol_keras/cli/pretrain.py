@@ -7,16 +7,23 @@
 Flags left unset keep the preset's value (`byol_keras/presets.py`). The run directory (`--out`, default
 `runs/<preset>`) receives:
 
-    config.json      the resolved configuration (preset + flags + derived values, oneDNN's state)
+    config.json      the resolved configuration (preset + flags + derived values, oneDNN's state, versions, XLA),
+                     written before the first step; "resumes" lists what each resume changed
     logs/            TensorBoard: per-step loss, τ, learning rate, representation_std; kNN; views; projector
     backup/          the fault-tolerance backup (running the same command again resumes from it)
     checkpoints/     latest.keras, the full BYOL model, saved every epoch (every `--backup-every` steps if longer)
     model.keras      the final BYOL model (online and target networks, optimizer state)
     summary.json     kNN top-1 before and after, losses, wall time
 and the encoder is exported for TF Serving to `--export` (default `saved_models/<preset>/<version>`).
+
+Running the command again on a run folder with a backup resumes the run, with the configuration of its
+config.json: a resume may change --epochs (to extend the run), --knn-every, --verbose, --backup-every,
+--export, --strategy and --data-dir; every other flag must give the run's own value, or the command stops
+with an error naming the flag, the run's value and the one given (docs/design.md, "Resuming a run").
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -168,61 +175,239 @@ def build_optimizer(config, steps_per_epoch, total_steps, model=None):
     return optimizer
 
 
-def _labelled_arrays(source, image_size, per_class, crop_fraction):
-    from byol_keras.augment import normalize
-    from byol_keras.data import load_arrays
-
-    images, labels = load_arrays(source, image_size, per_class, crop_fraction=crop_fraction)
-    return images, normalize(images).numpy(), labels
-
-
 class NonFiniteLossError(RuntimeError):
     """Training stopped at a non-finite loss; the last good backup is kept."""
+
+
+# -- Resuming: the run's config.json is the truth --------------------------------------------------------------
+
+# A run folder with a backup is resumed with the configuration in its config.json. A resume may change these
+# (config key -> flag), each change recorded in config.json's "resumes" (docs/design.md, "Resuming a run"):
+RESUME_MAY_CHANGE = {
+    "epochs": "--epochs",  # extends the run; the learning rate's and τ's schedules stretch to the new end
+    "knn_every_n_epochs": "--knn-every",  # the monitor only
+    "verbose": "--verbose",
+    "backup_every": "--backup-every",
+    "export_base_path": "--export",
+    "strategy": "--strategy",  # how the steps are spread; the BatchNorm they compute is checked (sync_bn)
+    "data_dir": "--data-dir",  # where the TFDS files are; what they hold is checked (num_examples)
+}
+# What the training computes: a resume must give the run's own value (config key -> flag), or it is refused.
+RESUME_MUST_KEEP = {
+    "preset": "--preset",
+    "data": "--data",
+    "limit_per_class": "--limit-per-class",
+    "batch_size": "--batch-size",
+    "steps_per_epoch_cap": "--steps-per-epoch",
+    "image_size": "--image-size",
+    "encoder": "--width",
+    "optimizer": "--optimizer",
+    "base_learning_rate": "--learning-rate",
+    "weight_decay": "--weight-decay",
+    "base_tau": "--base-tau",
+    "seed": "--seed",
+    "precision": "--precision",
+    "max_pixels": "--max-pixels",
+}
+# Facts of one launch, not of the run (where the folder is now, the machine, the installed versions): found
+# again by every launch, and recorded.
+LAUNCH_VALUES = ("run_dir", "replicas", "onednn", "cpu_allocator", "jit_compile", "jit_compile_reason", "versions")
+BACKUP_DIR = "backup"
+
+
+def _as_json(value):
+    """`value` as config.json holds it (tuples become lists), to compare a fresh value with a stored one."""
+    return json.loads(json.dumps(value))
+
+
+def _flag_value(key, value):
+    """How the flag of config `key` spells `value`: the width of an encoder spec, "unset" for None."""
+    if key == "encoder" and isinstance(value, dict):
+        value = value.get("width", (value.get("widths") or [None])[0])
+    return "unset" if value is None else value
+
+
+def resume_config(requested, stored):
+    """The configuration of a resumed run: the run's own (`stored`), with the changes a resume may make.
+
+    Args:
+        requested: dict, what this command asks for (`resolve_config`), not yet resolved by `run`.
+        stored: dict, the run's config.json, written when the run (or its last resume) started.
+
+    Returns:
+        dict: `stored`, with the values of `RESUME_MAY_CHANGE` and the run folder taken from `requested`,
+        `sync_bn` as requested (`resolve` checks the BatchNorm it gives against the run's), and any field
+        `stored` lacks (a config.json from an older byol_keras) from `requested`. Everything else is the
+        run's, even where this version's preset now says otherwise (printed).
+
+    Raises:
+        ValueError: a value of `RESUME_MUST_KEEP` differs from the run's; the message names each such flag
+            with the run's value and this command's.
+    """
+    from byol_keras.decoding import DEFAULT_MAX_PIXELS
+
+    requested = _as_json(dict(requested, max_pixels=requested.get("max_pixels") or DEFAULT_MAX_PIXELS))
+    differ = [key for key in RESUME_MUST_KEEP if key in stored and requested.get(key) != stored[key]]
+    if "preset" in differ:
+        differ = ["preset"]  # the other differences follow from it
+    if differ:
+        def spelled(config):
+            return " ".join(f"{RESUME_MUST_KEEP[key]} {_flag_value(key, config.get(key))}" for key in differ)
+
+        raise ValueError(
+            f"The run in {requested['run_dir']!r} has a backup, and resuming it must keep its "
+            f"{', '.join(RESUME_MUST_KEEP[key] for key in differ)}: the run has {spelled(stored)}, this command "
+            f"asks for {spelled(requested)}. Give the run's values to resume it, or another --out to start a new run."
+        )
+    config = dict(stored)
+    for key in (*RESUME_MAY_CHANGE, "run_dir", "sync_bn"):
+        if key in requested:
+            config[key] = requested[key]
+    # Fields no flag sets (the preset's): the run's values stand even where this version's preset differs.
+    kept = sorted(key for key in requested if key in stored and requested[key] != stored[key]
+                  and key not in (*RESUME_MAY_CHANGE, *RESUME_MUST_KEEP, *LAUNCH_VALUES, "sync_bn"))
+    if kept:
+        print(f"Resuming with the run's own {', '.join(kept)} (from its {CONFIG_FILENAME}; this version's preset "
+              "differs)")
+    for key, value in requested.items():
+        config.setdefault(key, value)
+    return config
+
+
+def _check_resume(config, stored, resumed):
+    """The checks a resume needs the resolved values for, and the record of what it changed.
+
+    Returns:
+        The "resumes" list for config.json: the stored one, plus this resume's global step and changes.
+    """
+    if "num_examples" in stored and config["num_examples"] != stored["num_examples"]:
+        raise ValueError(
+            f"The run in {config['run_dir']!r} trained on {stored['num_examples']} images of {config['data']!r}; "
+            f"this command finds {config['num_examples']}: the data is not the run's (--data, --data-dir, "
+            "--limit-per-class). Give the run's data to resume it, or another --out to start a new run."
+        )
+    if "sync_bn" in stored and config["sync_bn"] != stored["sync_bn"]:
+        raise ValueError(
+            f"The run in {config['run_dir']!r} has sync_bn={stored['sync_bn']} (cross-replica BatchNorm), this "
+            f"launch would have sync_bn={config['sync_bn']} ({config['replicas']} replica(s), --sync-bn "
+            f"{'given' if config['sync_bn'] else 'not given'}): resume it "
+            + ("with --sync-bn." if stored["sync_bn"] else "on one replica, without --sync-bn.")
+        )
+    if resumed["step"] > config["total_steps"]:
+        raise ValueError(
+            f"`epochs` must reach the run's backup at global step {resumed['step']}: {config['epochs']} epochs of "
+            f"{config['steps_per_epoch']} steps end at step {config['total_steps']}, and a resume can extend a "
+            f"run, not shorten it. Received: epochs={config['epochs']}"
+        )
+    fresh = _as_json(config)
+    changed = {key: [stored[key], fresh[key]] for key in fresh
+               if key in stored and key != "resumes" and fresh[key] != stored[key]}
+    return list(stored.get("resumes", [])) + [{"step": resumed["step"], "changed": changed}]
+
+
+# -- The run, step by step --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RunData:
+    """What the `data` step gives the others: the training stream and the labelled arrays the monitors read."""
+
+    source: object
+    augment: object
+    dataset: object
+    knn_bank: tuple = None  # (normalised images, labels) of the training split
+    knn_queries: tuple = None  # the same of the test split
+    view_images: object = None  # uint8 images for the view grid
+    projector_images: object = None  # uint8 query images for the embedding projector
+    projector_labels: object = None
+
+
+@dataclasses.dataclass
+class Monitors:
+    """What the `monitors` step gives `fit` and `finish`: the callbacks, and the ones they read back."""
+
+    callbacks: list
+    stopper: object
+    knn: object = None
+    random_init_path: str = None
 
 
 def run(config):
     """Pretrain as `config` says; returns the summary dict (also written to `summary.json`).
 
-    `config` (from `resolve_config`) is not changed: the run resolves a copy once, with everything derived
-    (steps, crop fraction, XLA, synchronised BatchNorm, oneDNN's state, versions), freezes it and writes it
-    to `config.json` before the first step; export, evaluation and resume read that file back.
+    `config` (from `resolve_config`) is not changed. A run folder with a backup is resumed, with the
+    configuration of its config.json and the changes a resume may make (`resume_config`). The run then goes
+    through named steps, each reading the frozen configuration: `resolve` (the source, the derived values,
+    config.json's content), `data`, `model`, `monitors`, `fit` and `finish`.
     """
-    import types
-
     import keras
-    import numpy as np
 
-    from byol_keras import callbacks as monitors
-    from byol_keras.augment import BYOLAugment
-    from byol_keras.byol import BYOL
-    from byol_keras.data import load_source, pretrain_dataset, subset_per_class
     from byol_keras.cluster import worker_dir
-    from byol_keras.decoding import DEFAULT_MAX_PIXELS
-    from byol_keras.distribute import make_strategy, per_replica_batch_size, resolve_jit_compile, set_precision
-    from byol_keras.fault_tolerance import StepBackup, StopOnNonFiniteLoss, batches_done
-    from byol_keras.layers import sync_batchnorm
-    from byol_keras.evaluation import default_crop_fraction
-    from byol_keras.onednn import allocator_state, onednn_state
-    from byol_keras.export import export_version
+    from byol_keras.distribute import make_strategy, per_replica_batch_size, set_precision
+    from byol_keras.fault_tolerance import latest_backup_state
+    from byol_keras.run_folder import read_config
 
     started = time.time()
     config = dict(config)  # resolved below, then frozen; the caller's dict stays as it was given
-    run_dir = config["run_dir"]
-    os.makedirs(run_dir, exist_ok=True)
+    os.makedirs(config["run_dir"], exist_ok=True)
+    # A backup means a resume: its state says where, the run's config.json says what (before TensorFlow starts).
+    resumed = latest_backup_state(os.path.join(config["run_dir"], BACKUP_DIR))
+    stored = None
+    if resumed:
+        try:
+            stored = read_config(config["run_dir"])
+        except (OSError, ValueError) as error:
+            cli.print_warning(f"resuming without the run's configuration ({error}); this command's is used")
+        if stored is not None:
+            config = resume_config(config, stored)
     keras.utils.set_random_seed(config["seed"])
-    image_size, batch_size = config["image_size"], config["batch_size"]
 
     strategy = make_strategy(config["strategy"])
-    per_replica_batch_size(batch_size, strategy)  # a batch that does not split evenly is an error
+    per_replica_batch_size(config["batch_size"], strategy)  # a batch that does not split evenly is an error
     set_precision(config["precision"])
 
+    config, source = resolve(config, strategy, resumed, stored)
+    data = make_data(config, source, resumed)
+    model = make_model(config, strategy, source.num_classes)
+    # Only the chief writes the run directory; other workers write to a temporary one, removed after.
+    with worker_dir(config["run_dir"], strategy) as out_dir:
+        with open(os.path.join(out_dir, CONFIG_FILENAME), "w") as f:
+            json.dump(dict(config), f, indent=2, sort_keys=True)
+        monitors = make_monitors(config, data, out_dir, resumed)
+        history = fit(config, model, data, monitors)
+        summary = finish(config, model, history, data, monitors, out_dir, resumed, started)
+    return summary
+
+
+def resolve(config, strategy, resumed=None, stored=None):
+    """The `resolve` step: open the data, derive every value the run decides once, and freeze the configuration.
+
+    Derived: the pixel limit, steps per epoch and in all, the number of images and replicas, the test crop
+    fraction (the kNN monitor's and the export's), oneDNN's state, synchronised BatchNorm, the versions and the
+    XLA choice. A resume reads the crop fraction from the run instead, checks that the data and the BatchNorm
+    are the run's and that `epochs` does not end before its backup, and records what it changed.
+
+    Returns:
+        `(config, source)`: the frozen configuration (a read-only mapping, what config.json holds) and the
+        training `Source`.
+    """
+    import types
+
+    from byol_keras.decoding import DEFAULT_MAX_PIXELS
+    from byol_keras.distribute import resolve_jit_compile
+    from byol_keras.eval_data import default_crop_fraction
+    from byol_keras.onednn import allocator_state, onednn_state
+    from byol_keras.sources import load_source
+    from byol_keras.subsets import subset_per_class
+
+    config = dict(config)
     # Images above the limit are skipped unread here and refused by the export: one limit for the run.
     config["max_pixels"] = config.get("max_pixels") or DEFAULT_MAX_PIXELS
     source = load_source(config["data"], split=config["train_split"], data_dir=config["data_dir"],
                          max_pixels=config["max_pixels"])
     if config["limit_per_class"]:
         source = subset_per_class(source, config["limit_per_class"])
-    augment = BYOLAugment(image_size, blur=config["blur"], seed=config["seed"], **config["augment"])
+    batch_size = config["batch_size"]
     steps_per_epoch = source.num_examples // batch_size
     if config["steps_per_epoch_cap"]:
         steps_per_epoch = min(steps_per_epoch, config["steps_per_epoch_cap"])
@@ -231,14 +416,13 @@ def run(config):
             f"`batch_size` is larger than the dataset ({source.num_examples} images in {source.name}). "
             f"Received: batch_size={batch_size}"
         )
-    total_steps = config["epochs"] * steps_per_epoch
     config.update(
         steps_per_epoch=steps_per_epoch,
-        total_steps=total_steps,
+        total_steps=config["epochs"] * steps_per_epoch,
         num_examples=source.num_examples,
         replicas=strategy.num_replicas_in_sync,
         # The evaluation transform of the kNN monitor, and of the exported serving signature.
-        crop_fraction=default_crop_fraction(image_size),
+        crop_fraction=(stored or {}).get("crop_fraction") or default_crop_fraction(config["image_size"]),
         # TensorFlow's oneDNN kernels: on or off in this run, and whether the user or byol_keras chose.
         onednn=onednn_state(),
         # TensorFlow's CPU allocator: pooling (BFC or oneDNN's) or malloc, and who chose.
@@ -249,40 +433,62 @@ def run(config):
     )
     # XLA for the training step (`distribute.resolve_jit_compile`: it follows oneDNN's state on a CPU).
     config["jit_compile"], config["jit_compile_reason"] = resolve_jit_compile(strategy)
-    config = types.MappingProxyType(config)  # frozen: everything after this reads it
+    if stored is not None:
+        config["resumes"] = _check_resume(config, stored, resumed)
+    return types.MappingProxyType(config), source  # frozen: everything after this reads it
 
-    # Backups every N global steps (write, then rename); running the same command again resumes from
-    # the newest complete one with its global step (hence τ and the learning rate) and epoch.
-    # By default once an epoch, but not more often than every 100 steps (tiny epochs would spend more time
-    # writing backups than training) nor less often than every 1,000.
-    backup_every = config["backup_every"] or min(max(steps_per_epoch, 100), 1000)
-    backup = StepBackup(os.path.join(run_dir, "backup"), backup_every)
-    resumed = backup.latest_state()
-    # The endless stream of epochs, every batch a function of the seed and its position, started where the
-    # interrupted run stopped drawing: a resumed run sees the batches an uninterrupted run sees (docs/design.md,
-    # "Resuming the data"). Keras keeps one iterator across epochs when `steps_per_epoch` is set: a new iterator
-    # per epoch would refill the shuffle buffer and restart the view workers, which costs more than the training
-    # steps of a small dataset's epoch.
-    dataset = pretrain_dataset(source, augment, batch_size, seed=config["seed"], repeat=True,
-                               start_batch=batches_done(resumed, steps_per_epoch))
 
-    # kNN bank (training images) and queries (test split), evaluation transform, kept in memory.
-    knn_bank = knn_queries = view_images = None
+def make_data(config, source, resumed=None):
+    """The `data` step: the endless stream of view pairs, and the labelled arrays of the kNN monitor.
+
+    The stream starts where the interrupted run stopped drawing: a resumed run sees the batches an
+    uninterrupted run sees (docs/design.md, "Resuming the data"). Keras keeps one iterator across epochs when
+    `steps_per_epoch` is set: a new iterator per epoch would refill the shuffle buffer and restart the view
+    workers, which costs more than the training steps of a small dataset's epoch.
+    """
+    import numpy as np
+
+    from byol_keras.augment import BYOLAugment
+    from byol_keras.data import pretrain_dataset
+    from byol_keras.fault_tolerance import batches_done
+    from byol_keras.sources import load_source
+
+    image_size = config["image_size"]
+    augment = BYOLAugment(image_size, blur=config["blur"], seed=config["seed"], **config["augment"])
+    dataset = pretrain_dataset(source, augment, config["batch_size"], seed=config["seed"], repeat=True,
+                               start_batch=batches_done(resumed, config["steps_per_epoch"]))
+    data = RunData(source=source, augment=augment, dataset=dataset)
     if source.num_classes and config["test_split"]:
+        # kNN bank (training images) and queries (test split), evaluation transform, kept in memory.
         test_source = load_source(config["data"], split=config["test_split"], data_dir=config["data_dir"],
                                   max_pixels=config["max_pixels"])
         crop = config["crop_fraction"]
         bank_raw, bank_x, bank_y = _labelled_arrays(source, image_size, config["knn_bank_per_class"], crop)
         query_raw, query_x, query_y = _labelled_arrays(test_source, image_size, config["knn_queries_per_class"], crop)
-        knn_bank, knn_queries = (bank_x, bank_y), (query_x, query_y)
-        view_images = bank_raw[:8]
         # A class-balanced sample of the queries for the embedding projector.
         order = np.argsort(np.arange(len(query_y)) % max(source.num_classes, 1), kind="stable")
         projector_idx = np.sort(order[: min(500, len(query_y))])
+        data.knn_bank, data.knn_queries = (bank_x, bank_y), (query_x, query_y)
+        data.view_images = bank_raw[:8]
+        data.projector_images, data.projector_labels = query_raw[projector_idx], query_y[projector_idx]
+    return data
 
-    stopper = StopOnNonFiniteLoss()
+
+def _labelled_arrays(source, image_size, per_class, crop_fraction):
+    from byol_keras.augment import normalize
+    from byol_keras.eval_data import load_arrays
+
+    images, labels = load_arrays(source, image_size, per_class, crop_fraction=crop_fraction)
+    return images, normalize(images).numpy(), labels
+
+
+def make_model(config, strategy, num_classes):
+    """The `model` step: the encoder, BYOL (with the online probe when the data has labels), compiled."""
+    from byol_keras.byol import BYOL
+    from byol_keras.layers import sync_batchnorm
+
     with strategy.scope():
-        encoder = build_encoder(config["encoder"], image_size)
+        encoder = build_encoder(config["encoder"], config["image_size"])
         if config["sync_bn"]:
             encoder = sync_batchnorm(encoder)  # the paper's cross-replica BatchNorm
         model = BYOL(
@@ -292,98 +498,130 @@ def run(config):
             prediction_hidden_dim=config["prediction_hidden_dim"],
             base_tau=config["base_tau"],
             head_initializer=config["head_initializer"],
-            total_steps=total_steps,
-            num_classes=source.num_classes if (config["probe"] and source.num_classes > 1) else None,
+            total_steps=config["total_steps"],
+            num_classes=num_classes if (config["probe"] and num_classes > 1) else None,
             synchronized_bn=config["sync_bn"],
         )
-        model.compile(optimizer=build_optimizer(config, steps_per_epoch, total_steps, model),
-                      jit_compile=config["jit_compile"])
+        optimizer = build_optimizer(config, config["steps_per_epoch"], config["total_steps"], model)
+        model.compile(optimizer=optimizer, jit_compile=config["jit_compile"])
+    return model
 
-    # Only the chief writes the run directory; other workers write to a temporary one, removed after.
-    with worker_dir(run_dir, strategy) as out_dir:
-        chief = out_dir == run_dir
-        with open(os.path.join(out_dir, CONFIG_FILENAME), "w") as f:
-            json.dump(dict(config), f, indent=2, sort_keys=True)
-        callbacks = [backup, stopper]
-        callbacks += monitors.make_callbacks(
-            os.path.join(out_dir, "logs"),
-            knn_bank=knn_bank,
-            knn_queries=knn_queries,
-            knn_every_n_epochs=config["knn_every_n_epochs"],
-            knn_k=config["knn_k"],
-            view_images=view_images,
-            augment=augment,
-            projector_images=None if knn_queries is None else query_raw[projector_idx],
-            projector_labels=None if knn_queries is None else query_y[projector_idx],
-            class_names=list(source.class_names) or None,
-        )
-        os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
-        # The full model after an epoch, or after every `backup_every` steps when epochs are shorter.
-        save_freq = "epoch" if steps_per_epoch >= backup_every else backup_every
-        callbacks.append(keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "checkpoints", "latest.keras"),
-                                                         save_freq=save_freq))
-        knn = next((c for c in callbacks if isinstance(c, monitors.KNNMonitor)), None)
-        random_init_path = os.path.join(out_dir, RANDOM_INIT_FILE)
-        if knn is not None and not resumed:
-            # Right after the monitor's first evaluation (callbacks run in list order): the random-init
-            # figure is measured once, before the first step, and kept for a resumed run to report.
-            callbacks.insert(callbacks.index(knn) + 1, keras.callbacks.LambdaCallback(
-                on_epoch_begin=lambda epoch, logs: _save_random_init(random_init_path, knn.initial_value)))
-        if resumed:
-            print(f"Resuming from {resumed['path']} at global step {resumed['step']} (epoch {resumed['epoch'] + 1})")
 
-        verbose = config.get("verbose", "auto")
-        if verbose == "auto":
-            # Keras' display is a bar per epoch, with carriage returns even in a log file. Placed last, so
-            # that its lines carry the kNN monitor's values; a line with each one unless that makes > 50.
-            every = config["knn_every_n_epochs"] if knn is not None else None
-            if every is not None and config["epochs"] > 50 * every:
-                every = None
-            callbacks.append(monitors.RunProgress(every_n_epochs=every))
-        history = model.fit(
-            # Endless (`repeat=True`); each of the data's epochs covers its images once, in its own order.
-            dataset,
-            epochs=config["epochs"],
-            steps_per_epoch=steps_per_epoch,
-            callbacks=callbacks,
-            verbose=0 if verbose == "auto" else verbose,
-            shuffle=False,  # the pipeline shuffles (seeded); Keras would only warn
-        )
-        if stopper.message is not None:
-            raise NonFiniteLossError(stopper.message)
-        model.save(os.path.join(out_dir, "model.keras"))
+def make_monitors(config, data, out_dir, resumed=None):
+    """The `monitors` step: the backup, the non-finite stop, the kNN monitor and TensorBoard, checkpoints,
+    progress; in the order Keras runs them."""
+    import keras
 
-        export_dir = None
-        if config["export_base_path"] and chief:
-            info = export_version(model, config["export_base_path"], image_size, crop_fraction=config["crop_fraction"],
-                                  max_pixels=config["max_pixels"])
-            export_dir = info.get("export_dir")
+    from byol_keras import callbacks as monitors
+    from byol_keras.fault_tolerance import StepBackup, StopOnNonFiniteLoss
 
-        history_dict = {k: [float(v) for v in vs] for k, vs in history.history.items()}
-        random_init = _load_random_init(random_init_path) if knn is not None else None
-        at_resume = knn.initial_value if (knn is not None and resumed) else None
-        with open(os.path.join(out_dir, "history.json"), "w") as f:
-            json.dump({"knn_top1_random_init": random_init, "knn_top1_at_resume": at_resume, **history_dict}, f, indent=1)
-        losses = history_dict.get("loss", [])
-        summary = {
-            "preset": config["preset"],
-            "data": source.name,
-            "epochs": config["epochs"],
-            "steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
-            "resumed_from_step": resumed["step"] if resumed else None,
-            "jit_compile": bool(model.jit_compile),
-            "loss_first_epoch": losses[0] if losses else None,
-            "loss_last_epoch": losses[-1] if losses else None,
-            "knn_top1_random_init": random_init,
-            "knn_top1_at_resume": at_resume,
-            "knn_top1_pretrained": history_dict.get("knn_top1", [None])[-1],
-            "knn_top1_raw_pixels": None if knn_bank is None else raw_pixel_knn(knn_bank, knn_queries, config["knn_k"]),
-            "export_dir": export_dir,
-            "run_dir": run_dir,
-            "seconds": round(time.time() - started, 1),
-        }
-        with open(os.path.join(out_dir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+    # Backups every N global steps (write, then rename); running the same command again resumes from
+    # the newest complete one with its global step (hence τ and the learning rate) and epoch.
+    # By default once an epoch, but not more often than every 100 steps (tiny epochs would spend more time
+    # writing backups than training) nor less often than every 1,000.
+    steps_per_epoch = config["steps_per_epoch"]
+    backup_every = config["backup_every"] or min(max(steps_per_epoch, 100), 1000)
+    backup = StepBackup(os.path.join(config["run_dir"], BACKUP_DIR), backup_every)
+    stopper = StopOnNonFiniteLoss()
+    callbacks = [backup, stopper]
+    callbacks += monitors.make_callbacks(
+        os.path.join(out_dir, "logs"),
+        knn_bank=data.knn_bank,
+        knn_queries=data.knn_queries,
+        knn_every_n_epochs=config["knn_every_n_epochs"],
+        knn_k=config["knn_k"],
+        view_images=data.view_images,
+        augment=data.augment,
+        projector_images=data.projector_images,
+        projector_labels=data.projector_labels,
+        class_names=list(data.source.class_names) or None,
+    )
+    os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
+    # The full model after an epoch, or after every `backup_every` steps when epochs are shorter.
+    save_freq = "epoch" if steps_per_epoch >= backup_every else backup_every
+    callbacks.append(keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "checkpoints", "latest.keras"),
+                                                     save_freq=save_freq))
+    knn = next((c for c in callbacks if isinstance(c, monitors.KNNMonitor)), None)
+    random_init_path = os.path.join(out_dir, RANDOM_INIT_FILE)
+    if knn is not None and not resumed:
+        # Right after the monitor's first evaluation (callbacks run in list order): the random-init
+        # figure is measured once, before the first step, and kept for a resumed run to report.
+        callbacks.insert(callbacks.index(knn) + 1, keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda epoch, logs: _save_random_init(random_init_path, knn.initial_value)))
+    if resumed:
+        print(f"Resuming from {resumed['path']} at global step {resumed['step']} (epoch {resumed['epoch'] + 1})")
+    if config.get("verbose", "auto") == "auto":
+        # Keras' display is a bar per epoch, with carriage returns even in a log file. Placed last, so
+        # that its lines carry the kNN monitor's values; a line with each one unless that makes > 50.
+        every = config["knn_every_n_epochs"] if knn is not None else None
+        if every is not None and config["epochs"] > 50 * every:
+            every = None
+        callbacks.append(monitors.RunProgress(every_n_epochs=every))
+    return Monitors(callbacks=callbacks, stopper=stopper, knn=knn, random_init_path=random_init_path)
+
+
+def fit(config, model, data, monitors):
+    """The `fit` step: `model.fit` on the endless stream, `steps_per_epoch` at a time; returns the History."""
+    verbose = config.get("verbose", "auto")
+    return model.fit(
+        # Endless (`repeat=True`); each of the data's epochs covers its images once, in its own order.
+        data.dataset,
+        epochs=config["epochs"],
+        steps_per_epoch=config["steps_per_epoch"],
+        callbacks=monitors.callbacks,
+        verbose=0 if verbose == "auto" else verbose,
+        shuffle=False,  # the pipeline shuffles (seeded); Keras would only warn
+    )
+
+
+def finish(config, model, history, data, monitors, out_dir, resumed, started):
+    """The `finish` step: model.keras, the export (the run's image size, crop fraction and pixel limit),
+    history.json and summary.json; returns the summary.
+
+    Raises:
+        NonFiniteLossError: training stopped at a non-finite loss (nothing is saved; the last good backup stays).
+    """
+    import keras
+
+    from byol_keras.export import export_version
+
+    if monitors.stopper.message is not None:
+        raise NonFiniteLossError(monitors.stopper.message)
+    model.save(os.path.join(out_dir, "model.keras"))
+
+    export_dir = None
+    if config["export_base_path"] and out_dir == config["run_dir"]:  # the chief exports
+        info = export_version(model, config["export_base_path"], config["image_size"],
+                              crop_fraction=config["crop_fraction"], max_pixels=config["max_pixels"])
+        export_dir = info.get("export_dir")
+
+    knn = monitors.knn
+    history_dict = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    random_init = _load_random_init(monitors.random_init_path) if knn is not None else None
+    at_resume = knn.initial_value if (knn is not None and resumed) else None
+    with open(os.path.join(out_dir, "history.json"), "w") as f:
+        json.dump({"knn_top1_random_init": random_init, "knn_top1_at_resume": at_resume, **history_dict}, f, indent=1)
+    losses = history_dict.get("loss", [])
+    summary = {
+        "preset": config["preset"],
+        "data": data.source.name,
+        "epochs": config["epochs"],
+        "steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+        "resumed_from_step": resumed["step"] if resumed else None,
+        "jit_compile": bool(model.jit_compile),
+        "loss_first_epoch": losses[0] if losses else None,
+        "loss_last_epoch": losses[-1] if losses else None,
+        "knn_top1_random_init": random_init,
+        "knn_top1_at_resume": at_resume,
+        "knn_top1_pretrained": history_dict.get("knn_top1", [None])[-1],
+        "knn_top1_raw_pixels": (None if data.knn_bank is None
+                                else raw_pixel_knn(data.knn_bank, data.knn_queries, config["knn_k"])),
+        "export_dir": export_dir,
+        "run_dir": config["run_dir"],
+        "seconds": round(time.time() - started, 1),
+    }
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
     return summary
 
 
@@ -434,7 +672,7 @@ def raw_pixel_knn(bank, queries, k):
     """
     import numpy as np
 
-    from byol_keras.evaluation import knn_predict
+    from byol_keras.knn import knn_predict
 
     (bank_x, bank_y), (query_x, query_y) = bank, queries
     if bank_x.size > RAW_PIXEL_KNN_MAX_VALUES:

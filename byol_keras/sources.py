@@ -1,0 +1,435 @@
+"""Image sources: TFDS names, image folders and the offline `digits` demo set, opened with `load_source`.
+
+A `Source` is the records of a data set in a fixed order (file paths or images, with labels) and what is
+known about them without decoding (count, classes, labels, image sizes, the files skipped); its `dataset`
+decodes them. The pipelines that consume it: `byol_keras.data.pretrain_dataset` (the BYOL views),
+`byol_keras.eval_data.load_arrays` (a kNN bank), `byol_keras.subsets.subset_per_class`.
+
+Three kinds of source, all opened with `load_source`:
+
+- a TFDS name: `cifar10`, `cifar100`, `stl10` (with its `unlabelled` split), `imagenette`,
+  `imagenet2012` (optionally with a config, `imagenette/160px-v2`). The data must already be
+  prepared in `data_dir`; nothing is ever downloaded here.
+- a folder of images (searched recursively; `.jpg .jpeg .png .bmp .gif`, any case). Top-level
+  sub-folders are classes, labelled `0..C-1` in sorted name order; images directly in the root of a
+  flat folder are unlabelled (label `-1`). Files and folders whose names start with `.` are ignored
+  (macOS writes `._name.jpg` files that are not images).
+- `digits`: scikit-learn's bundled 8x8 handwritten digits (1,797 images, no download), as RGB uint8
+  upsampled (nearest) to `image_size` (32 by default), with a fixed train/test split.
+
+Bad input is reported, never silently dropped and never fatal for the whole run:
+
+- Every image file (and every TFDS image) is decoded by `byol_keras.decoding.decode_image`, the decoder
+  the serving signatures use too: JPEGs with the accurate IDCT, as Pillow, and the size read from the
+  header first. An image above `max_pixels` (default `DEFAULT_MAX_PIXELS`, Pillow's 89,478,485) is
+  refused before anything is decoded, as an unreadable file is: a decompression bomb (a small file that
+  declares a huge image) costs neither the memory nor the time of decoding it.
+- A folder is *verified* when it is opened (`verify=True`): every file is decoded once with the same
+  decoder the pipelines use. Files that cannot be decoded (a text file named `.jpg`, an empty file, a
+  truncated JPEG/PNG/GIF/BMP, an image above `max_pixels`) are skipped; they are listed in
+  `Source.skipped` with the reason (the size and the limit for a refused image) and their number is
+  reported right away with `warnings.warn`, naming a few of them. Counting at scan time makes the count
+  exact and available before training starts. TensorFlow 2.21 refuses truncated JPEGs (even one that
+  only lacks its end-of-image marker) rather than returning a partly grey image, so truncation is
+  caught by this check. With `verify=False` (for folders too large to decode twice) nothing is
+  checked up front; files that fail at training time are dropped by `tf.data`'s `ignore_errors`,
+  which logs each one through TensorFlow's C++ log (a refused image's line names its file, size and
+  the limit) and does not count them.
+- Readable images are converted to RGB uint8: grayscale is replicated to three channels, palette
+  images are expanded, 16-bit PNGs keep their high byte, the alpha channel of RGBA images is dropped
+  (not composited) and animated GIFs give their first frame. TensorFlow decodes palette (<= 8-bit)
+  BMPs to wrong colours without any error, so those few files are decoded with Pillow instead.
+- An image smaller than the requested size is upscaled (bicubic), not dropped; a warning counts them,
+  once per source and size, when the sizes are known (folders, fixed-size TFDS sets, digits).
+- An empty folder, a folder with no decodable image, an unknown TFDS name and a TFDS set that is not
+  prepared are errors that name the path or the name.
+
+Example:
+
+>>> source = load_source("digits", split="train", image_size=32)
+>>> source.num_examples, source.num_classes, source.labels.dtype.name
+(1437, 10, 'int32')
+"""
+
+import dataclasses
+import os
+import re
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+from byol_keras.decoding import DEFAULT_MAX_PIXELS, check_max_pixels, decode_image
+from byol_keras.validation import check_positive_int
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+# TFDS datasets this module knows how to read (image + optional label features).
+TFDS_NAMES = ("cifar10", "cifar100", "stl10", "imagenette", "imagenet2012")
+
+# `digits` split: a fixed permutation (seed 0) of the 1,797 images; the first 360 (20%) are the test
+# split, the other 1,437 the train split. Fixed so that results stay comparable between runs.
+DIGITS_SEED = 0
+DIGITS_TEST_SIZE = 360
+
+
+@dataclasses.dataclass(eq=False)
+class Source:
+    """An opened image source: records in a fixed order plus what is known about them.
+
+    Build it with `load_source`. `dataset` gives the decoded `(image, label)` pairs: image a uint8
+    `(height, width, 3)` tensor (sizes may differ between images), label an int32 scalar, `-1` when
+    the example has no label.
+
+    Attributes:
+        name: str, the TFDS name (with split), `"digits:<split>"` or the folder path.
+        num_examples: int, number of records (skipped files excluded).
+        num_classes: int, number of classes; 0 for an unlabelled source.
+        class_names: tuple of str, class `i` is `class_names[i]`.
+        labels: int32 numpy array `(num_examples,)` of record labels when known without decoding
+            (folders, digits), else None.
+        image_sizes: int numpy array `(num_examples, 2)` of `(height, width)` when known, else None.
+        skipped: tuple of `(path, reason)` for the files that were found but could not be decoded.
+        max_pixels: int, the largest image (in pixels) that is decoded; larger ones are skipped.
+    """
+
+    name: str
+    num_examples: int
+    num_classes: int
+    class_names: tuple
+    labels: object = dataclasses.field(default=None, repr=False)
+    image_sizes: object = dataclasses.field(default=None, repr=False)
+    skipped: tuple = ()
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    # The records (file paths or images, with labels) and the function turning one record into an
+    # `(image, label)` pair. Kept apart so that cheap records can be shuffled before decoding.
+    records: tf.data.Dataset = dataclasses.field(default=None, repr=False)
+    decode: object = dataclasses.field(default=None, repr=False)
+    # True when records are file paths: shuffling those is cheap, so it happens before decoding.
+    file_backed: bool = dataclasses.field(default=False, repr=False)
+    # True when every record is known to decode (verified folders, TFDS, digits): the pipelines
+    # then declare their length, which gives Keras' `fit` its number of steps per epoch.
+    exact_count: bool = dataclasses.field(default=True, repr=False)
+    _warned_sizes: set = dataclasses.field(default_factory=set, repr=False)
+
+    @property
+    def dataset(self):
+        """`tf.data.Dataset` of `(uint8 image (h, w, 3), int32 label)` in the source's fixed order."""
+        return _decoded(self, self.records)
+
+
+def load_source(source, split="train", data_dir=None, image_size=None, verify=True, max_pixels=DEFAULT_MAX_PIXELS):
+    """Open a TFDS dataset, an image folder or the `digits` demo set.
+
+    Args:
+        source: str. `"digits"`, one of `TFDS_NAMES` (optionally `name/config`), or the path of an
+            image folder. Any string that is not `"digits"` or a TFDS name is taken as a path.
+        split: str. For TFDS any split expression of the dataset (`"train"`, `"unlabelled"`,
+            `"train+unlabelled"`, `"train[:10%]"`); for digits `"train"`, `"test"` or `"all"`.
+            For a folder that has a sub-folder named `split` (`cifar10/train`, `cifar10/test`),
+            that sub-folder is read; otherwise the folder itself. Defaults to `"train"`.
+        data_dir: str or None, TFDS data directory (TFDS default `~/tensorflow_datasets` when None).
+            Only for TFDS names. Defaults to None.
+        image_size: int or None. For digits, the side the 8x8 images are upsampled to (32 when
+            None). For the other sources, when given, the images smaller than it are counted and
+            reported now (they will be upscaled). Defaults to None.
+        verify: bool, decode every file of a folder once now to skip and count the unreadable ones
+            (see the module docstring). Defaults to True.
+        max_pixels: int, images (files or TFDS records) whose header declares more pixels are skipped
+            without being decoded (a GIF counts all its frames). Defaults to `DEFAULT_MAX_PIXELS`
+            (89,478,485, Pillow's decompression-bomb threshold). The TFDS sets of `TFDS_NAMES` hold no image
+            near it; a TFDS image refused under a lower limit fails the epoch's length check, as a TFDS set's
+            count is taken as exact.
+
+    Returns:
+        A `Source`.
+
+    Raises:
+        ValueError: unknown TFDS name or split, empty or wholly unreadable folder, bad arguments.
+        FileNotFoundError: the TFDS dataset is not prepared in `data_dir`.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(
+            "`source` must be a TFDS name, 'digits' or a folder path. "
+            f"Received: source={source!r} of type {type(source).__name__}"
+        )
+    if image_size is not None:
+        check_positive_int("image_size", image_size)
+    check_max_pixels(max_pixels)
+    if not isinstance(split, str):
+        raise TypeError(f"`split` must be a str. Received: split={split!r}")
+    source = os.fspath(source)
+    if source == "digits":
+        result = _load_digits(split, image_size or 32)
+    elif source.split("/")[0] in TFDS_NAMES:
+        result = _load_tfds(source, split, data_dir, max_pixels)
+    else:
+        with_split = os.path.join(source, split)
+        result = _load_folder(with_split if os.path.isdir(with_split) else source, verify, max_pixels)
+    if image_size is not None:
+        warn_small_images(result, image_size)
+    return result
+
+
+def warn_small_images(source, image_size):
+    """Warn, once per source and size, how many images are smaller than `image_size` (upscaled).
+
+    Does nothing when the image sizes are unknown (variable-size TFDS sets, unverified folders).
+
+    Args:
+        source: `Source`.
+        image_size: int, the side the pipelines resize or crop to.
+
+    Returns:
+        int, the number of images whose shorter side is below `image_size` (0 when unknown).
+    """
+    if source.image_sizes is None or len(source.image_sizes) == 0:
+        return 0
+    small = int(np.sum(np.min(source.image_sizes, axis=1) < image_size))
+    if small and image_size not in source._warned_sizes:
+        source._warned_sizes.add(image_size)
+        warnings.warn(
+            f"{small} of {source.num_examples} images in {source.name} are smaller than "
+            f"{image_size}x{image_size} pixels; they are upscaled (bicubic), not dropped.",
+            stacklevel=3,
+        )
+    return small
+
+
+def _load_digits(split, image_size):
+    from sklearn.datasets import load_digits
+
+    if split not in ("train", "test", "all"):
+        raise ValueError(
+            f"`split` for digits must be 'train', 'test' or 'all'. Received: split={split!r}"
+        )
+    digits = load_digits()
+    order = np.random.RandomState(DIGITS_SEED).permutation(len(digits.target))
+    if split == "test":
+        order = order[:DIGITS_TEST_SIZE]
+    elif split == "train":
+        order = order[DIGITS_TEST_SIZE:]
+    # Pixel values are ink intensities 0..16; scale to 0..255 (bright ink on black, like MNIST).
+    gray = np.round(digits.images[order] * (255.0 / 16.0)).astype(np.uint8)
+    rgb = np.repeat(gray[..., None], 3, axis=-1)
+    images = tf.image.resize(rgb, (image_size, image_size), method="nearest").numpy()
+    labels = digits.target[order].astype(np.int32)
+    records = tf.data.Dataset.from_tensor_slices((images, labels))
+    return Source(
+        name=f"digits:{split}",
+        num_examples=len(labels),
+        num_classes=10,
+        class_names=tuple(str(i) for i in range(10)),
+        labels=labels,
+        image_sizes=np.full((len(labels), 2), image_size),
+        records=records,
+        decode=lambda image, label: (image, label),
+    )
+
+
+def _load_tfds(name, split, data_dir, max_pixels):
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except ValueError as error:  # DatasetNotFoundError, or a config that does not exist
+        configs = getattr(tfds.builder_cls(name.split("/")[0]), "builder_configs", {})
+        raise ValueError(
+            f"Unknown TFDS dataset or config {name!r}. Supported datasets: {', '.join(TFDS_NAMES)}"
+            + (f"; configs of {name.split('/')[0]}: {', '.join(configs)}" if configs else "")
+            + f". Received: source={name!r}"
+        ) from error
+    # Never call download_and_prepare: with no network it hangs or fails late. Check the files.
+    if not builder.is_prepared():
+        manual = ""
+        if name.startswith("imagenet2012"):
+            manual = (
+                " ImageNet cannot be downloaded automatically: put ILSVRC2012_img_train.tar and "
+                f"ILSVRC2012_img_val.tar in {os.path.join(builder.data_dir_root, 'downloads', 'manual')}"
+                " first."
+            )
+        raise FileNotFoundError(
+            f"TFDS dataset {name!r} is not prepared in data_dir={builder.data_dir_root!r} "
+            f"(no valid files in {builder.data_dir}). Prepare it once on a machine with network "
+            f"access: python -c \"import tensorflow_datasets as tfds; tfds.builder({name!r}, "
+            f"data_dir='DIR').download_and_prepare()\", then copy DIR here and pass it with "
+            f"--data-dir / data_dir=.{manual}"
+        )
+    available = tuple(builder.info.splits.keys())
+    for part in split.split("+"):
+        base = part.split("[")[0].strip()
+        if base not in available:
+            raise ValueError(
+                f"`split` must use the splits of {name}: {', '.join(available)}. "
+                f"Received: split={split!r}"
+            )
+    features = builder.info.features
+    has_label = "label" in features
+    class_names = tuple(features["label"].names) if has_label else ()
+    num_examples = builder.info.splits[split].num_examples
+    shape = features["image"].shape
+    image_sizes = None
+    if shape[0] is not None and shape[1] is not None:
+        image_sizes = np.broadcast_to(np.array(shape[:2]), (num_examples, 2))
+    # The encoded bytes, decoded by `decode_image` below: TFDS's own decoder is TensorFlow's default (the fast
+    # IDCT, no pixel limit), which would give training other pixels than serving.
+    dataset = builder.as_dataset(split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()})
+
+    def to_record(example):
+        label = tf.cast(example["label"], tf.int32) if has_label else tf.constant(-1, tf.int32)
+        return example["image"], label
+
+    def decode(contents, label):
+        return decode_image(contents, max_pixels, name=f"an image of {name}:{split}"), label
+
+    return Source(
+        name=f"{name}:{split}",
+        num_examples=num_examples,
+        num_classes=len(class_names),
+        class_names=class_names,
+        image_sizes=image_sizes,
+        records=dataset.map(to_record, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True),
+        decode=decode,
+        max_pixels=max_pixels,
+    )
+
+
+def _load_folder(root, verify, max_pixels):
+    if not os.path.isdir(root):
+        raise ValueError(
+            f"`source` must be 'digits', a TFDS name ({', '.join(TFDS_NAMES)}) or an existing "
+            f"folder. Received: source={root!r}"
+        )
+    paths, classes = [], []
+    for directory, dirnames, filenames in os.walk(root, followlinks=True):
+        # Sorted walk: the file order, hence the seeded shuffles, is the same on every filesystem.
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        relative = os.path.relpath(directory, root)
+        top = None if relative == os.curdir else relative.split(os.sep)[0]
+        for filename in sorted(filenames):
+            if filename.startswith(".") or not filename.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            paths.append(os.path.join(directory, filename))
+            classes.append(top)
+    if not paths:
+        raise ValueError(
+            f"No image files ({' '.join(IMAGE_EXTENSIONS)}) found under the folder {root!r}."
+        )
+    class_names = tuple(sorted({c for c in classes if c is not None}))
+    index = {name: i for i, name in enumerate(class_names)}
+    labels = np.array([index.get(c, -1) for c in classes], dtype=np.int32)
+    if class_names and np.any(labels < 0):
+        warnings.warn(
+            f"{int(np.sum(labels < 0))} images sit directly in {root!r} next to the class folders "
+            f"{list(class_names)}; they get label -1 (unlabelled).",
+            stacklevel=3,
+        )
+    image_sizes, skipped = None, ()
+    if verify:
+        ok, image_sizes = _verify_files(paths, max_pixels)
+        skipped = tuple((paths[i], _decode_error(paths[i], max_pixels)) for i in np.flatnonzero(~ok))
+        if not np.any(ok):
+            raise ValueError(
+                f"None of the {len(paths)} image files under {root!r} could be decoded, "
+                f"e.g. {skipped[0][0]}: {skipped[0][1]}"
+            )
+        if skipped:
+            examples = "; ".join(f"{path}: {reason}" for path, reason in skipped[:3])
+            warnings.warn(
+                f"Skipped {len(skipped)} of {len(paths)} files under {root!r} that are not "
+                f"decodable images (listed in Source.skipped), e.g. {examples}",
+                stacklevel=3,
+            )
+        paths = [p for p, keep in zip(paths, ok) if keep]
+        labels, image_sizes = labels[ok], image_sizes[ok]
+    records = tf.data.Dataset.from_tensor_slices((paths, labels))
+    return Source(
+        name=root,
+        num_examples=len(paths),
+        num_classes=len(class_names),
+        class_names=class_names,
+        labels=labels,
+        image_sizes=image_sizes,
+        skipped=skipped,
+        records=records,
+        decode=lambda path, label: (decode_image(tf.io.read_file(path), max_pixels, name=path), label),
+        file_backed=True,
+        exact_count=verify,
+        max_pixels=max_pixels,
+    )
+
+
+def _verify_files(paths, max_pixels):
+    """Decode every file once in a parallel tf.data pass; `(ok (n,) bool, sizes (n, 2) int)`."""
+
+    def size_of(index, path):
+        image = decode_image(tf.io.read_file(path), max_pixels)
+        return index, tf.shape(image)[:2]
+
+    # Failed files are simply missing from the output: `ignore_errors` drops them, the indices
+    # that come back tell which ones decoded.
+    dataset = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), paths))
+    dataset = dataset.map(size_of, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+    ok = np.zeros(len(paths), dtype=bool)
+    sizes = np.zeros((len(paths), 2), dtype=np.int64)
+    for indices, shapes in dataset.batch(4096).as_numpy_iterator():
+        ok[indices] = True
+        sizes[indices] = shapes
+    return ok, sizes
+
+
+def _decode_error(path, max_pixels):
+    """The first line of the decoder's error message for one file (for the skip report)."""
+    try:
+        _decode_in_graph(tf.io.read_file(path), max_pixels)
+    except (tf.errors.OpError, OSError, ValueError) as error:
+        message = getattr(error, "message", None) or str(error)
+        # Keep the decoder's sentence, not TF's op-location wrapper around it (nor an assertion's): in a graph
+        # error it is the paragraph after the traceback of where the op was defined.
+        message = message.strip().split("\n\n")[-1]
+        message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message)
+        message = re.sub(r"\s*\[Op:\w+\].*$", "", message.strip().splitlines()[0])
+        message = re.sub(r"^assertion failed: \[(.*)\]$", r"\1", message)
+        return message[:200]
+    return "could not be decoded during the scan"
+
+
+@tf.function(reduce_retracing=True)
+def _decode_in_graph(contents, max_pixels):
+    # In a graph, as the pipelines decode: the same messages, and the GIF walk's loop is not run op by op.
+    return decode_image(contents, max_pixels)
+
+
+# --------------------------------------------------------------------------------------------------
+# Records to images: the first step of every pipeline
+
+
+def _decoded(source, records, transform=None, all_records=True):
+    """Map records to `(image, label)` in order, in parallel, dropping records that fail to decode.
+
+    `all_records`: `records` holds every record of `source` (possibly shuffled), not a subset.
+    """
+
+    def decode(*record):
+        image, label = source.decode(*record)
+        if transform is not None:
+            image = transform(image)
+        return image, tf.cast(label, tf.int32)
+
+    dataset = records.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # Safety net for files that fail after the scan (or unverified folders): skip, with a TF log
+    # line per file, instead of stopping a long run.
+    dataset = dataset.ignore_errors(log_warning=True)
+    if source.exact_count and all_records:
+        # ignore_errors makes the length unknown; Keras would then discover the epoch length
+        # by running out of data, with an "input ran out of data" warning in the first epoch.
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(source.num_examples))
+    return dataset
+
+
+def _check_source(source):
+    if not isinstance(source, Source):
+        raise TypeError(
+            "`source` must be a Source from byol_keras.data.load_source. "
+            f"Received: source={source!r} of type {type(source).__name__}"
+        )
