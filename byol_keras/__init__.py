@@ -55,7 +55,7 @@ _EXPORTS = {
 _SUBMODULES = (
     "augment", "byol", "callbacks", "cli", "cluster", "compat", "data", "decoding", "distribute", "embedding",
     "encoders", "eval_data", "evaluation", "export", "fault_tolerance", "heads", "image_ops", "knn", "layers",
-    "losses", "onednn", "optimizers", "presets", "schedules", "sources", "subsets", "transfer", "validation",
+    "losses", "onednn", "optimizers", "presets", "run_folder", "schedules", "sources", "subsets", "transfer", "validation",
 )
 
 __all__ = sorted(_EXPORTS)
