@@ -22,7 +22,7 @@ from byol_keras import onednn as _onednn
 
 _onednn.use_onednn()
 # TensorFlow's BFC allocator for CPU tensors unless TF_CPU_ALLOCATOR_USE_BFC is set: with oneDNN off its
-# default is malloc, and the views at 224 px run 1.5x slower (byol_keras/onednn.py).
+# default is malloc, which slows every compiled stage of the views (byol_keras/onednn.py).
 _onednn.use_bfc_allocator()
 
 # Registration only: these modules define the serialisable classes a saved BYOL model refers to.

@@ -24,8 +24,8 @@ strided 1×1 convolutions only on 256 or more channels.
 The allocator comes with the kernels: with oneDNN on, TensorFlow allocates CPU tensors from oneDNN's pooling
 allocator (`MklCPUAllocator`, best-fit with coalescing over regions it keeps); with oneDNN off, from plain
 `malloc`, which hands every large buffer back to the system when it is freed, so that each step's tensors of
-megabytes are mapped and page-faulted afresh. The views at 224 px run 1.5x slower that way (every compiled stage,
-even a cast: benchmarks/README.md).
+megabytes are mapped and page-faulted afresh: every compiled stage of the views runs slower (measured in
+benchmarks/README.md, "Quiet, and the allocator that oneDNN brings").
 
 - `use_bfc_allocator()`: sets `TF_CPU_ALLOCATOR_USE_BFC=true` (TensorFlow's own best-fit-with-coalescing
   allocator for CPU tensors, the same design as oneDNN's) unless the variable is set or TensorFlow's runtime
