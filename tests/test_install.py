@@ -65,8 +65,7 @@ def _build_wheel(source, out):
     return wheel
 
 
-# Under pytest-xdist this module's tests share a worker, so the wheel is built and installed once.
-pytestmark = pytest.mark.xdist_group("test_install")
+# The tests that use this module fixture share a pytest-xdist worker (tests/conftest.py), so it is made once.
 
 
 @pytest.fixture(scope="module")

@@ -94,8 +94,7 @@ _STEP_THEN_POOLS = (
 _UNSET = {onednn.VARIABLE: None, onednn.SET_BY_BYOL_KERAS: None}
 
 
-# Under pytest-xdist this module's tests share a worker, so the programs start once.
-pytestmark = pytest.mark.xdist_group("test_onednn")
+# The tests that use this module fixture share a pytest-xdist worker (tests/conftest.py), so it is made once.
 
 
 @pytest.fixture(scope="module")

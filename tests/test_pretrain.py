@@ -88,9 +88,7 @@ DEMO = [sys.executable, "-m", "training.pretrain", "--preset", "demo", "--steps-
         "--backup-every", "2"]
 
 
-# Several tests read one demo run (a module fixture): under pytest-xdist this module's tests share a worker,
-# so the run happens once.
-pytestmark = pytest.mark.xdist_group("test_pretrain")
+# The tests that use this module fixture share a pytest-xdist worker (tests/conftest.py), so it is made once.
 
 
 @pytest.fixture(scope="module")
