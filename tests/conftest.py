@@ -19,8 +19,22 @@ def pytest_configure(config):
         import byol_keras  # noqa: F401
 
 
-@pytest.hookimpl(tryfirst=True)
+def _module_fixtures(item):
+    """The names of the module-scoped fixtures that `item` uses (its own module's or a conftest's)."""
+    definitions = getattr(item, "_fixtureinfo", None)
+    if definitions is None:
+        return set()
+    return {name for name, defs in definitions.name2fixturedefs.items() if defs and defs[-1].scope == "module"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the `xdist_group` marks (tests/conftest.py runs first)
 def pytest_collection_modifyitems(config, items):
+    # A test that uses a module-scoped fixture (a demo run, an export, programs started once) joins its module's
+    # `xdist_group`, so that under `--dist loadgroup` the fixture is made once, on one worker; the module's other
+    # tests stay free to run on either worker.
+    for item in items:
+        if _module_fixtures(item):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     # Under pytest-xdist the workers take tests in collection order as they free up: the slow ones first, so
     # that no long test starts near the end while the other worker has nothing left (a stable sort: the
     # order is otherwise the collection's). A run without workers keeps the collection order.

@@ -43,11 +43,12 @@ for entry in commands.values():
     assert callable(function) and os.path.realpath(sys.modules[function.__module__].__file__).startswith(target)
 
 images = np.random.default_rng(0).integers(0, 256, size=(8, 8, 8, 3), dtype=np.uint8)
-augment = BYOLAugment(image_size=8, blur=False, seed=0)
+# XLA off in the views and the step: the install is under test here, XLA in tests/test_fast_paths.py.
+augment = BYOLAugment(image_size=8, blur=False, seed=0, jit_compile=False)
 dataset = tf.data.Dataset.from_tensor_slices(images).batch(4, drop_remainder=True).map(augment)
 model = BYOL(convnet((4,), input_shape=(8, 8, 3)), projection_dim=4, projection_hidden_dim=8,
              prediction_hidden_dim=8, total_steps=2)
-model.compile(optimizer=LARS(WarmupCosine(0.1, warmup_steps=0, total_steps=2), momentum=0.9))
+model.compile(optimizer=LARS(WarmupCosine(0.1, warmup_steps=0, total_steps=2), momentum=0.9), jit_compile=False)
 history = model.fit(dataset, epochs=1, verbose=0)
 assert int(model.optimizer.iterations.numpy()) == 2 and np.isfinite(history.history["loss"][-1])
 print("installed byol_keras", byol_keras.__version__, "fitted 2 steps")
@@ -65,8 +66,7 @@ def _build_wheel(source, out):
     return wheel
 
 
-# Under pytest-xdist this module's tests share a worker, so the wheel is built and installed once.
-pytestmark = pytest.mark.xdist_group("test_install")
+# The tests that use this module fixture share a pytest-xdist worker (tests/conftest.py), so it is made once.
 
 
 @pytest.fixture(scope="module")

@@ -107,8 +107,7 @@ _UNSET = {onednn.VARIABLE: None, onednn.SET_BY_BYOL_KERAS: None, onednn.ALLOCATO
           onednn.SET_ALLOCATOR_BY_BYOL_KERAS: None, onednn.ALLOCATOR_LIMIT_VARIABLE: None}
 
 
-# Under pytest-xdist this module's tests share a worker, so the programs start once.
-pytestmark = pytest.mark.xdist_group("test_onednn")
+# The tests that use this module fixture share a pytest-xdist worker (tests/conftest.py), so it is made once.
 
 
 @pytest.fixture(scope="module")

@@ -88,9 +88,7 @@ DEMO = [sys.executable, "-m", "training.pretrain", "--preset", "demo", "--steps-
         "--backup-every", "2"]
 
 
-# Several tests read one demo run (a module fixture): under pytest-xdist this module's tests share a worker,
-# so the run happens once.
-pytestmark = pytest.mark.xdist_group("test_pretrain")
+# The tests that use this module fixture share a pytest-xdist worker (tests/conftest.py), so it is made once.
 
 
 @pytest.fixture(scope="module")
@@ -228,29 +226,34 @@ def test_supervised_ceiling_benchmark_runs_on_an_image_folder(tmp_path):
 
 
 @pytest.mark.slow
-def test_resumed_run_reports_the_true_random_init_and_the_raw_pixel_reference(demo_run, tmp_path):
+def test_resumed_run_reports_the_true_random_init_and_the_raw_pixel_reference(demo_run, tmp_path, capsys):
     # The finished 2-epoch demo run, then the same command on (a copy of) its run directory with 3 epochs:
     # it resumes at global step 4. The "random init" figure must be the one measured before the first step
     # of the first launch, and the kNN of the restored weights must be labelled as what it is.
+    # The second launch is the command's `main` in this process (the program itself runs in `demo_run`;
+    # a process of its own would only add TensorFlow's start-up).
     import shutil
+
+    from byol_keras.cli.pretrain import main
 
     shutil.copytree(demo_run[0], tmp_path / "run")
     run_dir = tmp_path / "run"
     first_summary = json.loads((run_dir / "summary.json").read_text())
     stored = json.loads((run_dir / "knn_random_init.json").read_text())["knn_top1_random_init"]
     assert stored == first_summary["knn_top1_random_init"]
-    second = subprocess.run(DEMO + ["--epochs", "3", "--out", str(run_dir), "--export", "none", "--verbose", "0"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert second.returncode == 0, second.stderr[-3000:]
+    capsys.readouterr()
+    assert main(DEMO[3:] + ["--epochs", "3", "--out", str(run_dir), "--export", "none", "--verbose", "0"],
+                prog="python -m training.pretrain") is not None
+    stdout = capsys.readouterr().out
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["resumed_from_step"] == 4 and summary["steps"] == 6
     assert summary["knn_top1_random_init"] == stored
     # The restored weights are the first launch's final ones, so their kNN is the first launch's "pretrained".
     assert summary["knn_top1_at_resume"] == pytest.approx(first_summary["knn_top1_pretrained"], abs=1e-6)
-    line = [l for l in second.stdout.splitlines() if l.startswith("BYOL demo")][-1]
+    line = [l for l in stdout.splitlines() if l.startswith("BYOL demo")][-1]
     assert f"{stored:.4f} (random init)" in line and "when resumed at step 4" in line, line
     # The raw-pixel reference: kNN on the normalised pixels of the same bank and queries, with a verdict.
-    raw = [l for l in second.stdout.splitlines() if l.startswith("kNN top-1 on the raw pixels")][-1]
+    raw = [l for l in stdout.splitlines() if l.startswith("kNN top-1 on the raw pixels")][-1]
     assert f"{summary['knn_top1_raw_pixels']:.4f}" in raw and ("above" in raw)
     assert 0.9 < summary["knn_top1_raw_pixels"] <= 1.0  # 8×8 digits: pixels are a strong representation
 
