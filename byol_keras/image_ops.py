@@ -189,6 +189,12 @@ def interpolation_matrix(start, length, in_size, out_size, interpolation="bicubi
     """
     start = ops.cast(start, "float32")
     length = ops.cast(length, "float32")
+    # A whole-pixel window given as fractions of the image comes back with float rounding (2 px as
+    # 1.9999999, which XLA and eager may round differently): ends within 1e-3 px of a whole pixel are that
+    # pixel, so the segment's first and last pixel below are the window's own.
+    end = _snap_to_pixel(start + length)
+    start = _snap_to_pixel(start)
+    length = end - start
     steps = (ops.arange(out_size, dtype="float32") + 0.5) / out_size
     src = start[:, None] + steps[None, :] * length[:, None] - 0.5  # (batch, out)
     base = ops.floor(src)
@@ -223,6 +229,12 @@ def interpolation_matrix(start, length, in_size, out_size, interpolation="bicubi
     if interpolation == "bicubic":
         matrix = matrix / ops.sum(matrix, axis=-1, keepdims=True)
     return matrix
+
+
+def _snap_to_pixel(position, tolerance=1e-3):
+    """`position` rounded to the nearest whole pixel where it lies within `tolerance` of it, else unchanged."""
+    nearest = ops.round(position)
+    return ops.where(ops.abs(position - nearest) <= tolerance, nearest, position)
 
 
 def separable_transform(images, rows, cols):
