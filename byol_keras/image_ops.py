@@ -393,6 +393,13 @@ def adjust_saturation_hue(images, saturation_factor, hue_delta, channel_axis=-1)
     Returns:
         float32, the shape of `images`, in [0, 1].
     """
+    return ops.clip(_saturation_hue(images, saturation_factor, hue_delta, channel_axis), 0.0, 1.0)
+
+
+def _saturation_hue(images, saturation_factor, hue_delta, channel_axis):
+    """`adjust_saturation_hue` without its final clip: in [0, 1] up to float rounding (each channel lies between
+    `v - chroma'` >= 0 and `v`). Inside `color_jitter`, where the next step clips anyway, the clip cost a pass: XLA
+    materialised the adjusted images twice, clipped for the contrast's mean and unclipped for the steps after."""
     _spatial_axes(channel_axis)
     red, green, blue = _rgb(images, channel_axis)
     value = ops.maximum(ops.maximum(red, green), blue)
@@ -416,7 +423,7 @@ def adjust_saturation_hue(images, saturation_factor, hue_delta, channel_axis=-1)
         k = offset * spread + hue
         k = ops.where(k >= turn, k - turn, k)
         channels.append(value - ratio * ops.clip(ops.minimum(k, 4.0 * spread - k), 0.0, spread))
-    return ops.clip(ops.stack(channels, axis=channel_axis), 0.0, 1.0)
+    return ops.stack(channels, axis=channel_axis)
 
 
 GRAYSCALE_WEIGHTS = (0.2989, 0.5870, 0.1140)  # ITU-R 601 luma, as KerasCV's and torchvision's grayscale
@@ -527,14 +534,15 @@ def color_jitter(images, brightness, contrast, saturation, hue, order, style="te
         on_b, on_s, on_h = ((at < at_c) if before else (at > at_c) for at in (at_b, at_s, at_h))
         if style == "tensorflow":
             s_late, h_late = on_s & on_b & (at_s > at_b), on_h & on_b & (at_h > at_b)
-            images = adjust_saturation_hue(
+            # Unclipped HSV steps (`_saturation_hue`): the brightness and the contrast after them clip.
+            images = _saturation_hue(
                 images, ops.where(on_s & ~s_late, saturation, one), ops.where(on_h & ~h_late, hue, zero), channel_axis
             )
             images = adjust_brightness(images, ops.where(on_b, brightness, zero))
-            return adjust_saturation_hue(images, ops.where(s_late, saturation, one), ops.where(h_late, hue, zero), channel_axis)
+            return _saturation_hue(images, ops.where(s_late, saturation, one), ops.where(h_late, hue, zero), channel_axis)
         b_late, s_late = on_b & on_h & (at_b > at_h), on_s & on_h & (at_s > at_h)
         images = _brightness_saturation(images, on_b & ~b_late, on_s & ~s_late, 1.0 + brightness, saturation, at_b < at_s, channel_axis)
-        images = adjust_saturation_hue(images, one, ops.where(on_h, hue, zero), channel_axis)
+        images = adjust_saturation_hue(images, one, ops.where(on_h, hue, zero), channel_axis)  # clipped: faster here
         return _brightness_saturation(images, b_late, s_late, 1.0 + brightness, saturation, at_b < at_s, channel_axis)
 
     images = side(images, before=True)
@@ -544,7 +552,7 @@ def color_jitter(images, brightness, contrast, saturation, hue, order, style="te
         mean = ops.mean(_luma(images, channel_axis), axis=(1, 2, 3), keepdims=True)  # the grayscale's
     factor = _per_image(contrast)
     images = ops.clip(factor * images + (1.0 - factor) * mean, 0.0, 1.0)
-    return side(images, before=False)
+    return ops.clip(side(images, before=False), 0.0, 1.0)
 
 
 def _brightness_saturation(images, on_b, on_s, brightness, saturation, b_first, channel_axis):
