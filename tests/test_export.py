@@ -397,13 +397,20 @@ def test_the_limit_is_settable_at_export_and_recorded(small_limit_served, sample
         serve(image_bytes=tf.constant([big]))
 
 
-_BOMB_SCRIPT = """
+# One TensorFlow-only server process (no byol_keras: TF Serving's position) for both tests of such a process: a
+# client's request of two files, then issue 23's bomb. argv[1] is the export; the files are in the working folder.
+_SERVER_SCRIPT = """
 import json, resource, sys, time
 import numpy as np
 import tensorflow as tf
 
 served = tf.saved_model.load(sys.argv[1])
 serve = served.signatures["serving_default"]
+images = [open(name, "rb").read() for name in ("image.jpg", "image.png")]
+out = serve(image_bytes=tf.constant(images))
+np.savez("out.npz", **{k: v.numpy() for k, v in out.items()})
+print("byol_keras imported:", any(m.startswith("byol_keras") for m in sys.modules))
+
 good = tf.constant([open("good.png", "rb").read()])
 bomb = tf.constant([open("bomb.png", "rb").read()])
 before = serve(image_bytes=good)["embedding"].numpy()  # warm: every op of the graph has run once
@@ -423,14 +430,25 @@ print("RESULT " + json.dumps({"seconds": seconds, "peak_kib_increase": rss_after
 """
 
 
+@pytest.fixture(scope="module")
+def tensorflow_only_server(export_dir, samples, tmp_path_factory):
+    """`(folder, stdout)` of `_SERVER_SCRIPT` run once for the module (a TensorFlow start-up costs seconds), from a
+    folder outside the clone and without PYTHONPATH: byol_keras is not even importable there."""
+    folder = tmp_path_factory.mktemp("tensorflow_only")
+    by_name = {s[0]: s for s in samples}
+    (folder / "image.jpg").write_bytes(by_name["jpeg"][1])
+    (folder / "image.png").write_bytes(by_name["png_rgb_tall"][1])
+    (folder / "bomb.png").write_bytes(png_bomb(20_000, 20_000))
+    (folder / "good.png").write_bytes(samples[1][1])
+    return folder, _run([sys.executable, "-c", _SERVER_SCRIPT, str(export_dir)], cwd=folder)
+
+
 @pytest.mark.slow
-def test_a_decompression_bomb_is_refused_in_a_tensorflow_only_server_process(export_dir, samples, tmp_path):
+def test_a_decompression_bomb_is_refused_in_a_tensorflow_only_server_process(tensorflow_only_server):
     """Issue 23's bomb, as TF Serving would meet it: a 1.2 MB PNG declaring 20,000 x 20,000 pixels (1.2 GB of
     zeros once inflated; 6.4 GB and 14.5 s of allocation before this limit). Refused in well under a second,
     the process's peak memory unmoved, the next request served unchanged."""
-    (tmp_path / "bomb.png").write_bytes(png_bomb(20_000, 20_000))
-    (tmp_path / "good.png").write_bytes(samples[1][1])
-    stdout = _run([sys.executable, "-c", _BOMB_SCRIPT, str(export_dir)], cwd=tmp_path)
+    _, stdout = tensorflow_only_server
     result = json.loads(stdout.split("RESULT ", 1)[1])
     assert result["byol_keras"] is False
     assert "PNG of 20000x20000 = 400000000 pixels is above the limit of 89478485 pixels" in result["error"]
@@ -559,27 +577,11 @@ def _run(args, cwd, extra_env=None, timeout=300):
 
 
 @pytest.mark.slow
-def test_fresh_tensorflow_only_process_serves_the_export(byol_model, export_dir, samples, tmp_path):
+def test_fresh_tensorflow_only_process_serves_the_export(byol_model, samples, tensorflow_only_server):
     by_name = {s[0]: s for s in samples}
-    (tmp_path / "image.jpg").write_bytes(by_name["jpeg"][1])
-    (tmp_path / "image.png").write_bytes(by_name["png_rgb_tall"][1])
-    script = textwrap.dedent(
-        f"""
-        import sys
-        import numpy as np
-        import tensorflow as tf
-
-        served = tf.saved_model.load({str(export_dir)!r})
-        images = [open(name, "rb").read() for name in ("image.jpg", "image.png")]
-        out = served.signatures["serving_default"](image_bytes=tf.constant(images))
-        np.savez("out.npz", **{{k: v.numpy() for k, v in out.items()}})
-        print("byol_keras imported:", any(m.startswith("byol_keras") for m in sys.modules))
-        """
-    )
-    # cwd=tmp_path and no PYTHONPATH: byol_keras is not even importable there.
-    stdout = _run([sys.executable, "-c", script], cwd=tmp_path)
+    folder, stdout = tensorflow_only_server  # a JPEG and a PNG, served by a process without byol_keras
     assert "byol_keras imported: False" in stdout
-    out = np.load(tmp_path / "out.npz")
+    out = np.load(folder / "out.npz")
     expected = _reference(byol_model.encoder, [by_name["jpeg"][2], by_name["png_rgb_tall"][2]])
     assert out["embedding"].dtype == np.float32
     np.testing.assert_allclose(out["embedding"], expected, atol=TOL)

@@ -19,7 +19,6 @@ from helpers import (
     worker_args,
     small_byol,
     numpy_weights,
-    run_worker,
     parse_result,
     read_steps,
     WORKER,
@@ -160,18 +159,24 @@ def _logged_steps(run_dir):
         return 0
 
 
+def _train_in_this_process(capsys, run_dir, common):
+    """The worker's `train` command, its `main` called in this process (the same code as `python WORKER train
+    ...`, without a TensorFlow start-up): its RESULT record."""
+    capsys.readouterr()
+    try:
+        distributed_worker.main(["train", "--run-dir", run_dir, *common])
+    finally:
+        keras.config.enable_traceback_filtering()  # `main` turns it off for the process it runs in
+    return parse_result(capsys.readouterr().out)
+
+
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_the_same_command_resumes(tmp_path, capsys):
     common = ["--encoder", "small", "--epochs", "2", "--steps-per-epoch", "5", "--backup-every", "3"]
     reference_dir, run_dir = str(tmp_path / "reference"), str(tmp_path / "run")
-    # The uninterrupted reference: the worker's `main` in this process (the same code; the killed run and the
-    # resumed one below are real processes), so that one TensorFlow start-up fewer is paid.
-    capsys.readouterr()
-    try:
-        distributed_worker.main(["train", "--run-dir", reference_dir, *common])
-    finally:
-        keras.config.enable_traceback_filtering()  # `main` turns it off for the process it runs in
-    reference = parse_result(capsys.readouterr().out)
+    # The uninterrupted reference and the resume after the kill run the worker's `main` in this process; the
+    # killed run is a real process, killed by a real SIGKILL (what a resume then reads is the files it left).
+    reference = _train_in_this_process(capsys, reference_dir, common)
     assert reference is not None and reference["step"] == 10, reference
     # Output goes to a file: a pipe nobody reads while we poll could fill up and stall the process.
     killed_log = open(tmp_path / "killed.log", "w+")
@@ -198,9 +203,8 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes(tmp_path, capsys):
     killed_steps = read_steps(run_dir)
     assert 6 <= len(killed_steps) < 10, "killed mid-epoch, after the step-6 backup"
 
-    code, log, resumed = run_worker("train", "--run-dir", run_dir, *common)
-    assert code == 0, log[-4000:]
-    assert resumed["restored_step"] == 6 and resumed["step"] == 10
+    resumed = _train_in_this_process(capsys, run_dir, common)  # the same command again
+    assert resumed is not None and resumed["restored_step"] == 6 and resumed["step"] == 10, resumed
     after = read_steps(run_dir)[len(killed_steps):]
     assert [r["step"] for r in after] == [6, 7, 8, 9]
     expected = {r["step"]: r for r in read_steps(reference_dir)}

@@ -70,7 +70,9 @@ import json; print(json.dumps(allocator_state()))
 """
 
 # A library user's script that imported TensorFlow first, on a CPU where TensorFlow's default is off: emulated
-# by starting TensorFlow with the variable at 0 and then removing it, which is the state such a user has.
+# by starting TensorFlow with the variable at 0 and then removing it, which is the state such a user has. No
+# operation runs before byol_keras is imported, so this process is also `_ALLOCATOR`'s "tensorflow-first" case
+# (one TensorFlow start-up for both): its last line is the allocator's record.
 _COMPILE_TWICE = """
 import os
 import tensorflow as tf
@@ -83,6 +85,8 @@ for _ in range(2):
                  prediction_hidden_dim=8, total_steps=2)
     model.compile(optimizer="sgd")
 print("compiled", model.jit_compile)
+from byol_keras.onednn import allocator_state
+import json; print(json.dumps(allocator_state()))
 """
 
 # The crash: oneDNN's jit_1x1 backward-weights kernel and a strided 1×1 convolution with few input channels.
@@ -119,18 +123,20 @@ def programs():
       `TF_ENABLE_ONEDNN_OPTS=setting`; its JSON line also records the user's choice;
     - `("state", order)`: the oneDNN record of a process that imports byol_keras first, or TensorFlow
       first, with the variable unset;
-    - `"compile twice"`: a library user whose TensorFlow started with oneDNN off, compiling BYOL twice.
+    - `"compile twice"`: a library user whose TensorFlow started with oneDNN off, compiling BYOL twice;
+    - `("allocator", order, value)`: the CPU allocator's record with oneDNN off and `TF_CPU_ALLOCATOR_USE_BFC=value`
+      (`("allocator", "tensorflow-first", None)` is the "compile twice" process).
     """
     commands = {("step", name, setting): (["-c", _STEP_THEN_POOLS] + _STEP + flags,
                                           {**env, **_UNSET, onednn.VARIABLE: setting})
                 for name, (flags, env) in _CRASHED.items() for setting in ("0", "1")}
     for order in ("byol_keras-first", "tensorflow-first"):
         commands["state", order] = (["-c", _STATE.replace("sys.argv[1]", repr(order))], _UNSET)
-    commands["compile twice"] = (["-c", _COMPILE_TWICE], {onednn.VARIABLE: "0"})
-    for order, value in (("tensorflow-first", None), ("tensorflow-first", "false"), ("operation-first", None)):
+    commands["compile twice"] = (["-c", _COMPILE_TWICE], {**_UNSET, onednn.VARIABLE: "0"})
+    for order, value in (("tensorflow-first", "false"), ("operation-first", None)):
         commands["allocator", order, value] = (["-c", _ALLOCATOR.replace("sys.argv[1]", repr(order))],
                                                {**_UNSET, onednn.VARIABLE: "0", onednn.ALLOCATOR_VARIABLE: value})
-    # At most four at once: on two cores as fast as all seven at once, with less memory (~0.9 GB a process).
+    # At most four at once: on two cores as fast as all nine at once, with less memory (~0.9 GB a process).
     pending, running, results = list(commands.items()), {}, {}
     while pending or running:
         while pending and len(running) < 4:
@@ -138,6 +144,7 @@ def programs():
             running[key] = _start(arguments, env_changes)
         key = next(iter(running))  # the oldest
         results[key] = _finish(running.pop(key))
+    results["allocator", "tensorflow-first", None] = results["compile twice"]
     return results
 
 

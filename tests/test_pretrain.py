@@ -84,6 +84,17 @@ def test_optimizer_choices_decay_as_documented():
         build_optimizer(dict(config, optimizer="adam"), 10, 100, model)
 
 
+@pytest.fixture
+def step_without_xla(monkeypatch):
+    """The training step as `resolve_jit_compile` chooses it with oneDNN on (XLA off), also when this process runs
+    with oneDNN off (`TF_ENABLE_ONEDNN_OPTS=0`, where "auto" picks XLA). For the tests of resuming: XLA only adds
+    a compilation to every launch there (~5 s each), and XLA's step is tested in test_demo_command_end_to_end
+    (whose run compiles it) and tests/test_fast_paths.py."""
+    from byol_keras import distribute
+
+    monkeypatch.setattr(distribute, "_onednn_enabled", lambda: True)
+
+
 DEMO = [sys.executable, "-m", "training.pretrain", "--preset", "demo", "--steps-per-epoch", "2", "--width", "4",
         "--backup-every", "2"]
 
@@ -226,7 +237,8 @@ def test_supervised_ceiling_benchmark_runs_on_an_image_folder(tmp_path):
 
 
 @pytest.mark.slow
-def test_resumed_run_reports_the_true_random_init_and_the_raw_pixel_reference(demo_run, tmp_path, capsys):
+def test_resumed_run_reports_the_true_random_init_and_the_raw_pixel_reference(demo_run, tmp_path, capsys,
+                                                                            step_without_xla):
     # The finished 2-epoch demo run, then the same command on (a copy of) its run directory with 3 epochs:
     # it resumes at global step 4. The "random init" figure must be the one measured before the first step
     # of the first launch, and the kNN of the restored weights must be labelled as what it is.
@@ -259,7 +271,8 @@ def test_resumed_run_reports_the_true_random_init_and_the_raw_pixel_reference(de
 
 
 @pytest.mark.slow
-def test_a_run_killed_mid_epoch_resumes_on_the_batches_of_the_uninterrupted_run(tmp_path, monkeypatch):
+def test_a_run_killed_mid_epoch_resumes_on_the_batches_of_the_uninterrupted_run(tmp_path, monkeypatch,
+                                                                               step_without_xla):
     """Issue 23, end to end through the command's `run`: the demo (digits: 11 batches of 128 an epoch of the data),
     3 steps per Keras epoch, 15 steps, a backup every 5. Killed after global step 11, it resumes from the backup of
     step 10 (Keras epoch 4 with 1 batch done; the data's epoch 0, batch 10) and crosses the data's first epoch
@@ -310,7 +323,7 @@ def _tiny_run_config(out, *flags, **changes):
 
 
 @pytest.mark.slow
-def test_a_resume_runs_on_the_runs_own_configuration_with_the_changes_it_may_make(tmp_path, capsys):
+def test_a_resume_runs_on_the_runs_own_configuration_with_the_changes_it_may_make(tmp_path, capsys, step_without_xla):
     """Both halves of "config.json is the truth" on one run folder (docs/design.md, "Resuming a run"): a resume that
     extends the run (and changes its display) works and is recorded; one that changes what the training computes is
     refused, naming the flag and both values, before anything is built."""
