@@ -231,6 +231,33 @@ def test_fit_lowers_loss_and_does_not_collapse():
     assert taus[0] == pytest.approx(0.99, abs=1e-6) and taus[-1] == pytest.approx(tau_at(29, 30, 0.99), abs=1e-6)
 
 
+def test_the_optimizer_is_built_before_the_first_step_is_traced():
+    """Without a strategy Keras builds the optimizer inside the first step: a `tf.function` that creates variables is
+    traced twice, which doubled the time to the first step. BYOL builds it before (`_maybe_symbolic_build`)."""
+    model = convnet_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), jit_compile=False)
+    built_at_start = []
+
+    class BuiltAtStart(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            built_at_start.append(self.model.optimizer.built)
+
+    created_in_a_graph = []
+
+    def creator(next_creator, **kwargs):
+        if not tf.executing_eagerly():
+            created_in_a_graph.append(kwargs.get("name"))
+        return next_creator(**kwargs)
+
+    views = tf.random.uniform((2, 4, SIZE, SIZE, 3))
+    with tf.variable_creator_scope(creator):
+        model.fit(tf.data.Dataset.from_tensor_slices((views[0], views[1])).batch(4), epochs=1, verbose=0,
+                  callbacks=[BuiltAtStart()])
+    assert built_at_start == [True]
+    assert created_in_a_graph == []
+    assert int(model.optimizer.iterations) == 1
+
+
 def test_probe_trains_from_labels():
     """The probe's loss and accuracy count the labelled examples only (label -1: unlabelled)."""
     model = tiny_model(num_classes=3, total_steps=10)
