@@ -123,3 +123,26 @@ def same_on_every_worker(strategy, value):
     per_replica = strategy.run(lambda: tf.identity(local))
     n, total, squares = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy()
     return bool(n * squares == total * total), float(total / n)
+
+
+def any_worker(strategy, flag):
+    """Whether `flag` is true on any worker of a multi-worker cluster (e.g. "this worker was signalled").
+
+    A collective across the workers, as `same_on_every_worker` (every worker must call it at the same point);
+    outside a cluster, or in a cluster of one, `flag` itself without any collective.
+
+    Args:
+        strategy: a `tf.distribute.Strategy`.
+        flag: bool.
+
+    Returns:
+        bool.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or resolver.task_type is None:
+        return bool(flag)
+    if sum(len(v) for v in resolver.cluster_spec().as_dict().values()) < 2:
+        return bool(flag)
+    local = tf.constant(1.0 if flag else 0.0, tf.float64)
+    per_replica = strategy.run(lambda: tf.identity(local))
+    return bool(strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy() > 0)

@@ -35,6 +35,7 @@ out["embedding"]  # (1, 512) float32
 ```
 """
 
+import errno
 import json
 import os
 import shutil
@@ -48,6 +49,7 @@ from byol_keras.augment import normalize
 from byol_keras.decoding import DEFAULT_MAX_PIXELS
 from byol_keras.decoding import check_max_pixels
 from byol_keras.decoding import decode_image
+from byol_keras.durable import as_write_error, atomic_write_json, fsync_dir, writing
 from byol_keras.validation import check_number, check_positive_int
 
 SERVING_DEFAULT = "serving_default"
@@ -450,25 +452,38 @@ def export_version(model_or_encoder, model_base_path, image_size, version=None, 
             f"Received: {sorted(k for k in kwargs if k in ('keras_path', 'export_dir'))}"
         )
     model_base_path = os.fspath(model_base_path)
-    if version is None:
-        version = next_version(model_base_path)
-    version = check_positive_int("version", version)
+    chosen = version is not None
+    version = check_positive_int("version", version) if chosen else next_version(model_base_path)
     final_dir = os.path.join(model_base_path, str(version))
-    if os.path.exists(final_dir):
+    if chosen and os.path.exists(final_dir):
         raise FileExistsError(
             f"Version {version} already exists at {final_dir!r}; refusing to overwrite it. "
             f"Pass another `version` or omit it to use the next free one ({next_version(model_base_path)})."
         )
-    os.makedirs(model_base_path, exist_ok=True)
+    with writing(model_base_path):
+        os.makedirs(model_base_path, exist_ok=True)
     # Not a number, so TF Serving ignores it while it is being written.
-    staging_dir = os.path.join(model_base_path, f".staging-{version}-{uuid.uuid4().hex[:8]}")
+    staging_dir = os.path.join(model_base_path, f".staging-{uuid.uuid4().hex[:12]}")
     try:
-        description = export_encoder(model_or_encoder, staging_dir, image_size, **kwargs)
-        if os.path.exists(final_dir):  # Another exporter took the number meanwhile.
-            raise FileExistsError(
-                f"Version {version} appeared at {final_dir!r} during the export; refusing to overwrite it."
-            )
-        os.rename(staging_dir, final_dir)
+        with writing(staging_dir):
+            description = export_encoder(model_or_encoder, staging_dir, image_size, **kwargs)
+        while True:
+            # The rename claims the number: it fails when another export holds it (a complete version folder is
+            # never empty), and then the next free number is taken, unless the caller chose this one.
+            try:
+                os.rename(staging_dir, final_dir)
+                break
+            except OSError as error:
+                taken = error.errno in (errno.EEXIST, errno.ENOTEMPTY)
+                if taken and chosen:
+                    raise FileExistsError(
+                        f"Version {version} appeared at {final_dir!r} during the export; refusing to overwrite it."
+                    ) from None
+                if not taken:
+                    raise as_write_error(final_dir, error) from None
+                version = max(version + 1, next_version(model_base_path))
+                final_dir = os.path.join(model_base_path, str(version))
+        fsync_dir(model_base_path)
     finally:
         if os.path.exists(staging_dir):
             shutil.rmtree(staging_dir)
@@ -477,6 +492,5 @@ def export_version(model_or_encoder, model_base_path, image_size, version=None, 
         keras_path=os.path.join(final_dir, ASSETS_EXTRA, KERAS_FILENAME),
         version=version,
     )
-    with open(os.path.join(final_dir, ASSETS_EXTRA, DESCRIPTION_FILENAME), "w") as f:
-        json.dump(description, f, indent=2)
+    atomic_write_json(os.path.join(final_dir, ASSETS_EXTRA, DESCRIPTION_FILENAME), description, indent=2)
     return description

@@ -60,7 +60,22 @@ def subset_per_class(source, limit):
             f"`limit_per_class` needs a source whose labels are known up front (a class folder or digits); "
             f"{source.name} has none. Received: limit_per_class={limit}"
         )
-    keep = _first_per_class(source.labels, limit)
+    return select(source, _first_per_class(source.labels, limit))
+
+
+def select(source, keep):
+    """The same source restricted to the records where `keep` is True, in the source's order.
+
+    Args:
+        source: `Source` whose labels are known up front (a class folder or digits).
+        keep: bool array `(source.num_examples,)`.
+
+    Returns:
+        A `Source` with the kept records, labels and image sizes.
+    """
+    keep = np.asarray(keep, dtype=bool)
+    if keep.shape != (source.num_examples,):
+        raise ValueError(f"`keep` must be a bool array of shape ({source.num_examples},). Received: shape={keep.shape}")
     return dataclasses.replace(
         source,
         records=keep_elements(source.records, keep),
@@ -106,6 +121,41 @@ def balanced_subset(labels, fraction, seed):
         take = min(per_class, members.size)
         chosen.append(rng.choice(members, size=take, replace=False))
     return np.sort(np.concatenate(chosen)).astype("int64")
+
+
+def held_out_queries(labels, per_class=None, seed=0, fraction=0.1):
+    """A seeded, class-balanced part of labelled training examples to hold out of a kNN bank as its queries.
+
+    For data without a test split: each class gives `per_class` examples (or `fraction` of its size, at least
+    one), drawn without replacement, and always keeps at least one in the bank; a class of one example gives none.
+
+    Example:
+
+    >>> int(held_out_queries([0] * 10 + [1] * 20).sum())
+    3
+
+    Args:
+        labels: int array `(n,)`, -1 for unlabelled examples (never chosen).
+        per_class: int or None, queries per class. Defaults to None (`fraction`).
+        seed: int. Defaults to 0.
+        fraction: float in (0, 1), used when `per_class` is None. Defaults to 0.1.
+
+    Returns:
+        bool array `(n,)`, True for the queries.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    check_number("fraction", fraction, 0, 1, low_open=True)
+    if per_class is not None:
+        check_positive_int("per_class", per_class)
+    rng = np.random.default_rng(seed)
+    queries = np.zeros(labels.size, dtype=bool)
+    for label in np.unique(labels[labels >= 0]):
+        members = np.flatnonzero(labels == label)
+        take = per_class if per_class is not None else max(1, int(round(fraction * members.size)))
+        take = min(take, members.size - 1)
+        if take > 0:
+            queries[rng.choice(members, size=take, replace=False)] = True
+    return queries
 
 
 def _first_per_class(labels, limit):

@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 import time
 
@@ -66,6 +67,11 @@ def build_parser(prog="byol-pretrain"):
                         help="cross-replica BatchNorm in the encoder even on one replica (always on with several)")
     parser.add_argument("--backup-every", dest="backup_every", type=cli.positive_int,
                         help="global steps between fault-tolerance backups (default: steps per epoch, within [100, 1000])")
+    parser.add_argument("--keep-backups", dest="keep_backups", type=cli.positive_int, default=2,
+                        help="complete backups to keep, the newest (default: 2: a damaged one leaves another)")
+    parser.add_argument("--restart", action="store_true",
+                        help="start the run in --out over from step 0, discarding its backups, record and logs "
+                             "(without it, a run folder with a backup is resumed)")
     parser.add_argument("--out", help="run directory (default: runs/<preset>)")
     parser.add_argument("--export", help="TF Serving base path (default: saved_models/<preset>; 'none' to skip)")
     parser.add_argument("--seed", type=cli.non_negative_int, default=0)
@@ -103,7 +109,8 @@ def resolve_config(args):
         config["encoder"] = with_width(config["encoder"], args.width)
     config["seed"] = args.seed
     config["max_pixels"] = args.max_pixels  # None: the library's default, resolved (and recorded) by `run`
-    config.update(strategy=args.strategy, precision=args.precision, sync_bn=args.sync_bn, backup_every=args.backup_every)
+    config.update(strategy=args.strategy, precision=args.precision, sync_bn=args.sync_bn, backup_every=args.backup_every,
+                  keep_backups=args.keep_backups)
     config["steps_per_epoch_cap"] = args.steps_per_epoch
     config["run_dir"] = os.path.abspath(args.out or os.path.join("runs", args.preset))
     export = args.export or os.path.join("saved_models", args.preset)
@@ -188,6 +195,7 @@ RESUME_MAY_CHANGE = {
     "knn_every_n_epochs": "--knn-every",  # the monitor only
     "verbose": "--verbose",
     "backup_every": "--backup-every",
+    "keep_backups": "--keep-backups",
     "export_base_path": "--export",
     "strategy": "--strategy",  # how the steps are spread; the BatchNorm they compute is checked (sync_bn)
     "data_dir": "--data-dir",  # where the TFDS files are; what they hold is checked (num_examples)
@@ -330,53 +338,124 @@ class Monitors:
     stopper: object
     knn: object = None
     random_init_path: str = None
+    backup: object = None  # the StepBackup
+    latest: object = None  # the LatestModel (checkpoints/latest.keras)
 
 
-def run(config):
+def run(config, restart=False):
     """Pretrain as `config` says; returns the summary dict (also written to `summary.json`).
 
-    `config` (from `resolve_config`) is not changed. A run folder with a backup is resumed, with the
-    configuration of its config.json and the changes a resume may make (`resume_config`). The run then goes
-    through named steps, each reading the frozen configuration: `resolve` (the source, the derived values,
-    config.json's content), `data`, `model`, `monitors`, `fit` and `finish`.
+    `config` (from `resolve_config`) is not changed. The run folder and the export folder are checked writable
+    and the run folder locked (one run per folder) before any work. A run folder with a backup is resumed, with
+    the configuration of its config.json and the changes a resume may make (`resume_config`); `restart=True`
+    discards the folder's backups, record and logs first, saying what it discards. The run then goes through
+    named steps, each reading the frozen configuration: `resolve` (the source, the derived values, config.json's
+    content), `data`, `model`, `monitors`, `fit` and `finish`.
+
+    Raises:
+        StoppedBySignal: SIGTERM or SIGINT stopped the run after a backup of its last step.
+        NonFiniteLossError: the loss became non-finite; the message names what is kept.
+        WriteError, RunFolderInUse, BackupError, ValueError: named errors, before or during the run.
     """
+    import contextlib
+
     import keras
 
-    from byol_keras.cluster import worker_dir
+    from byol_keras.cluster import is_chief, worker_dir
     from byol_keras.distribute import make_strategy, per_replica_batch_size, set_precision
-    from byol_keras.fault_tolerance import latest_backup_state
-    from byol_keras.run_folder import read_config
+    from byol_keras.durable import atomic_write_json, check_writable, run_lock
 
     started = time.time()
     config = dict(config)  # resolved below, then frozen; the caller's dict stays as it was given
-    os.makedirs(config["run_dir"], exist_ok=True)
-    # A backup means a resume: its state says where, the run's config.json says what (before TensorFlow starts).
-    resumed = latest_backup_state(os.path.join(config["run_dir"], BACKUP_DIR))
-    stored = None
-    if resumed:
-        try:
-            stored = read_config(config["run_dir"])
-        except (OSError, ValueError) as error:
-            cli.print_warning(f"resuming without the run's configuration ({error}); this command's is used")
-        if stored is not None:
-            config = resume_config(config, stored)
+    # Where the run writes, checked before any work: a read-only --export fails now, not after the run.
+    check_writable(config["run_dir"], "--out")
+    if config["export_base_path"]:
+        check_writable(config["export_base_path"], "--export")
     keras.utils.set_random_seed(config["seed"])
-
     strategy = make_strategy(config["strategy"])
-    per_replica_batch_size(config["batch_size"], strategy)  # a batch that does not split evenly is an error
-    set_precision(config["precision"])
+    # One run per run folder: the chief holds the lock until the run ends, however it ends.
+    with (run_lock(config["run_dir"], warn=cli.print_warning) if is_chief(strategy) else contextlib.nullcontext()):
+        if restart and is_chief(strategy):
+            discard_run(config["run_dir"])
+        config, resumed, stored = resume_or_start(config)
+        per_replica_batch_size(config["batch_size"], strategy)  # a batch that does not split evenly is an error
+        set_precision(config["precision"])
 
-    config, source = resolve(config, strategy, resumed, stored)
-    data = make_data(config, source, resumed)
-    model = make_model(config, strategy, source.num_classes)
-    # Only the chief writes the run directory; other workers write to a temporary one, removed after.
-    with worker_dir(config["run_dir"], strategy) as out_dir:
-        with open(os.path.join(out_dir, CONFIG_FILENAME), "w") as f:
-            json.dump(dict(config), f, indent=2, sort_keys=True)
-        monitors = make_monitors(config, data, out_dir, resumed)
-        history = fit(config, model, data, monitors)
-        summary = finish(config, model, history, data, monitors, out_dir, resumed, started)
+        config, source = resolve(config, strategy, resumed, stored)
+        data = make_data(config, source, resumed)
+        model = make_model(config, strategy, source.num_classes)
+        # Only the chief writes the run directory; other workers write to a temporary one, removed after.
+        with worker_dir(config["run_dir"], strategy) as out_dir:
+            atomic_write_json(os.path.join(out_dir, CONFIG_FILENAME), dict(config), indent=2, sort_keys=True)
+            monitors = make_monitors(config, data, out_dir, resumed)
+            history = fit(config, model, data, monitors)
+            summary = finish(config, model, history, data, monitors, out_dir, resumed, started)
     return summary
+
+
+# What a run folder holds, besides its lock: what `--restart` discards.
+RUN_FILES = (BACKUP_DIR, CONFIG_FILENAME, "checkpoints", "logs", "model.keras", "history.json", "summary.json",
+             "knn_random_init.json")
+
+
+def discard_run(run_dir):
+    """`--restart`: delete what an earlier run left in `run_dir` (`RUN_FILES`), printing what it was."""
+    import shutil
+
+    from byol_keras.fault_tolerance import step_of_backup
+
+    present = [name for name in RUN_FILES if os.path.lexists(os.path.join(run_dir, name))]
+    if not present:
+        return
+    described = []
+    for name in present:
+        path = os.path.join(run_dir, name)
+        if name == BACKUP_DIR:
+            steps = sorted(s for s in map(step_of_backup, os.listdir(path)) if s is not None)
+            described.append("no backup" if not steps else
+                             f"the backup{'s' if len(steps) > 1 else ''} of global step{'s' if len(steps) > 1 else ''} "
+                             + ", ".join(map(str, steps)))
+        else:
+            described.append(name + ("/" if os.path.isdir(path) else ""))
+    print(f"--restart: discarding the earlier run in {run_dir}: " + "; ".join(described))
+    for name in present:
+        path = os.path.join(run_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
+def resume_or_start(config):
+    """Whether this launch resumes a run: `(config, resumed, stored)`.
+
+    A backup in the run folder means a resume (`latest_backup_state` names any damaged backup and uses the next
+    older one; when none reads it raises `BackupError`), and the run's config.json says what the run is. A record
+    that does not read stops the resume with an error naming it: flags never replace it.
+    """
+    from byol_keras.fault_tolerance import backup_record, latest_backup_state
+    from byol_keras.run_folder import read_config
+
+    resumed = latest_backup_state(os.path.join(config["run_dir"], BACKUP_DIR))
+    if not resumed:
+        return config, None, None
+    try:
+        stored = read_config(config["run_dir"])
+    except (OSError, ValueError) as error:
+        path = os.path.join(config["run_dir"], CONFIG_FILENAME)
+        copy = os.path.join(resumed["path"], CONFIG_FILENAME)
+        hint = (f"restore it from the backup's copy (cp {copy} {path})" if backup_record(resumed) is not None
+                else "restore it")
+        raise RunRecordError(
+            f"The run's record {path} does not read ({error}). A resume takes the run's configuration from it, "
+            f"never from the flags: {hint}, or start over with --restart (which discards the backup of global "
+            f"step {resumed['step']})."
+        ) from None
+    return resume_config(config, stored), resumed, stored
+
+
+class RunRecordError(ValueError):
+    """The run folder's config.json does not read while a backup exists."""
 
 
 def resolve(config, strategy, resumed=None, stored=None):
@@ -430,12 +509,33 @@ def resolve(config, strategy, resumed=None, stored=None):
         # Cross-replica BatchNorm, for the encoder and the heads alike: the paper's, with several replicas.
         sync_bn=bool(config["sync_bn"] or strategy.num_replicas_in_sync > 1),
         versions=_versions(),
+        # What the kNN monitor queries: the test split, training images held out of its bank, or nothing.
+        knn_queries=knn_queries(config, source),
     )
     # XLA for the training step (`distribute.resolve_jit_compile`: it follows oneDNN's state on a CPU).
     config["jit_compile"], config["jit_compile_reason"] = resolve_jit_compile(strategy)
     if stored is not None:
         config["resumes"] = _check_resume(config, stored, resumed)
     return types.MappingProxyType(config), source  # frozen: everything after this reads it
+
+
+HELD_OUT = "held-out training images"
+
+
+def knn_queries(config, source):
+    """Where the kNN monitor's queries come from: "test" (the test split), `HELD_OUT`, or None (no monitor).
+
+    An image folder without the test split's sub-folder would otherwise be read whole as its own test split:
+    the queries would be the bank's own images (top-1 near 1.0, meaningless).
+    """
+    from byol_keras.sources import TFDS_NAMES
+
+    if not (source.num_classes and config["test_split"]):
+        return None
+    data = config["data"]
+    if data == "digits" or data.split("/")[0] in TFDS_NAMES or os.path.isdir(os.path.join(data, config["test_split"])):
+        return "test"
+    return HELD_OUT if source.labels is not None else None
 
 
 def make_data(config, source, resumed=None):
@@ -452,19 +552,31 @@ def make_data(config, source, resumed=None):
     from byol_keras.data import pretrain_dataset
     from byol_keras.fault_tolerance import batches_done
     from byol_keras.sources import load_source
+    from byol_keras.subsets import held_out_queries, select
 
     image_size = config["image_size"]
     augment = BYOLAugment(image_size, blur=config["blur"], seed=config["seed"], **config["augment"])
     dataset = pretrain_dataset(source, augment, config["batch_size"], seed=config["seed"], repeat=True,
                                start_batch=batches_done(resumed, config["steps_per_epoch"]))
     data = RunData(source=source, augment=augment, dataset=dataset)
-    if source.num_classes and config["test_split"]:
-        # kNN bank (training images) and queries (test split), evaluation transform, kept in memory.
-        test_source = load_source(config["data"], split=config["test_split"], data_dir=config["data_dir"],
-                                  max_pixels=config["max_pixels"])
+    if source.num_classes and config["knn_queries"]:
+        # kNN bank (training images) and queries (the test split, or training images held out of the bank),
+        # evaluation transform, kept in memory.
         crop = config["crop_fraction"]
-        bank_raw, bank_x, bank_y = _labelled_arrays(source, image_size, config["knn_bank_per_class"], crop)
-        query_raw, query_x, query_y = _labelled_arrays(test_source, image_size, config["knn_queries_per_class"], crop)
+        if config["knn_queries"] == HELD_OUT:
+            queries = held_out_queries(source.labels, config["knn_queries_per_class"], config["seed"])
+            bank_source, test_source = select(source, ~queries), select(source, queries)
+            print(f"kNN monitor: {config['data']} has no {config['test_split']}/ split; its queries are "
+                  f"{int(queries.sum())} training images held out of the bank (a seeded, class-balanced part; "
+                  "still pretrained on, without labels)")
+        else:
+            bank_source = source
+            test_source = load_source(config["data"], split=config["test_split"], data_dir=config["data_dir"],
+                                      max_pixels=config["max_pixels"])
+        bank_raw, bank_x, bank_y = _labelled_arrays(bank_source, image_size, config["knn_bank_per_class"], crop)
+        query_raw, query_x, query_y = _labelled_arrays(test_source, image_size,
+                                                       None if config["knn_queries"] == HELD_OUT
+                                                       else config["knn_queries_per_class"], crop)
         # A class-balanced sample of the queries for the embedding projector.
         order = np.argsort(np.arange(len(query_y)) % max(source.num_classes, 1), kind="stable")
         projector_idx = np.sort(order[: min(500, len(query_y))])
@@ -513,7 +625,7 @@ def make_monitors(config, data, out_dir, resumed=None):
     import keras
 
     from byol_keras import callbacks as monitors
-    from byol_keras.fault_tolerance import StepBackup, StopOnNonFiniteLoss
+    from byol_keras.fault_tolerance import LatestModel, StepBackup, StopOnNonFiniteLoss
 
     # Backups every N global steps (write, then rename); running the same command again resumes from
     # the newest complete one with its global step (hence τ and the learning rate) and epoch.
@@ -521,7 +633,9 @@ def make_monitors(config, data, out_dir, resumed=None):
     # writing backups than training) nor less often than every 1,000.
     steps_per_epoch = config["steps_per_epoch"]
     backup_every = config["backup_every"] or min(max(steps_per_epoch, 100), 1000)
-    backup = StepBackup(os.path.join(config["run_dir"], BACKUP_DIR), backup_every)
+    # Each backup keeps a copy of the run's record (config.json), from which a damaged one can be restored.
+    backup = StepBackup(os.path.join(config["run_dir"], BACKUP_DIR), backup_every,
+                        keep=config.get("keep_backups") or 2, record=dict(config))
     stopper = StopOnNonFiniteLoss()
     callbacks = [backup, stopper]
     callbacks += monitors.make_callbacks(
@@ -537,10 +651,11 @@ def make_monitors(config, data, out_dir, resumed=None):
         class_names=list(data.source.class_names) or None,
     )
     os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
-    # The full model after an epoch, or after every `backup_every` steps when epochs are shorter.
-    save_freq = "epoch" if steps_per_epoch >= backup_every else backup_every
-    callbacks.append(keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "checkpoints", "latest.keras"),
-                                                     save_freq=save_freq))
+    # The full model after an epoch, or after every `backup_every` steps when epochs are shorter; atomically,
+    # and never after a non-finite loss.
+    latest = LatestModel(os.path.join(out_dir, "checkpoints", "latest.keras"),
+                         save_every_steps=None if steps_per_epoch >= backup_every else backup_every)
+    callbacks.append(latest)
     knn = next((c for c in callbacks if isinstance(c, monitors.KNNMonitor)), None)
     random_init_path = os.path.join(out_dir, RANDOM_INIT_FILE)
     if knn is not None and not resumed:
@@ -557,7 +672,8 @@ def make_monitors(config, data, out_dir, resumed=None):
         if every is not None and config["epochs"] > 50 * every:
             every = None
         callbacks.append(monitors.RunProgress(every_n_epochs=every))
-    return Monitors(callbacks=callbacks, stopper=stopper, knn=knn, random_init_path=random_init_path)
+    return Monitors(callbacks=callbacks, stopper=stopper, knn=knn, random_init_path=random_init_path, backup=backup,
+                    latest=latest)
 
 
 def fit(config, model, data, monitors):
@@ -583,11 +699,12 @@ def finish(config, model, history, data, monitors, out_dir, resumed, started):
     """
     import keras
 
+    from byol_keras.durable import atomic_save_model, atomic_write_json
     from byol_keras.export import export_version
 
     if monitors.stopper.message is not None:
-        raise NonFiniteLossError(monitors.stopper.message)
-    model.save(os.path.join(out_dir, "model.keras"))
+        raise NonFiniteLossError(f"{monitors.stopper.message} {kept_after_divergence(monitors)}")
+    atomic_save_model(model, os.path.join(out_dir, "model.keras"))
 
     export_dir = None
     if config["export_base_path"] and out_dir == config["run_dir"]:  # the chief exports
@@ -599,8 +716,8 @@ def finish(config, model, history, data, monitors, out_dir, resumed, started):
     history_dict = {k: [float(v) for v in vs] for k, vs in history.history.items()}
     random_init = _load_random_init(monitors.random_init_path) if knn is not None else None
     at_resume = knn.initial_value if (knn is not None and resumed) else None
-    with open(os.path.join(out_dir, "history.json"), "w") as f:
-        json.dump({"knn_top1_random_init": random_init, "knn_top1_at_resume": at_resume, **history_dict}, f, indent=1)
+    atomic_write_json(os.path.join(out_dir, "history.json"),
+                      {"knn_top1_random_init": random_init, "knn_top1_at_resume": at_resume, **history_dict}, indent=1)
     losses = history_dict.get("loss", [])
     summary = {
         "preset": config["preset"],
@@ -620,9 +737,19 @@ def finish(config, model, history, data, monitors, out_dir, resumed, started):
         "run_dir": config["run_dir"],
         "seconds": round(time.time() - started, 1),
     }
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    atomic_write_json(os.path.join(out_dir, "summary.json"), summary, indent=2)
     return summary
+
+
+def kept_after_divergence(monitors):
+    """What a run stopped at a non-finite loss keeps, named truthfully: the backup (step and path), latest.keras."""
+    saved = monitors.backup.last_saved if monitors.backup is not None else None
+    kept = [f"the backup of global step {saved[0]} in {saved[1]}" if saved else "no backup (none was written before it)"]
+    if monitors.latest is not None and monitors.latest.saved_step is not None:
+        kept.append(f"{monitors.latest.path} of global step {monitors.latest.saved_step}")
+    resume = (" Running the same command resumes from that backup; --restart with other flags (a lower "
+              "--learning-rate) starts over." if saved else "")
+    return "Kept: " + " and ".join(kept) + "." + resume
 
 
 RANDOM_INIT_FILE = "knn_random_init.json"
@@ -645,9 +772,10 @@ RAW_PIXEL_KNN_MAX_VALUES = 400_000_000
 
 
 def _save_random_init(path, value):
+    from byol_keras.durable import atomic_write_json
+
     if value is not None and not os.path.exists(path):
-        with open(path, "w") as f:
-            json.dump({"knn_top1_random_init": value}, f)
+        atomic_write_json(path, {"knn_top1_random_init": value})
 
 
 def _load_random_init(path):
@@ -699,6 +827,18 @@ def short_run_hint(config):
             f"{config['preset']}; for short runs use --preset {short} ({PRESETS[short]['epochs']} epochs by default)")
 
 
+class StopRequested(Exception):
+    """SIGTERM outside `fit` (as KeyboardInterrupt is SIGINT)."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stop_requested(signum, frame):
+    raise StopRequested(signum)
+
+
 def main(argv=None, prog="byol-pretrain"):
     def pretrain(args):
         import logging
@@ -709,11 +849,26 @@ def main(argv=None, prog="byol-pretrain"):
         hint = short_run_hint(config)
         if hint:
             cli.print_warning(hint)
+        from byol_keras.fault_tolerance import StoppedBySignal
+        # Outside `fit` (loading, building, exporting) a stop loses no training: SIGTERM then ends the command as
+        # Ctrl-C does, with one line; inside `fit`, StepBackup takes both signals over and backs up first.
+        previous = signal.signal(signal.SIGTERM, _raise_stop_requested)
         try:
-            summary = run(config)
+            summary = run(config, restart=args.restart)
         except NonFiniteLossError as error:
             print(f"error: {error}", file=sys.stderr)
             return None
+        except StoppedBySignal as stop:
+            print(f"{stop}; run the same command to resume", file=sys.stderr, flush=True)
+            raise SystemExit(stop.exit_code) from None
+        except (KeyboardInterrupt, StopRequested) as stop:
+            signum = getattr(stop, "signum", signal.SIGINT)
+            print(f"stopped by {signal.Signals(signum).name} outside training: every step trained is in the run's "
+                  f"backups ({os.path.join(config['run_dir'], BACKUP_DIR)}, if any); run the same command to resume",
+                  file=sys.stderr, flush=True)
+            raise SystemExit(128 + int(signum)) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         # Set apart from the progress and the logs above them: these lines are the result.
         print("\n" + RESULT_RULE)
         for line in summary_lines(summary):
