@@ -74,7 +74,11 @@ def _is_finite(value):
 
 
 def _weights_finite(model):
-    return all(np.isfinite(keras.ops.convert_to_numpy(v)).all() for v in model.trainable_variables)
+    """Whether every variable a save would write is finite: the weights (BatchNorm's moving statistics and the
+    target network too) and the optimizer's (momenta). A loss can still be finite when a statistic is not."""
+    variables = list(model.weights) + (list(model.optimizer.variables) if model.optimizer is not None else [])
+    return all(np.isfinite(keras.ops.convert_to_numpy(v)).all() for v in variables
+               if v.dtype.startswith(("float", "bfloat")))
 
 
 def _file_digest(path):
@@ -350,7 +354,7 @@ class StepBackup(keras.callbacks.Callback):
             logger.warning("Not backing up step %d: the loss is not finite; the last good backup stays.", step)
             return
         if not _weights_finite(self.model):
-            logger.warning("Not backing up step %d: a weight is not finite; the last good backup stays.", step)
+            logger.warning("Not backing up step %d: a variable is not finite; the last good backup stays.", step)
             return
         if steps_per_epoch and done >= steps_per_epoch:
             epoch, done = epoch + 1, 0

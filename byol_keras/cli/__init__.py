@@ -11,7 +11,6 @@ with `--debug` or for an error the program did not expect.
 """
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -162,8 +161,12 @@ def run_evaluation(evaluate, parser, argv=None):
     """`run` for `linear_eval` / `finetune`: RUN_DIR or --encoder is required, then `evaluate(args)`."""
 
     def checked(args):
+        from byol_keras.durable import check_writable
+
         if args.run_dir is None and args.encoder is None:
             parser.error("give RUN_DIR or --encoder")
+        if args.out:  # checked before the work: a result that cannot be written would be lost at the end
+            check_writable(os.path.dirname(os.path.abspath(args.out)), "--out")
         return evaluate(args)
 
     return run(checked, parser, argv)
@@ -243,7 +246,8 @@ def report_evaluation(args, results, protocol, image_size, line, default_name, *
     print(line)
     out = args.out or (os.path.join(args.run_dir, default_name) if args.run_dir else None)
     if out:
-        with open(out, "w") as f:
-            json.dump(results, f, indent=2)
+        from byol_keras.durable import atomic_write_json
+
+        atomic_write_json(out, results, indent=2)
         print(f"wrote {out}")
     return results
