@@ -44,8 +44,14 @@ class WriteError(OSError):
         return self.strerror
 
 
-class RunFolderInUse(RuntimeError):
+class RunFolderInUse(OSError):
     """Another process holds the run folder's lock; the message names it (PID, host, start time)."""
+
+    def __init__(self, message):
+        super().__init__(errno.EBUSY, message)
+
+    def __str__(self):
+        return self.strerror
 
 
 def as_write_error(path, error):
@@ -60,7 +66,10 @@ def as_write_error(path, error):
     if code is None:
         match = re.search(r"errno = (\d+)", str(error))
         code = int(match.group(1)) if match else None
-    reason = f"[Errno {code}] {os.strerror(code)}" if code else str(error).strip().splitlines()[-1]
+    if isinstance(error, OSError) and error.strerror:
+        reason = f"[Errno {code}] {error.strerror}" if code else error.strerror
+    else:
+        reason = f"[Errno {code}] {os.strerror(code)}" if code else str(error).strip().splitlines()[-1]
     return WriteError(path, reason, code)
 
 

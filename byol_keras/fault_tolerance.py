@@ -13,6 +13,7 @@ and SIGINT, and a stop at a non-finite loss that keeps the last good state.
 Which worker keeps the files is `byol_keras.cluster`'s rule, as for every file of a run.
 """
 
+import errno
 import hashlib
 import json
 import logging
@@ -369,6 +370,7 @@ class StepBackup(keras.callbacks.Callback):
         try:
             with writing(tmp):
                 shutil.rmtree(tmp, ignore_errors=True)
+                self._check_space()
                 os.makedirs(tmp)
                 self.model.save_weights(weights)
                 fsync_file(weights)
@@ -399,6 +401,19 @@ class StepBackup(keras.callbacks.Callback):
         self._last_saved_step = step
         self.last_saved = (step, final)
         self._prune()
+
+    def _check_space(self):
+        """Refuse, with the numbers, to start a backup that the disk cannot hold: HDF5 meeting a full disk half-way
+        can crash the process in its clean-up (seen with h5py 3 on a full tmpfs) instead of raising."""
+        if self.last_saved and os.path.isfile(os.path.join(self.last_saved[1], _WEIGHTS_FILE)):
+            needed = os.path.getsize(os.path.join(self.last_saved[1], _WEIGHTS_FILE))
+        else:  # The variables' bytes, and HDF5's few kilobytes of metadata for each.
+            variables = list(self.model.weights) + list(getattr(self.model.optimizer, "variables", []))
+            needed = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize + 4096 for v in variables)
+        free = shutil.disk_usage(self._root).free
+        if free < needed + (1 << 20):
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: the backup needs about "
+                                        f"{needed / 1e6:.1f} MB, {free / 1e6:.1f} MB are free")
 
     def _prune(self):
         """Delete the backups beyond the newest `keep`, now that a newer one is complete."""

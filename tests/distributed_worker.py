@@ -33,7 +33,7 @@ from byol_keras.byol import BYOL  # noqa: E402
 from byol_keras.cluster import is_chief, worker_dir  # noqa: E402
 from byol_keras.distribute import make_strategy, per_replica_batch_size, resolve_jit_compile, set_precision  # noqa: E402
 from byol_keras.encoders import resnet18  # noqa: E402
-from byol_keras.fault_tolerance import StepBackup, StopOnNonFiniteLoss  # noqa: E402
+from byol_keras.fault_tolerance import StepBackup, StopOnNonFiniteLoss, StoppedBySignal  # noqa: E402
 from byol_keras.layers import sync_batchnorm  # noqa: E402
 from byol_keras.schedules import WarmupCosine  # noqa: E402
 
@@ -176,7 +176,12 @@ def train(args):
         if args.sleep:
             callbacks.append(Sleep(args.sleep, args.sleep_from))  # last: after the backup and the log line
         data = dataset(start, total, args.global_batch, args.size, args.seed, args.nan_at_step)
-        model.fit(data, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, callbacks=callbacks, verbose=0)
+        try:
+            model.fit(data, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, callbacks=callbacks, verbose=0)
+        except StoppedBySignal as stop:  # SIGTERM/SIGINT: the step's backup is written; report, exit as signalled
+            print("RESULT " + json.dumps({"chief": chief, "stopped_by_signal": int(stop.signum), "step": stop.step,
+                                          "backup": stop.backup_path}), flush=True)
+            sys.exit(stop.exit_code)
         if stopper.message is None:
             model.encoder.save(os.path.join(out_dir, "encoder.keras"))  # the run's export
         digest, sums = weights_digest(model)

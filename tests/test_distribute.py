@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import signal
 import time
 
 import keras
@@ -234,9 +235,44 @@ def test_multi_worker_two_processes(tmp_path):
     assert chief["jit_compile"] is False and "more than one replica" in chief["jit_reason"]
     # Only the chief's run directory holds the backup, the TensorBoard logs, the step log and the export.
     assert sorted(os.listdir(run_dir)) == ["backup", "encoder.keras", "logs", "steps.jsonl"]
-    assert os.listdir(os.path.join(run_dir, "backup")) == ["step-000000004"]
+    assert sorted(os.listdir(os.path.join(run_dir, "backup"))) == ["step-000000002", "step-000000004"]
     assert os.listdir(os.path.join(run_dir, "logs"))
     assert other["out_dir"] != run_dir and not os.path.exists(other["out_dir"])
     steps = read_steps(run_dir)
     assert [r["step"] for r in steps] == [0, 1, 2, 3]
     assert all(np.isfinite(r["step_loss"]) for r in steps)
+
+
+@pytest.mark.slow
+def test_multi_worker_a_sigterm_to_one_worker_stops_both_at_the_same_step_with_a_backup(tmp_path):
+    """A cluster stops one machine (a preempted worker): both workers stop after the same step, the chief writes its
+    backup, and both exit as signalled (143)."""
+    run_dir = str(tmp_path / "run")
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        procs.append(subprocess.Popen(
+            [sys.executable, WORKER, "train", "--run-dir", run_dir, "--strategy", "multi-worker", "--encoder",
+             "small", "--epochs", "1", "--steps-per-epoch", "20", "--backup-every", "100", "--global-batch", "8",
+             "--sleep", "1", "--sleep-from", "2"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ))
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        while not os.path.exists(os.path.join(run_dir, "steps.jsonl")) or len(read_steps(run_dir)) < 2:
+            assert all(proc.poll() is None for proc in procs)
+            assert time.monotonic() < deadline, "the workers did not reach step 2 in time"
+            time.sleep(0.05)
+        procs[1].send_signal(signal.SIGTERM)  # the other worker, not the chief
+        outputs = [proc.communicate(timeout=max(1.0, deadline - time.monotonic()))[0] for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert [proc.returncode for proc in procs] == [143, 143], [out[-3000:] for out in outputs]
+    chief, other = (parse_result(out) for out in outputs)
+    assert chief["chief"] and not other["chief"]
+    assert chief["step"] == other["step"] < 20
+    assert chief["backup"] == os.path.join(run_dir, "backup", f"step-{chief['step']:09d}")
+    assert os.listdir(os.path.join(run_dir, "backup")) == [f"step-{chief['step']:09d}"]

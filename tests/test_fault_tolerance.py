@@ -71,8 +71,8 @@ def test_step_backup_restores_mid_epoch_exactly(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         crashed.fit(distributed_worker.dataset(0, total, 8, 8, 3), epochs=2, steps_per_epoch=3,
                     callbacks=[StepBackup(backup_dir, 2), CrashAtStep(5)], verbose=0)
-    # Backups at global steps 2 and 4; only the newest is kept. Step 4 = epoch 1 (0-based), 1 batch done.
-    assert sorted(os.listdir(backup_dir)) == ["step-000000004"]
+    # Backups at global steps 2 and 4, both kept (keep=2). Step 4 = epoch 1 (0-based), 1 batch done.
+    assert sorted(os.listdir(backup_dir)) == ["step-000000002", "step-000000004"]
     state = StepBackup(backup_dir, 2).latest_state()
     assert {k: state[k] for k in ("step", "epoch", "batch", "steps_per_epoch")} == {
         "step": 4, "epoch": 1, "batch": 1, "steps_per_epoch": 3}
@@ -125,7 +125,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_backup(tm
     assert told == [("byol_keras.fault_tolerance", "ERROR")]
     assert int(model.optimizer.iterations) == 6, "training stopped right after the bad step"
     assert isinstance(stopper, keras.callbacks.TerminateOnNaN)  # Keras' own, extended
-    assert sorted(os.listdir(backup_dir)) == ["step-000000004"]
+    assert sorted(os.listdir(backup_dir)) == ["step-000000002", "step-000000004"]
 
     fresh = small_byol(args)
     fresh.optimizer.build(fresh.trainable_variables)
@@ -137,7 +137,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_backup(tm
     model = small_byol(args)
     backup_dir2 = str(tmp_path / "backup2")
     model.fit(data, epochs=2, steps_per_epoch=4, callbacks=[StopOnNonFiniteLoss(), StepBackup(backup_dir2, 2)], verbose=0)
-    assert sorted(os.listdir(backup_dir2)) == ["step-000000004"]
+    assert sorted(os.listdir(backup_dir2)) == ["step-000000002", "step-000000004"]
 
 
 def test_step_backup_arguments_are_validated():

@@ -275,7 +275,7 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, ca
     _assert_one_line_error(code, err, f"cannot write {a_file}: --out names a file, not a folder")
     code, err = _main("training.linear_eval", capsys, "--encoder", str(tmp_path / "enc.keras"), "--data", "digits",
                       "--out", str(a_file / "linear.json"))
-    _assert_one_line_error(code, err, "--out is not writable")
+    _assert_one_line_error(code, err, f"cannot write {a_file}: --out names a file")
 
 
 def _fill(folder, leave_bytes):
@@ -320,8 +320,10 @@ def test_a_full_disk_while_backing_up_is_one_error_line_and_the_next_run_resumes
         with pytest.raises(WriteError) as error:
             run(_tiny(run_dir, "--epochs", "2"))
     assert error.value.errno == errno.ENOSPC
-    assert str(error.value) == (f"cannot write {run_dir / 'backup' / 'step-000000003'}: [Errno 28] No space left on "
-                                f"device; the backup of global step 2 in {kept} is intact")
+    message = str(error.value)
+    assert message.startswith(f"cannot write {run_dir / 'backup' / 'step-000000003'}: [Errno 28] No space left on "
+                              "device"), message
+    assert message.endswith(f"; the backup of global step 2 in {kept} is intact"), message
     assert sorted(os.listdir(run_dir / "backup")) == ["step-000000001", "step-000000002"], "no torn folder left"
     if small_disk is not None:
         os.remove(small_disk / "filler")
