@@ -306,7 +306,14 @@ class BYOL(keras.Model):
         # callback that restores the weights (`StepBackup`) restores the horizon saved with them: a resumed run
         # whose length changed (`byol-pretrain --epochs`) follows its own, like its learning rate.
         callbacks = [_TotalSteps(), *(callbacks or []), _TotalSteps()]
-        return super().fit(*args, callbacks=callbacks, **kwargs)
+        try:
+            return super().fit(*args, callbacks=callbacks, **kwargs)
+        finally:
+            # Keras calls no callback when `fit` ends by an exception: a callback that holds process state during
+            # `fit` (`StepBackup`'s signal handlers) releases it here, however `fit` ends.
+            for callback in callbacks:
+                if callable(getattr(callback, "release", None)):
+                    callback.release()
 
     def compile(self, optimizer="rmsprop", jit_compile="auto", **kwargs):
         """`keras.Model.compile`, with `jit_compile="auto"` deciding XLA by measurement.

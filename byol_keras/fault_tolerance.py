@@ -288,14 +288,17 @@ class StepBackup(keras.callbacks.Callback):
             if self._position is not None and step != self._last_saved_step:
                 self._save(step, *self._position, self.params.get("steps"))
         finally:
-            self._end()
+            self.release()
         if self._signal is not None:  # Signalled after the last step (during the last epoch's monitors).
             raise StoppedBySignal(self._signal, step, self.last_saved[1] if self.last_saved else None)
         if self.delete_on_end and self._chief and self._last_loss_finite:
             shutil.rmtree(self.backup_dir, ignore_errors=True)
 
-    def _end(self):
-        """What `fit`'s end undoes, also when it ends by `StoppedBySignal`."""
+    def release(self):
+        """Undo what `on_train_begin` set up in the process (the signal handlers, the restored initial epoch, a
+        worker's scratch folder). Called at `fit`'s end and at `StoppedBySignal`; Keras calls no callback when
+        `fit` ends by another exception, so `BYOL.fit` calls it however `fit` ends (with another model, call it
+        after a failed `fit`). Calling it twice is harmless."""
         compat.set_initial_epoch(self.model, None)  # Keras would start every later `fit` at the restored epoch
         self._restore_signal_handlers()
         if self._scratch is not None:
@@ -344,7 +347,7 @@ class StepBackup(keras.callbacks.Callback):
             if step != self._last_saved_step and self._position is not None:
                 self._save(step, *self._position, self.params.get("steps"))
         finally:
-            self._end()
+            self.release()
         saved = self.last_saved if self.last_saved and self.last_saved[0] == step else None
         raise StoppedBySignal(self._signal, step, saved[1] if saved else None)
 
