@@ -229,6 +229,10 @@ class KNNMonitor(keras.callbacks.Callback):
         self._write(value, epoch + 1)
 
     def on_train_end(self, logs=None):
+        self.release()
+
+    def release(self):
+        """Close the writer (its events flushed); `BYOL.fit` calls it however `fit` ends."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -293,6 +297,10 @@ class StepScalars(keras.callbacks.Callback):
         self._writer.flush()
 
     def on_train_end(self, logs=None):
+        self.release()
+
+    def release(self):
+        """Close the writer (its events flushed); `BYOL.fit` calls it however `fit` ends."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None

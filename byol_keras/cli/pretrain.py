@@ -899,5 +899,17 @@ def summary_lines(summary):
 
 def command(prog="byol-pretrain"):
     """The `byol-pretrain` program on `sys.argv`: exit status 0 after a finished run, 1 after a stop at a
-    non-finite loss (2 for a bad flag, from argparse)."""
-    return 0 if main(prog=prog) else 1
+    non-finite loss (2 for a bad flag, from argparse), 128 + the signal's number after a stop at SIGTERM or SIGINT.
+
+    After a stop at a signal every file is written and closed when `main` returns (the backup synced, the lock
+    released, TensorBoard's writers flushed by `BYOL.fit`); the process then exits without the interpreter's
+    teardown of TensorFlow and its input threads, which took about 2 s of a cluster's grace period.
+    """
+    try:
+        return 0 if main(prog=prog) else 1
+    except SystemExit as stop:
+        if isinstance(stop.code, int) and stop.code > 128:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(stop.code)
+        raise
