@@ -67,7 +67,7 @@ def main(argv=None):
                 print(json.dumps(row), flush=True)
     times = [row["seconds_to_exit"] for row in rows]
     ok = all(row["exit_status"] == row["expected_status"] and isinstance(row["line"], str) for row in rows)
-    print(json.dumps({"figure": "signal to exit", "flags": flags, "all_clean": ok, "median_s": statistics.median(times),
+    print(json.dumps({"figure": "signal to exit", "flags": flags, "all_clean": ok, "median_s": round(statistics.median(times), 2),
                       "max_s": max(times), "backup_mb": round(rows[0]["backup_bytes"] / 1e6, 1),
                       **report.machine()}))
 

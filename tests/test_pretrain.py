@@ -270,49 +270,6 @@ def test_resumed_run_reports_the_true_random_init_and_the_raw_pixel_reference(de
     assert 0.9 < summary["knn_top1_raw_pixels"] <= 1.0  # 8×8 digits: pixels are a strong representation
 
 
-@pytest.mark.slow
-def test_a_run_killed_mid_epoch_resumes_on_the_batches_of_the_uninterrupted_run(tmp_path, monkeypatch,
-                                                                               step_without_xla):
-    """Issue 23, end to end through the command's `run`: the demo (digits: 11 batches of 128 an epoch of the data),
-    3 steps per Keras epoch, 15 steps, a backup every 5. Killed after global step 11, it resumes from the backup of
-    step 10 (Keras epoch 4 with 1 batch done; the data's epoch 0, batch 10) and crosses the data's first epoch
-    boundary after one step. Its final weights equal the uninterrupted run's, which only the same batches (views
-    included) at steps 10-14 can give; restarting the data stream (as before) moves them by far more."""
-    from byol_keras import fault_tolerance
-    from byol_keras.cli.pretrain import run
-
-    def config(out):
-        config = resolve_config(parse_args([
-            "--preset", "demo", "--epochs", "5", "--steps-per-epoch", "3", "--width", "4", "--backup-every", "5",
-            "--out", str(out), "--export", "none", "--verbose", "0"]))
-        # Training alone (no kNN monitor, view grid or projector), the views' maths not XLA-compiled: faster.
-        return dict(config, test_split=None, augment=dict(config["augment"], jit_compile=False))
-
-    class KilledAfterStep11(fault_tolerance.StepBackup):
-        def on_train_batch_end(self, batch, logs=None):
-            super().on_train_batch_end(batch, logs)
-            if int(self.model.optimizer.iterations) == 11:
-                raise KeyboardInterrupt("killed after global step 11")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(fault_tolerance, "StepBackup", KilledAfterStep11)
-        with pytest.raises(KeyboardInterrupt):
-            run(config(tmp_path / "run"))
-    state = fault_tolerance.StepBackup(str(tmp_path / "run" / "backup"), 5).latest_state()
-    assert (state["step"], state["epoch"], state["batch"]) == (10, 3, 1)
-    assert fault_tolerance.batches_done(state, 3) == 10
-    resumed = run(config(tmp_path / "run"))
-    reference = run(config(tmp_path / "reference"))
-    assert resumed["resumed_from_step"] == 10 and resumed["steps"] == reference["steps"] == 15
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["max_pixels"] == 89_478_485
-
-    import byol_keras  # noqa: F401  (registers BYOL and its optimizer for loading)
-
-    weights = [keras.saving.load_model(str(tmp_path / name / "model.keras")).get_weights() for name in ("run", "reference")]
-    for a, b in zip(*weights):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-
-
 def _tiny_run_config(out, *flags, **changes):
     """The demo's configuration shrunk to 2 steps an epoch of a 4-wide ConvNet, a backup every 2 steps, training
     alone (no kNN monitor, view grid or projector) and the views' maths not XLA-compiled: a few seconds a launch."""

@@ -103,7 +103,8 @@ def test_sigterm_and_sigint_stop_with_a_backup_and_the_same_command_ends_on_the_
         tmp_path / "second.log").read()
 
     # 3. The same command again, to the end; then the uninterrupted run. The same weights: nothing was lost or
-    # done twice (the data, τ and the learning rate continued from each stop's step).
+    # done twice (the data, τ and the learning rate continued from each stop's step, mid-epoch, and the stream
+    # crossed the data's epochs, 11 batches of the digits each, as the uninterrupted run's did).
     argv = [*FLAGS, "--epochs", str(epochs), "--verbose", "0"]
     summary = main([*argv, "--out", str(run_dir)], prog="python -m training.pretrain")
     assert summary["resumed_from_step"] == second and summary["steps"] == 40
