@@ -10,14 +10,17 @@ Flags left unset keep the preset's value (`byol_keras/presets.py`). The run dire
     config.json      the resolved configuration (preset + flags + derived values, oneDNN's state, versions, XLA),
                      written before the first step; "resumes" lists what each resume changed
     logs/            TensorBoard: per-step loss, τ, learning rate, representation_std; kNN; views; projector
-    backup/          the fault-tolerance backup (running the same command again resumes from it)
+    backup/          the newest --keep-backups (2) fault-tolerance backups, each with its weights' checksum and a
+                     copy of config.json (running the same command again resumes from the newest that reads)
+    run.lock         held while a run uses the folder (a second command on it stops, naming the holder)
     checkpoints/     latest.keras, the full BYOL model, saved every epoch (every `--backup-every` steps if longer)
     model.keras      the final BYOL model (online and target networks, optimizer state)
     summary.json     kNN top-1 before and after, losses, wall time
 and the encoder is exported for TF Serving to `--export` (default `saved_models/<preset>/<version>`).
 
-Running the command again on a run folder with a backup resumes the run, with the configuration of its
-config.json: a resume may change --epochs (to extend the run), --knn-every, --verbose, --backup-every,
+SIGTERM or SIGINT stops a run after the step in flight, with a backup of it (exit status 143 / 130). `--restart`
+starts a run folder over, discarding what it holds. Running the command again on a run folder with a backup resumes
+the run, with the configuration of its config.json: a resume may change --epochs (to extend the run), --knn-every, --verbose, --backup-every,
 --export, --strategy and --data-dir; every other flag must give the run's own value, or the command stops
 with an error naming the flag, the run's value and the one given (docs/design.md, "Resuming a run").
 """
