@@ -121,6 +121,36 @@ class Conv2D(keras.layers.Conv2D):
         return ops.conv(inputs, kernel, strides=1, padding=self.padding, data_format=self.data_format)
 
 
+@keras.saving.register_keras_serializable(package="byol_keras")
+class TokenPooling(keras.layers.Layer):
+    """The token at `index` of a sequence: `(batch, tokens, dim)` -> `(batch, dim)` (a ViT's class token).
+
+    Args:
+        index: int, the token kept. Defaults to 0 (where KerasHub's ViT puts its class token).
+        **kwargs: `keras.layers.Layer` arguments (`name`, `dtype`).
+
+    Example:
+
+    >>> TokenPooling()(np.arange(12.0).reshape(1, 3, 4)).numpy().tolist()
+    [[0.0, 1.0, 2.0, 3.0]]
+    """
+
+    def __init__(self, index=0, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise TypeError(f"`index` must be an int. Received: index={index!r}")
+        self.index = index
+
+    def call(self, tokens):
+        return tokens[:, self.index]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+    def get_config(self):
+        return {**super().get_config(), "index": self.index}
+
+
 def sync_batchnorm(encoder):
     """Return `encoder` with every `BatchNormalization` layer synchronised across replicas, weights kept.
 
