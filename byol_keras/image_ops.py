@@ -23,18 +23,39 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def normalize(images):
-    """Scale images from [0, 255] to [0, 1] and standardise with the ImageNet mean and std.
+def channel_stats(channels):
+    """The mean and standard deviation (on the [0, 1] scale) `normalize` uses for images of `channels` channels.
+
+    Three channels: ImageNet's per-channel values. Any other count (grayscale, 4-band tiles): every channel gets
+    the average of ImageNet's three, `(0.449, 0.226)`, the usual choice for grayscale.
 
     Args:
-        images: `(batch, height, width, 3)` uint8 or float tensor with values in [0, 255].
+        channels: int > 0.
+
+    Returns:
+        `(mean, std)`, two tuples of `channels` floats.
+    """
+    if channels == 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    mean, std = sum(IMAGENET_MEAN) / 3, sum(IMAGENET_STD) / 3
+    return (mean,) * channels, (std,) * channels
+
+
+def normalize(images):
+    """Scale images from [0, 255] to [0, 1] and standardise with the ImageNet mean and std (`channel_stats`).
+
+    Args:
+        images: `(batch, height, width, channels)` uint8 or float tensor with values in [0, 255]; channels 3
+            (RGB), or any other count with a known static size (1 for grayscale).
 
     Returns:
         float32 tensor of the same shape.
     """
     images = ops.cast(images, "float32") / 255.0
-    mean = ops.convert_to_tensor(IMAGENET_MEAN, dtype="float32")
-    std = ops.convert_to_tensor(IMAGENET_STD, dtype="float32")
+    channels = images.shape[-1]
+    mean, std = channel_stats(3 if channels is None else channels)
+    mean = ops.convert_to_tensor(mean, dtype="float32")
+    std = ops.convert_to_tensor(std, dtype="float32")
     return (images - mean) / std
 
 

@@ -608,7 +608,7 @@ def test_compiled_matches_eager_and_xla_compiles():
 
 
 def test_docstring_examples_run():
-    for obj in (augment.BYOLView, augment.view_configs, augment.BYOLAugment):
+    for obj in (augment.BYOLView, augment.view_configs, augment.BYOLAugment, augment.LayerViews):
         finder = doctest.DocTestFinder(recurse=False)
         runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
         for test in finder.find(obj, globs={**vars(augment), "np": np, "tf": tf}):
@@ -804,3 +804,25 @@ def test_keyed_draws_follow_the_views_laws_and_depend_on_the_key_alone():
     again.sample_transform(images)  # the generator moves; keyed draws do not depend on it
     np.testing.assert_array_equal(again.sample_transform(images, keyed_draw(tf.constant([7, 3], tf.int64)))["hue"],
                                   draws[3]["hue"])
+
+
+def test_layer_views_round_trip_their_config_and_normalise_any_channel_count():
+    from byol_keras.augment import LayerViews, channel_stats
+
+    def views():
+        return LayerViews([keras.layers.RandomFlip("horizontal", seed=0)],
+                          [keras.layers.RandomFlip("vertical", seed=1), keras.layers.RandomContrast(0.5, seed=2)])
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 1)).astype("uint8")
+    first, second = views()(images)
+    again = LayerViews.from_config(views().get_config())
+    for mine, theirs in zip((first, second), again(images)):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-6, atol=1e-6)
+    # One channel: the mean of ImageNet's statistics, so a flip alone is the flipped, normalised image.
+    mean, std = channel_stats(1)
+    assert mean == (pytest.approx(0.449, abs=1e-3),) and std == (pytest.approx(0.226, abs=1e-3),)
+    flips = np.asarray(first) * std[0] + mean[0]
+    assert all(np.allclose(f, im / 255.0, atol=1e-5) or np.allclose(f, im[:, ::-1] / 255.0, atol=1e-5)
+               for f, im in zip(flips, images))
+    with pytest.raises(TypeError, match="Received: view1=.*of type function"):
+        LayerViews(lambda x: x)
