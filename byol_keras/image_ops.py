@@ -576,6 +576,46 @@ def color_jitter(images, brightness, contrast, saturation, hue, order, style="te
     return ops.clip(side(images, before=False), 0.0, 1.0)
 
 
+def brightness_contrast(images, brightness, contrast, order, style="tensorflow", channel_axis=-1):
+    """The colour jitter of images without colour (grayscale, or bands that are not RGB): brightness and contrast
+    in each image's drawn order, as `color_jitter` applies them; saturation and hue have no meaning here.
+
+    On a gray RGB image (three equal channels) `color_jitter` gives this function's result in every channel
+    (saturation and hue leave gray unchanged; the luma of gray is itself): tested.
+
+    Args:
+        images: `(batch, h, w, channels)` float32 in [0, 1], or `(batch, channels, h, w)` with `channel_axis=1`.
+        brightness: `(batch,)` delta (TensorFlow's maths) or factor − 1 (torchvision's), as `color_jitter`.
+        contrast: `(batch,)` factor.
+        order: `(batch, 4)` int permutation of `JITTER_OPS`, as `color_jitter`; only the order of brightness (0)
+            and contrast (1) is read.
+        style: `"tensorflow"` (each channel's own mean in the contrast) or `"torchvision"` (one mean per image,
+            over every channel). Defaults to `"tensorflow"`.
+        channel_axis: -1 or 1. Defaults to -1.
+
+    Returns:
+        float32, the shape of `images`, in [0, 1].
+    """
+    if style not in JITTER_STYLES:
+        raise ValueError(f"`style` must be one of {JITTER_STYLES}. Received: style={style!r}")
+    axes = _spatial_axes(channel_axis)
+    slot = ops.argsort(ops.cast(order, "int32"), axis=1)
+    brightness_first = slot[:, 0] < slot[:, 1]
+
+    def bright(x):
+        if style == "tensorflow":
+            return adjust_brightness(x, brightness)
+        return adjust_brightness_torchvision(x, 1.0 + brightness)
+
+    def contrasted(x):
+        mean_axes = axes if style == "tensorflow" else (1, 2, 3)
+        mean = ops.mean(x, axis=mean_axes, keepdims=True)
+        factor = _per_image(contrast)
+        return ops.clip(factor * x + (1.0 - factor) * mean, 0.0, 1.0)
+
+    return _select(brightness_first, contrasted(bright(images)), bright(contrasted(images)))
+
+
 def _brightness_saturation(images, on_b, on_s, brightness, saturation, b_first, channel_axis):
     """torchvision's brightness (factor `brightness`) and saturation where `on_b` / `on_s`, in their order:
     two steps `clip(a * x + (1 - a') * gray(x), 0, 1)`, each image's first adjustment in the first."""

@@ -826,3 +826,34 @@ def test_layer_views_round_trip_their_config_and_normalise_any_channel_count():
                for f, im in zip(flips, images))
     with pytest.raises(TypeError, match="Received: view1=.*of type function"):
         LayerViews(lambda x: x)
+
+
+@pytest.mark.parametrize("style", ["tensorflow", "torchvision"])
+def test_brightness_contrast_is_the_colour_jitter_of_a_gray_image(style):
+    from byol_keras.image_ops import brightness_contrast, color_jitter
+
+    rng = np.random.default_rng(0)
+    gray = rng.uniform(size=(6, 5, 5, 1)).astype("float32")
+    brightness, contrast = rng.uniform(-0.4, 0.4, 6).astype("float32"), rng.uniform(0.6, 1.4, 6).astype("float32")
+    saturation, hue = rng.uniform(0.8, 1.2, 6).astype("float32"), rng.uniform(-0.1, 0.1, 6).astype("float32")
+    order = np.argsort(rng.uniform(size=(6, 4)), axis=1).astype("int32")
+    expected = color_jitter(np.repeat(gray, 3, axis=-1), brightness, contrast, saturation, hue, order, style=style)
+    got = brightness_contrast(gray, brightness, contrast, order, style=style)
+    for channel in range(3):
+        np.testing.assert_allclose(np.asarray(got)[..., 0], np.asarray(expected)[..., channel], atol=1e-4)  # luma weights summing to 1 in float32
+
+
+def test_grayscale_and_multiband_views_keep_their_channels():
+    gray = np.random.default_rng(0).integers(0, 256, (4, 20, 20, 1), dtype="uint8")
+    augment = BYOLAugment(16, seed=0, channels=1)
+    assert [view.saturation + view.hue + view.grayscale_prob for view in augment.views] == [0.0, 0.0]
+    first, second = next(iter(tf.data.Dataset.from_tensor_slices(gray).batch(4).map(augment)))
+    assert first.shape == second.shape == (4, 16, 16, 1)
+    assert BYOLAugment.from_config(augment.get_config()).view2.channels == 1
+    tiles = np.random.default_rng(1).integers(0, 256, (4, 20, 20, 4), dtype="uint8")
+    assert [tuple(v.shape) for v in BYOLAugment(16, blur=False, seed=0, channels=4)(tiles)] == [(4, 16, 16, 4)] * 2
+    # RGB views of grayscale images, and hue for one channel, are refused naming the argument.
+    with pytest.raises(ValueError, match=r"`images` must have 3 channel\(s\).*channels=1"):
+        BYOLAugment(16, seed=0)(gray)
+    with pytest.raises(ValueError, match="Received: hue=0.1, channels=1"):
+        BYOLView(16, saturation=0.0, grayscale_prob=0.0, channels=1)
