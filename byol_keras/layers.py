@@ -160,7 +160,7 @@ def sync_batchnorm(encoder):
     ordinary BatchNorm on one replica, so the converted encoder is interchangeable with the original.
 
     Functional and Sequential models (ours, `keras.applications`, a user's), including nested ones, are
-    cloned: the original is left untouched. A subclassed model cannot be cloned generically, so its
+    cloned: the original is left untouched. An encoder without BatchNormalization (a ViT) is returned as it is. A subclassed model cannot be cloned generically, so its
     BatchNormalization layers are switched in place and the same object is returned (call this before
     `compile`/`fit` traces it).
 
@@ -181,10 +181,15 @@ def sync_batchnorm(encoder):
         raise TypeError(
             f"`encoder` must be a keras.Model. Received: encoder={encoder!r} of type {type(encoder).__name__}"
         )
+    batch_norms = [layer for layer in encoder._flatten_layers(include_self=False)
+                   if isinstance(layer, keras.layers.BatchNormalization)]
+    if not batch_norms:
+        # Nothing to synchronise (a ViT: LayerNorm only). Not cloned either: a layer whose config does not
+        # rebuild it (KerasHub's ViT patch embedding) would fail for nothing.
+        return encoder
     if not _is_graph_model(encoder):
-        for layer in encoder._flatten_layers(include_self=False):
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.synchronized = True
+        for layer in batch_norms:
+            layer.synchronized = True
         return encoder
 
     def clone_layer(layer):

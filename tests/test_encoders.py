@@ -163,3 +163,18 @@ def test_encoder_specs_and_their_errors():
         encoders.keras_hub_encoder("unused", pooling="max")
     # Our own encoders take any channel count.
     assert encoders.build_encoder({"name": "resnet18", "width": 2}, 16, channels=4).input_shape == (None, 16, 16, 4)
+
+
+def test_sync_batchnorm_leaves_a_keras_hub_vit_alone_and_synchronises_a_keras_hub_resnet():
+    # ViT has no BatchNorm: nothing to convert, and cloning failed on its patch layer's config (a KerasHub gap).
+    pytest.importorskip("keras_hub")
+    from byol_keras.layers import sync_batchnorm
+
+    vit = encoders.keras_hub_encoder(tiny_hub_vit())
+    assert sync_batchnorm(vit) is vit
+    resnet = encoders.keras_hub_encoder(tiny_hub_resnet(), input_shape=(16, 16, 3))
+    synced = sync_batchnorm(resnet)
+    norms = [l for l in synced._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
+    assert norms and all(l.synchronized for l in norms)
+    x = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype("float32")
+    np.testing.assert_allclose(synced(x, training=False), resnet(x, training=False), rtol=1e-5, atol=1e-5)
