@@ -92,6 +92,11 @@ def test_a_keras_hub_resnet_trains_and_round_trips_through_a_keras_file(tmp_path
     pytest.importorskip("keras_hub")
     encoder = encoders.keras_hub_encoder(tiny_hub_resnet(), input_shape=(16, 16, 3))
     assert encoder.output_shape == (None, 64)
+    from byol_keras import LARS
+
+    lars = LARS(0.1, weight_decay=1e-6)  # BatchNorm's γ and β out of the decay and the trust ratio, kernels in
+    assert {(v.path.rsplit("/", 1)[-1], lars.is_adapted(v)) for v in encoder.trainable_variables} == {
+        ("kernel", True), ("gamma", False), ("beta", False)}
     model = _byol_step(encoder)
     # The target was built from the encoder's config and moved by the EMA: same structure, other weights.
     assert [w.shape for w in model.target_encoder.weights] == [w.shape for w in model.encoder.weights]
