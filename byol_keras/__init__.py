@@ -44,12 +44,14 @@ _EXPORTS = {
     "convnet": "encoders",
     "resnet18": "encoders",
     "resnet50": "encoders",
+    "keras_hub_encoder": "encoders",
     "target_tau": "schedules",
     "WarmupCosine": "schedules",
     "scale_learning_rate": "schedules",
     "LARS": "optimizers",
     "BYOLAugment": "augment",
     "BYOLView": "augment",
+    "LayerViews": "augment",
 }
 # reachable as attributes, not star-imported
 _SUBMODULES = (

@@ -30,7 +30,9 @@ from byol_keras.image_ops import (  # the maths the views are made of; importabl
     adjust_contrast_torchvision,
     adjust_saturation_hue,
     adjust_saturation_torchvision,
+    brightness_contrast,
     center_crop_resize,
+    channel_stats,
     color_jitter,
     default_blur_kernel_size,
     gaussian_blur,
@@ -57,7 +59,8 @@ class BYOLAugment(keras.layers.Layer):
         image_size: int > 0, side of the augmented images.
         blur: bool, `False` drops the blur from both views (32 px). Defaults to `True`.
         seed: int or `None`. Defaults to `None`.
-        **overrides: `BYOLView` arguments shared by both views (see `view_configs`), plus
+        **overrides: `BYOLView` arguments shared by both views (see `view_configs`; `channels=1` makes
+            grayscale views, without saturation, hue or grayscale conversion), plus
             `keras.layers.Layer` arguments (`name`, ...).
 
     Returns (when called):
@@ -134,7 +137,7 @@ class BYOLAugment(keras.layers.Layer):
         )
 
     def compute_output_shape(self, input_shape):
-        shape = (input_shape[0], self.image_size, self.image_size, 3)
+        shape = (input_shape[0], self.image_size, self.image_size, self.view1.channels)
         return shape, shape
 
     def get_config(self):
@@ -143,6 +146,85 @@ class BYOLAugment(keras.layers.Layer):
             {"image_size": self.image_size, "blur": self.blur, "seed": self.seed, **self.overrides}
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="byol_keras")
+class LayerViews(keras.layers.Layer):
+    """Two views from any Keras 3 or KerasCV preprocessing layers: `(view1, view2) = views(images)`.
+
+    Each view is its layers applied in order to the images (cast to float32, in [0, 255]), clipped to [0, 255]
+    and normalised as byol_keras' own views are (`normalize`), so that an encoder sees the same input in
+    training, in the kNN monitor and in the export. Random layers draw afresh on every call, so the two views
+    differ even when `view2` is `view1`'s layers.
+
+    What a user's own views give up against `BYOLAugment` (the paper's): their draws come from the layers' own
+    seed generators, which `pretrain_dataset` cannot key by the batch's position in the stream (a resumed run
+    sees other views than an uninterrupted one, and two runs with one seed may differ); their crops are cut
+    from the `image_size` square `pretrain_dataset` hands them, not from the whole image; and they run as the
+    layers run (KerasCV's, image by image in Python-converted graphs, are several times slower).
+
+    Args:
+        view1: a `keras.layers.Layer` or a list of them (Keras 3 core: `RandomFlip`, `RandomColorJitter`,
+            `RandomGrayscale`, `RandomGaussianBlur`, `Solarization`, `RandAugment`, ...; KerasCV's layers), each
+            taking and returning `(batch, height, width, channels)` images in [0, 255].
+        view2: the same for the second view, or None for `view1`'s layers. Defaults to None.
+        **kwargs: `keras.layers.Layer` arguments (`name`).
+
+    Returns (when called):
+        A tuple of two float32 `(batch, height, width, channels)` normalised tensors.
+
+    Example:
+
+    >>> views = LayerViews([keras.layers.RandomFlip("horizontal", seed=0), keras.layers.RandomGrayscale(0.2, seed=1)])
+    >>> view1, view2 = views(np.zeros((2, 8, 8, 3), "uint8"))
+    >>> tuple(view1.shape)
+    (2, 8, 8, 3)
+    """
+
+    def __init__(self, view1, view2=None, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.view1_layers = _layer_list("view1", view1)
+        self.view2_layers = self.view1_layers if view2 is None else _layer_list("view2", view2)
+        self._same = view2 is None
+        self.built = True
+
+    def _view(self, layers, images):
+        x = ops.cast(images, "float32")
+        for layer in layers:
+            x = ops.cast(layer(x, training=True), "float32")
+        return normalize(ops.clip(x, 0.0, 255.0))
+
+    def call(self, images, training=True):
+        return self._view(self.view1_layers, images), self._view(self.view2_layers, images)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape), tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config["view1"] = [keras.saving.serialize_keras_object(layer) for layer in self.view1_layers]
+        config["view2"] = None if self._same else [keras.saving.serialize_keras_object(l) for l in self.view2_layers]
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("view1", "view2"):
+            if config.get(key) is not None:
+                config[key] = [keras.saving.deserialize_keras_object(layer) for layer in config[key]]
+        return cls(**config)
+
+
+def _layer_list(name, layers):
+    layers = list(layers) if isinstance(layers, (list, tuple)) else [layers]
+    for layer in layers:
+        if not isinstance(layer, keras.layers.Layer):
+            raise TypeError(
+                f"`{name}` must be a keras.layers.Layer or a list of them. Received: {name}={layer!r} of type "
+                f"{type(layer).__name__}"
+            )
+    return layers
 
 
 # --- The BYOL views -------------------------------------------------------------------------------
@@ -224,6 +306,9 @@ class BYOLView(keras.layers.Layer):
         solarize_threshold: pixels at or above this fraction of the range are inverted, in [0, 1].
             Defaults to 0.5.
         seed: int or `None`, seed of the layer's random draws. Defaults to `None`.
+        channels: int > 0, the images' channels. Other than 3 (grayscale kept as one channel, 4-band tiles), the
+            jitter is brightness and contrast alone (`brightness_contrast`) and `saturation`, `hue` and
+            `grayscale_prob` must be 0. Defaults to 3.
         jit_compile: bool. When the layer runs inside a graph (a `tf.data` map, a `tf.function`),
             compile `apply_transform` with XLA, which fuses the colour jitter's hundred-odd
             elementwise passes over the batch into a few loops: several times the images per second of the
@@ -266,6 +351,7 @@ class BYOLView(keras.layers.Layer):
         seed=None,
         jit_compile=True,
         crop_style="torchvision",
+        channels=3,
         **kwargs,
     ):
         # Augmentation maths stay in float32 even under a mixed-precision policy.
@@ -312,6 +398,15 @@ class BYOLView(keras.layers.Layer):
         self.solarize_prob = check_number("solarize_prob", solarize_prob, 0, 1)
         self.solarize_threshold = check_number("solarize_threshold", solarize_threshold, 0, 1)
         self.seed = seed
+        self.channels = check_positive_int("channels", channels)
+        if channels != 3:
+            # Saturation, hue and grayscale are RGB notions: views of one channel (or of bands) go without them.
+            for name in ("saturation", "hue", "grayscale_prob"):
+                if getattr(self, name) != 0:
+                    raise ValueError(
+                        f"`{name}` must be 0 for images of {channels} channel(s): it needs RGB (channels=3). "
+                        f"Received: {name}={getattr(self, name)}, channels={channels}"
+                    )
 
         self.seed_generator = keras.random.SeedGenerator(seed)
         # All state (the seed generator) exists now: nothing to build.
@@ -471,7 +566,13 @@ class BYOLView(keras.layers.Layer):
         interleaved RGB (figures in `docs/design.md`, "The stages after the crop run channels first"). The maths are the layout-independent
         functions of `image_ops`, the same as KerasCV's `Grayscale` and `Solarization` layers (tested equal).
         """
-        if self.jitter_prob > 0.0:
+        if self.jitter_prob > 0.0 and self.channels != 3:
+            jittered = brightness_contrast(
+                images, transform["brightness"], transform["contrast"], transform["jitter_order"],
+                style=self.jitter_style, channel_axis=1,
+            )
+            images = _select(transform["jitter"], jittered, images)
+        elif self.jitter_prob > 0.0:
             jittered = color_jitter(
                 images,
                 transform["brightness"],
@@ -483,7 +584,7 @@ class BYOLView(keras.layers.Layer):
                 channel_axis=1,
             )
             images = _select(transform["jitter"], jittered, images)
-        if self.grayscale_prob > 0.0:
+        if self.grayscale_prob > 0.0 and self.channels == 3:
             images = _select(transform["grayscale"], grayscale(images, channel_axis=1), images)
         if self.blur_prob > 0.0 and self.blur_kernel_size > 1:
             images = self._blur(images, transform["blur"], transform["blur_sigma"])
@@ -538,6 +639,7 @@ class BYOLView(keras.layers.Layer):
         Returns:
             float32 `(batch, image_size, image_size, 3)`, ImageNet-normalised.
         """
+        self._check_channels(images)
         transform = self.sample_transform(images, draw)
         if self.jit_compile and not _executing_eagerly():
             return _xla_apply()(self, "_view", images, transform)
@@ -561,10 +663,19 @@ class BYOLView(keras.layers.Layer):
                 f"`crops` must be {self.image_size}x{self.image_size} images (this view's image_size). "
                 f"Received: crops of shape {tuple(crops.shape)}"
             )
+        self._check_channels(crops)
         transform = self.sample_transform(crops, draw)
         if self.jit_compile and not _executing_eagerly():
             return _xla_apply()(self, "_view_of_crops", crops, transform)
         return self._view_of_crops(crops, transform)
+
+    def _check_channels(self, images):
+        channels = images.shape[-1]
+        if channels is not None and channels != self.channels:
+            raise ValueError(
+                f"`images` must have {self.channels} channel(s), this view's `channels`; for grayscale images "
+                f"kept as one channel use BYOLAugment(..., channels=1). Received: images of shape {tuple(images.shape)}"
+            )
 
     # Normalised inside the compiled function, so that XLA folds it into the last pass over the batch.
     def _view(self, images, transform):
@@ -574,7 +685,7 @@ class BYOLView(keras.layers.Layer):
         return normalize(self.apply_after_crop(crops, transform))
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.image_size, self.image_size, 3)
+        return (input_shape[0], self.image_size, self.image_size, self.channels)
 
     def get_config(self):
         config = super().get_config()
@@ -600,6 +711,7 @@ class BYOLView(keras.layers.Layer):
                 "solarize_threshold": self.solarize_threshold,
                 "seed": self.seed,
                 "jit_compile": self.jit_compile,
+                "channels": self.channels,
             }
         )
         return config
@@ -715,8 +827,10 @@ def _xla_apply():
 _VIEW_ARGS = (
     "crop_area", "crop_aspect_ratio", "crop_style", "interpolation", "flip_prob", "jitter_prob", "brightness",
     "contrast", "saturation", "hue", "jitter_style", "grayscale_prob", "blur_prob", "blur_sigma",
-    "blur_kernel_size", "solarize_prob", "solarize_threshold", "jit_compile",
+    "blur_kernel_size", "solarize_prob", "solarize_threshold", "jit_compile", "channels",
 )
+# What views of images that are not RGB (`channels` other than 3) go without.
+_RGB_ONLY = {"saturation": 0.0, "hue": 0.0, "grayscale_prob": 0.0}
 
 
 def view_configs(image_size, blur=True, **overrides):
@@ -752,6 +866,8 @@ def view_configs(image_size, blur=True, **overrides):
     configs = []
     for probs in PAPER_VIEW_PROBS:
         config = {"image_size": image_size, **probs}
+        if overrides.get("channels", 3) != 3:
+            config.update(_RGB_ONLY)  # grayscale views: brightness and contrast only
         if not blur:
             config["blur_prob"] = 0.0
         config.update(overrides)

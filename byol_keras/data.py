@@ -285,11 +285,15 @@ def pretrain_dataset(
     if views is None or views_on == "device":
         return batches.map(lambda images, labels, keys: (images, labels)).prefetch(tf.data.AUTOTUNE)
 
-    @_plain_graph
-    def make_views(images, labels, keys):
-        if augment is not None:
+    if augment is not None:
+        @_plain_graph
+        def make_views(images, labels, keys):
             return augment.augment_images(images, key_of(keys)) + (labels,)
-        return _check_pair(views(images), views) + (labels,)
+    else:
+        # A user's views (Keras or KerasCV layers, any callable) are converted by AutoGraph, as in their own
+        # `Dataset.map`: KerasCV's layers branch in Python on tensors (`RandAugment`'s equalisation).
+        def make_views(images, labels, keys):
+            return _check_pair(views(images), views) + (labels,)
 
     batches = batches.map(make_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return batches.prefetch(tf.data.AUTOTUNE)

@@ -1,9 +1,14 @@
-"""Encoders: ResNet-18 with the CIFAR stem, ResNet-50, a small ConvNet, and the check that any model can be one.
+"""Encoders: ResNet-18 with the CIFAR stem, ResNet-50, a small ConvNet, KerasHub backbones, and the check that any
+model can be one.
 
 An encoder is any `keras.Model` (or layer) mapping a batch of images `(batch, h, w, channels)` to a batch
 of feature vectors `(batch, dim)`: ours below, `keras.applications` models built with
-`include_top=False, pooling="avg"`, KerasHub backbones followed by pooling, or a user's own model.
+`include_top=False, pooling="avg"`, KerasHub backbones followed by pooling (`keras_hub_encoder`), or a user's
+own model. `build_encoder` makes one from the plain spec a preset or the command line holds.
 """
+
+import importlib
+import os
 
 import keras
 
@@ -220,3 +225,184 @@ def feature_shape(encoder, input_shape):
             f"Received: encoder={encoder.name!r} with output shape {shape} for input shape {tuple(input_shape)}"
         )
     return shape
+
+
+# The spec of a KerasHub encoder on the command line: `--encoder keras_hub:<preset or local preset directory>`.
+KERAS_HUB_PREFIX = "keras_hub:"
+POOLINGS = ("auto", "avg", "token", "mean")
+
+
+def _keras_hub():
+    try:
+        return importlib.import_module("keras_hub")
+    except ImportError as error:
+        raise ImportError(
+            "A KerasHub encoder needs the keras-hub package: `pip install \"byol-keras[keras-hub]\"`."
+        ) from error
+
+
+def keras_hub_encoder(backbone, pooling="auto", input_shape=None, load_weights=True, name=None):
+    """A KerasHub backbone followed by pooling: an encoder mapping images to `(batch, dim)` features.
+
+    The backbone is a `keras_hub.models.Backbone` built from its config (`keras_hub.models.ResNetBackbone(...)`,
+    random weights), or the name of a preset or the path of a local preset directory
+    (`backbone.save_to_preset(path)`), loaded with its weights: a warm start for BYOL on the user's own
+    domain. BYOL builds its target network from the encoder's config, so the backbone's `get_config()` must
+    rebuild it; this is checked here, and a KerasHub backbone whose config loses an argument is refused with
+    the weight that differs (keras-hub 0.32's `EfficientNetBackbone` omits `num_features`: only its default,
+    1280, rebuilds).
+
+    The encoder receives byol_keras' views: ImageNet-normalised float32 images (`byol_keras.augment.normalize`),
+    the input KerasHub's ResNet and EfficientNet presets expect; its ViT presets were trained on [-1, 1] pixels,
+    which a warm start then sees shifted.
+
+    Args:
+        backbone: a `keras_hub.models.Backbone`, or str: a KerasHub preset name or a local preset directory.
+        pooling: `"avg"` (global average of a `(batch, h, w, c)` feature map), `"token"` (the first token of a
+            `(batch, tokens, dim)` sequence: ViT's class token), `"mean"` (the mean of the tokens), or `"auto"`:
+            "avg" for feature maps, "token" for a sequence with a class token, else "mean". Defaults to "auto".
+        input_shape: `(height, width, channels)` of the encoder's input, or None for the backbone's own.
+            Defaults to None.
+        load_weights: bool, with a preset: load its weights (False: its architecture, randomly initialised).
+            Defaults to True.
+        name: str or None, the encoder's name. Defaults to None (`"<backbone name>_encoder"`).
+
+    Returns:
+        A functional `keras.Model` mapping `(batch, h, w, channels)` images to `(batch, dim)` features.
+
+    Raises:
+        ValueError: an unknown `pooling`, a pooling that does not fit the backbone's output, or a backbone
+            that its own config does not rebuild.
+        ImportError: keras-hub is not installed.
+
+    Example:
+
+    >>> import keras_hub
+    >>> backbone = keras_hub.models.ResNetBackbone(
+    ...     input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64],
+    ...     stackwise_num_blocks=[1], stackwise_num_strides=[1], block_type="basic_block", image_shape=(16, 16, 3))
+    >>> keras_hub_encoder(backbone).output_shape
+    (None, 64)
+    """
+    keras_hub = _keras_hub()
+    if pooling not in POOLINGS:
+        raise ValueError(f"`pooling` must be one of {POOLINGS}. Received: pooling={pooling!r}")
+    if isinstance(backbone, (str, os.PathLike)):
+        backbone = keras_hub.models.Backbone.from_preset(os.fspath(backbone), load_weights=load_weights)
+    if not isinstance(backbone, keras_hub.models.Backbone):
+        raise TypeError(
+            "`backbone` must be a keras_hub.models.Backbone, a preset name or a local preset directory. "
+            f"Received: backbone={backbone!r} of type {type(backbone).__name__}"
+        )
+    _check_rebuilds(backbone)
+    inputs = keras.Input(tuple(input_shape) if input_shape is not None else tuple(backbone.input_shape[1:]),
+                         name="images")
+    x = backbone(inputs)
+    if pooling == "auto":
+        if len(x.shape) == 4:
+            pooling = "avg"
+        else:
+            pooling = "token" if backbone.get_config().get("use_class_token") else "mean"
+    rank = 4 if pooling == "avg" else 3
+    if len(x.shape) != rank:
+        raise ValueError(
+            f"`pooling={pooling!r}` needs a backbone output of rank {rank}. Received: backbone "
+            f"{backbone.name!r} with output shape {tuple(x.shape)}"
+        )
+    if pooling == "avg":
+        outputs = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    elif pooling == "mean":
+        outputs = keras.layers.GlobalAveragePooling1D(name="pool")(x)
+    else:
+        outputs = layers.TokenPooling(name="pool")(x)
+    return keras.Model(inputs, outputs, name=name or f"{backbone.name}_encoder")
+
+
+def _check_rebuilds(backbone):
+    """Raise when `backbone.get_config()` does not rebuild its weights (BYOL's target is built from it)."""
+    import keras_hub
+
+    rebuilt = type(backbone).from_config(backbone.get_config())
+    mine = [(w.path, tuple(w.shape)) for w in backbone.weights]
+    theirs = [(w.path, tuple(w.shape)) for w in rebuilt.weights]
+    if mine == theirs:
+        return
+    differ = next(((a, b) for a, b in zip(mine, theirs) if a != b), None)
+    what = (f"weight {differ[0][0]} has shape {differ[0][1]}, rebuilt {differ[1][1]}" if differ
+            else f"{len(mine)} weights, rebuilt {len(theirs)}")
+    raise ValueError(
+        f"KerasHub's {type(backbone).__name__}.get_config() does not rebuild this backbone (keras-hub "
+        f"{keras_hub.__version__}): {what}. BYOL builds its target network from the encoder's config, so it cannot "
+        "train this backbone; a known case is EfficientNetBackbone, whose config omits `num_features` (only the "
+        f"default 1280 rebuilds). Received: backbone={backbone.name!r}"
+    )
+
+
+def encoder_spec(text):
+    """The encoder spec of a command-line `--encoder` value.
+
+    Args:
+        text: str, `"resnet18"`, `"resnet50"`, `"convnet"` (byol_keras' own, at the preset's or `--width`'s
+            size), or `"keras_hub:<preset>"` (a KerasHub preset name, or a local preset directory, made
+            absolute), optionally with a pooling: `"keras_hub:<preset>:token"`.
+
+    Returns:
+        dict, the spec `build_encoder` takes: `{"name": ...}` plus its arguments.
+
+    Example:
+
+    >>> encoder_spec("keras_hub:resnet_18_imagenet")
+    {'name': 'keras_hub', 'preset': 'resnet_18_imagenet', 'pooling': 'auto'}
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"`encoder` must be a str. Received: encoder={text!r}")
+    if text in OWN_ENCODERS:
+        return {"name": text}
+    if text.startswith(KERAS_HUB_PREFIX):
+        preset, pooling = text[len(KERAS_HUB_PREFIX):], "auto"
+        head, _, tail = preset.rpartition(":")
+        if head and tail in POOLINGS:
+            preset, pooling = head, tail
+        if not preset:
+            raise ValueError(f"`encoder` must name a KerasHub preset after 'keras_hub:'. Received: encoder={text!r}")
+        if os.path.exists(preset):
+            preset = os.path.abspath(preset)
+        return {"name": "keras_hub", "preset": preset, "pooling": pooling}
+    raise ValueError(
+        f"`encoder` must be one of {OWN_ENCODERS} or 'keras_hub:<preset or preset directory>'. Received: encoder={text!r}"
+    )
+
+
+OWN_ENCODERS = ("resnet18", "resnet50", "convnet")
+
+
+def build_encoder(spec, image_size, channels=3):
+    """The encoder a spec describes (a preset's `"encoder"`, or `encoder_spec` of a command-line `--encoder`).
+
+    Args:
+        spec: dict, `{"name": "resnet18" | "resnet50" | "convnet", **constructor arguments}` or
+            `{"name": "keras_hub", "preset": str, "pooling": str}`.
+        image_size: int, the side of the square images.
+        channels: int, channels of the images. Defaults to 3.
+
+    Returns:
+        A `keras.Model` mapping `(batch, image_size, image_size, channels)` images to `(batch, dim)` features.
+
+    Example:
+
+    >>> build_encoder({"name": "convnet", "widths": (4, 8)}, 16, channels=1).input_shape
+    (None, 16, 16, 1)
+    """
+    spec = dict(spec)
+    name = spec.pop("name", None)
+    input_shape = (image_size, image_size, channels)
+    if name == "resnet18":
+        return resnet18(input_shape=input_shape, **spec)
+    if name == "resnet50":
+        return resnet50(input_shape=input_shape, **spec)
+    if name == "convnet":
+        return convnet(input_shape=input_shape, **spec)
+    if name == "keras_hub":
+        return keras_hub_encoder(spec["preset"], pooling=spec.get("pooling", "auto"), input_shape=input_shape)
+    raise ValueError(
+        f"Unknown encoder. Expected one of {OWN_ENCODERS} or 'keras_hub'. Received: encoder name={name!r}")

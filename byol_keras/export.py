@@ -11,10 +11,12 @@ Signatures written by `export_encoder`:
 | name              | input                                  | outputs                                          |
 |-------------------|----------------------------------------|--------------------------------------------------|
 | `serving_default` | `image_bytes`: tf.string `[None]`      | `embedding`, `embedding_normalized`: f32 `[None, D]` |
-| `embed_pixels`    | `images`: uint8 `[None, None, None, 3]` | `embedding`, `embedding_normalized`: f32 `[None, D]` |
+| `embed_pixels`    | `images`: uint8 `[None, None, None, C]` | `embedding`, `embedding_normalized`: f32 `[None, D]` |
 | `project`         | `image_bytes`: tf.string `[None]`      | `projection`, `projection_normalized`: f32 `[None, P]` |
 
-`project` exists only when a projector is exported (a BYOL model with `include_projector=True`).
+`project` exists only when a projector is exported (a BYOL model with `include_projector=True`). C is the
+encoder's channels: 3, or 1 for an encoder of grayscale images, whose byte signatures take any image file and use
+its luma (a grayscale file: its own pixels).
 
 Images are decoded by `byol_keras.decoding.decode_image`, the decoder training and evaluation use (JPEGs with
 the accurate IDCT, as Pillow), so a photo gives the same pixels here as in training. What the byte signatures
@@ -110,7 +112,8 @@ def decode_images(image_bytes, max_pixels=DEFAULT_MAX_PIXELS):
     ]
 
 
-def preprocess_image_bytes(image_bytes, image_size, crop_fraction=0.875, max_pixels=DEFAULT_MAX_PIXELS, first_index=0):
+def preprocess_image_bytes(image_bytes, image_size, crop_fraction=0.875, max_pixels=DEFAULT_MAX_PIXELS, first_index=0,
+                           channels=3):
     """Decode, resize, centre-crop and normalise a batch of encoded images of possibly different sizes.
 
     Each image is checked, decoded and cropped on its own (`tf.map_fn`, one image at a time, so that the memory
@@ -126,9 +129,11 @@ def preprocess_image_bytes(image_bytes, image_size, crop_fraction=0.875, max_pix
             `DEFAULT_MAX_PIXELS`.
         first_index: int or int32 scalar, the request index of `image_bytes[0]`, for error messages
             (`image_bytes[i]`). Defaults to 0.
+        channels: 3 (RGB) or 1 (grayscale: each decoded image's ITU-R 601 luma, `tf.image.rgb_to_grayscale`,
+            which gives a grayscale file its own pixels back). Defaults to 3.
 
     Returns:
-        float32 tensor `(batch, image_size, image_size, 3)`, ImageNet-normalised. Raises
+        float32 tensor `(batch, image_size, image_size, channels)`, normalised (`normalize`). Raises
         `InvalidArgumentError` for an image it refuses (see the module docstring).
     """
     import tensorflow as tf
@@ -136,16 +141,19 @@ def preprocess_image_bytes(image_bytes, image_size, crop_fraction=0.875, max_pix
     def one_image(encoded_index):
         encoded, index = encoded_index
         name = tf.strings.join(["image_bytes[", tf.strings.as_string(index), "]"])
-        image = center_crop_resize(decode_image(encoded, max_pixels, python=False, name=name), image_size, crop_fraction)
+        image = decode_image(encoded, max_pixels, python=False, name=name)
+        if channels == 1:
+            image = tf.image.rgb_to_grayscale(image)
+        image = center_crop_resize(image, image_size, crop_fraction)
         # The crop offsets are computed at run time, so the static shape is unknown; pin it (and check
         # it) so the stacked batch has the shape the encoder was built for.
-        return tf.ensure_shape(image, (image_size, image_size, 3))
+        return tf.ensure_shape(image, (image_size, image_size, channels))
 
     indices = first_index + tf.range(tf.shape(image_bytes)[0])
     images = tf.map_fn(
         one_image,
         (image_bytes, indices),
-        fn_output_signature=tf.TensorSpec((image_size, image_size, 3), tf.float32),
+        fn_output_signature=tf.TensorSpec((image_size, image_size, channels), tf.float32),
         parallel_iterations=1,
     )
     return normalize(images)
@@ -171,21 +179,22 @@ def _in_chunks(images, fn, dim):
     return tf.ensure_shape(outputs.concat(), (None, dim))
 
 
-def preprocess_pixels(images, image_size, crop_fraction=0.875):
+def preprocess_pixels(images, image_size, crop_fraction=0.875, channels=3):
     """Resize, centre-crop and normalise a batch of equally sized uint8 images.
 
     Args:
-        images: uint8 tensor `(batch, height, width, 3)`, values in [0, 255].
+        images: uint8 tensor `(batch, height, width, channels)`, values in [0, 255].
         image_size: int, side of the square crop the encoder sees.
         crop_fraction: float in (0, 1]. Defaults to 0.875.
+        channels: int, the images' channels (the encoder's). Defaults to 3.
 
     Returns:
-        float32 tensor `(batch, image_size, image_size, 3)`, ImageNet-normalised.
+        float32 tensor `(batch, image_size, image_size, channels)`, normalised (`normalize`).
     """
     import tensorflow as tf
 
     images = center_crop_resize(images, image_size, crop_fraction)
-    images = tf.ensure_shape(images, (None, image_size, image_size, 3))
+    images = tf.ensure_shape(images, (None, image_size, image_size, channels))
     return normalize(images)
 
 
@@ -217,14 +226,19 @@ def _unpack(model_or_encoder, include_projector):
 
 
 def _check_input_size(encoder, image_size):
-    """A functional encoder with a fixed input size must be exported at that size."""
+    """A functional encoder with a fixed input size must be exported at that size; returns its channels.
+
+    RGB (3) or grayscale (1): the byte signatures decode files to one of the two. A subclassed encoder, with
+    no recorded input, is taken as RGB (the trace will tell).
+    """
     try:
         input_shape = tuple(encoder.inputs[0].shape)
     except (AttributeError, IndexError, TypeError, ValueError):
-        return  # Subclassed encoder: no recorded input, the trace will tell.
-    if len(input_shape) != 4 or input_shape[-1] not in (3, None):
+        return 3  # Subclassed encoder: no recorded input, the trace will tell.
+    if len(input_shape) != 4 or input_shape[-1] not in (1, 3, None):
         raise ValueError(
-            "The encoder must take images (batch, height, width, 3). "
+            "The encoder must take images (batch, height, width, 3) or grayscale images (batch, height, width, 1): "
+            "the export decodes image files to RGB or grayscale. "
             f"Received: encoder input shape {input_shape}"
         )
     for side in input_shape[1:3]:
@@ -233,6 +247,7 @@ def _check_input_size(encoder, image_size):
                 f"`image_size` must match the encoder's fixed input size {input_shape[1:3]}. "
                 f"Received: image_size={image_size}"
             )
+    return input_shape[-1] or 3
 
 
 def _as_float32(x, what):
@@ -277,8 +292,8 @@ def export_encoder(
 
     Args:
         model_or_encoder: a BYOL model (a `keras.Model` with `.encoder` and `.projector`) or a built
-            `keras.Model` encoder mapping normalised float32 images `(batch, size, size, 3)` to
-            `(batch, dim)` features.
+            `keras.Model` encoder mapping normalised float32 images `(batch, size, size, 3)` (or `1`: grayscale)
+            to `(batch, dim)` features.
         export_dir: str or path-like, the SavedModel folder to create (e.g.
             `saved_models/NAME/1`). Must not exist or be empty.
         image_size: int, the side the encoder sees (32 for CIFAR-10, 224 for ImageNet).
@@ -310,7 +325,7 @@ def export_encoder(
             f"`export_dir` already exists and is not empty; refusing to overwrite it. "
             f"Received: export_dir={export_dir!r}"
         )
-    _check_input_size(encoder, image_size)
+    channels = _check_input_size(encoder, image_size)
     keras_path = os.fspath(keras_path) if keras_path is not None else os.path.join(
         export_dir, ASSETS_EXTRA, KERAS_FILENAME
     )
@@ -325,12 +340,12 @@ def export_encoder(
 
     def from_bytes(model_fn):
         def chunk_fn(chunk, first_index):
-            return model_fn(preprocess_image_bytes(chunk, image_size, crop_fraction, max_pixels, first_index))
+            return model_fn(preprocess_image_bytes(chunk, image_size, crop_fraction, max_pixels, first_index, channels))
 
         return chunk_fn
 
     # The output widths, known before the chunked loop is built (its accumulator needs them).
-    pixel_spec = tf.TensorSpec((None, image_size, image_size, 3), tf.float32)
+    pixel_spec = tf.TensorSpec((None, image_size, image_size, channels), tf.float32)
     embedding_dim = int(tf.function(features_of).get_concrete_function(pixel_spec).structured_outputs.shape[-1])
 
     def serving_default(image_bytes):
@@ -339,7 +354,7 @@ def export_encoder(
 
     def embed_pixels(images):
         def chunk_fn(chunk, first_index):
-            return features_of(preprocess_pixels(chunk, image_size, crop_fraction))
+            return features_of(preprocess_pixels(chunk, image_size, crop_fraction, channels))
 
         features = _in_chunks(images, chunk_fn, embedding_dim)
         return {"embedding": features, "embedding_normalized": l2_normalize(features)}
@@ -357,7 +372,7 @@ def export_encoder(
         SERVING_DEFAULT, serving_default, [tf.TensorSpec((None,), tf.string, name="image_bytes")]
     )
     archive.add_endpoint(
-        EMBED_PIXELS, embed_pixels, [tf.TensorSpec((None, None, None, 3), tf.uint8, name="images")]
+        EMBED_PIXELS, embed_pixels, [tf.TensorSpec((None, None, None, channels), tf.uint8, name="images")]
     )
     signatures = [SERVING_DEFAULT, EMBED_PIXELS]
     projection_dim = None
@@ -375,6 +390,7 @@ def export_encoder(
         "export_dir": export_dir,
         "keras_path": keras_path,
         "image_size": image_size,
+        "channels": channels,
         "crop_fraction": crop_fraction,
         "max_pixels": max_pixels,
         "embedding_dim": embedding_dim,

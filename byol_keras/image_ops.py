@@ -23,18 +23,39 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def normalize(images):
-    """Scale images from [0, 255] to [0, 1] and standardise with the ImageNet mean and std.
+def channel_stats(channels):
+    """The mean and standard deviation (on the [0, 1] scale) `normalize` uses for images of `channels` channels.
+
+    Three channels: ImageNet's per-channel values. Any other count (grayscale, 4-band tiles): every channel gets
+    the average of ImageNet's three, `(0.449, 0.226)`, the usual choice for grayscale.
 
     Args:
-        images: `(batch, height, width, 3)` uint8 or float tensor with values in [0, 255].
+        channels: int > 0.
+
+    Returns:
+        `(mean, std)`, two tuples of `channels` floats.
+    """
+    if channels == 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    mean, std = sum(IMAGENET_MEAN) / 3, sum(IMAGENET_STD) / 3
+    return (mean,) * channels, (std,) * channels
+
+
+def normalize(images):
+    """Scale images from [0, 255] to [0, 1] and standardise with the ImageNet mean and std (`channel_stats`).
+
+    Args:
+        images: `(batch, height, width, channels)` uint8 or float tensor with values in [0, 255]; channels 3
+            (RGB), or any other count with a known static size (1 for grayscale).
 
     Returns:
         float32 tensor of the same shape.
     """
     images = ops.cast(images, "float32") / 255.0
-    mean = ops.convert_to_tensor(IMAGENET_MEAN, dtype="float32")
-    std = ops.convert_to_tensor(IMAGENET_STD, dtype="float32")
+    channels = images.shape[-1]
+    mean, std = channel_stats(3 if channels is None else channels)
+    mean = ops.convert_to_tensor(mean, dtype="float32")
+    std = ops.convert_to_tensor(std, dtype="float32")
     return (images - mean) / std
 
 
@@ -553,6 +574,46 @@ def color_jitter(images, brightness, contrast, saturation, hue, order, style="te
     factor = _per_image(contrast)
     images = ops.clip(factor * images + (1.0 - factor) * mean, 0.0, 1.0)
     return ops.clip(side(images, before=False), 0.0, 1.0)
+
+
+def brightness_contrast(images, brightness, contrast, order, style="tensorflow", channel_axis=-1):
+    """The colour jitter of images without colour (grayscale, or bands that are not RGB): brightness and contrast
+    in each image's drawn order, as `color_jitter` applies them; saturation and hue have no meaning here.
+
+    On a gray RGB image (three equal channels) `color_jitter` gives this function's result in every channel
+    (saturation and hue leave gray unchanged; the luma of gray is itself): tested.
+
+    Args:
+        images: `(batch, h, w, channels)` float32 in [0, 1], or `(batch, channels, h, w)` with `channel_axis=1`.
+        brightness: `(batch,)` delta (TensorFlow's maths) or factor − 1 (torchvision's), as `color_jitter`.
+        contrast: `(batch,)` factor.
+        order: `(batch, 4)` int permutation of `JITTER_OPS`, as `color_jitter`; only the order of brightness (0)
+            and contrast (1) is read.
+        style: `"tensorflow"` (each channel's own mean in the contrast) or `"torchvision"` (one mean per image,
+            over every channel). Defaults to `"tensorflow"`.
+        channel_axis: -1 or 1. Defaults to -1.
+
+    Returns:
+        float32, the shape of `images`, in [0, 1].
+    """
+    if style not in JITTER_STYLES:
+        raise ValueError(f"`style` must be one of {JITTER_STYLES}. Received: style={style!r}")
+    axes = _spatial_axes(channel_axis)
+    slot = ops.argsort(ops.cast(order, "int32"), axis=1)
+    brightness_first = slot[:, 0] < slot[:, 1]
+
+    def bright(x):
+        if style == "tensorflow":
+            return adjust_brightness(x, brightness)
+        return adjust_brightness_torchvision(x, 1.0 + brightness)
+
+    def contrasted(x):
+        mean_axes = axes if style == "tensorflow" else (1, 2, 3)
+        mean = ops.mean(x, axis=mean_axes, keepdims=True)
+        factor = _per_image(contrast)
+        return ops.clip(factor * x + (1.0 - factor) * mean, 0.0, 1.0)
+
+    return _select(brightness_first, contrasted(bright(images)), bright(contrasted(images)))
 
 
 def _brightness_saturation(images, on_b, on_s, brightness, saturation, b_first, channel_axis):

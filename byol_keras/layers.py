@@ -121,6 +121,36 @@ class Conv2D(keras.layers.Conv2D):
         return ops.conv(inputs, kernel, strides=1, padding=self.padding, data_format=self.data_format)
 
 
+@keras.saving.register_keras_serializable(package="byol_keras")
+class TokenPooling(keras.layers.Layer):
+    """The token at `index` of a sequence: `(batch, tokens, dim)` -> `(batch, dim)` (a ViT's class token).
+
+    Args:
+        index: int, the token kept. Defaults to 0 (where KerasHub's ViT puts its class token).
+        **kwargs: `keras.layers.Layer` arguments (`name`, `dtype`).
+
+    Example:
+
+    >>> TokenPooling()(np.arange(12.0).reshape(1, 3, 4)).numpy().tolist()
+    [[0.0, 1.0, 2.0, 3.0]]
+    """
+
+    def __init__(self, index=0, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise TypeError(f"`index` must be an int. Received: index={index!r}")
+        self.index = index
+
+    def call(self, tokens):
+        return tokens[:, self.index]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+    def get_config(self):
+        return {**super().get_config(), "index": self.index}
+
+
 def sync_batchnorm(encoder):
     """Return `encoder` with every `BatchNormalization` layer synchronised across replicas, weights kept.
 
@@ -130,7 +160,7 @@ def sync_batchnorm(encoder):
     ordinary BatchNorm on one replica, so the converted encoder is interchangeable with the original.
 
     Functional and Sequential models (ours, `keras.applications`, a user's), including nested ones, are
-    cloned: the original is left untouched. A subclassed model cannot be cloned generically, so its
+    cloned: the original is left untouched. An encoder without BatchNormalization (a ViT) is returned as it is. A subclassed model cannot be cloned generically, so its
     BatchNormalization layers are switched in place and the same object is returned (call this before
     `compile`/`fit` traces it).
 
@@ -151,10 +181,15 @@ def sync_batchnorm(encoder):
         raise TypeError(
             f"`encoder` must be a keras.Model. Received: encoder={encoder!r} of type {type(encoder).__name__}"
         )
+    batch_norms = [layer for layer in encoder._flatten_layers(include_self=False)
+                   if isinstance(layer, keras.layers.BatchNormalization)]
+    if not batch_norms:
+        # Nothing to synchronise (a ViT: LayerNorm only). Not cloned either: a layer whose config does not
+        # rebuild it (KerasHub's ViT patch embedding) would fail for nothing.
+        return encoder
     if not _is_graph_model(encoder):
-        for layer in encoder._flatten_layers(include_self=False):
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.synchronized = True
+        for layer in batch_norms:
+            layer.synchronized = True
         return encoder
 
     def clone_layer(layer):

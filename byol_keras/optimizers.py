@@ -22,6 +22,31 @@ from keras import ops
 
 from byol_keras.validation import check_bool, is_number
 
+# Parts of a variable's path that exclude it from weight decay and the trust ratio whatever its rank: a
+# transformer's position embeddings and class (or register) tokens are learned inputs, not weights (ViT, DeiT
+# and the MAE/DINO recipes exclude them); KerasHub's ViT names them so.
+NOT_ADAPTED_PATH_PARTS = ("position_embedding", "pos_embed", "class_token", "cls_token", "register_token")
+
+
+def excluded_by_default(variable):
+    """Whether LARS' default rule keeps `variable` out of weight decay and the trust ratio.
+
+    Paper, appendix C: "we exclude the biases and batch normalization parameters from both LARS adaptation and
+    weight decay"; the official code matches the names `b` and `batchnorm`. Here: every variable of rank <= 1
+    (biases, BatchNorm and LayerNorm γ/β), every variable named `bias` (of any rank: KerasHub's attention biases
+    are `(heads, head_dim)`), and position embeddings and class tokens (`NOT_ADAPTED_PATH_PARTS`).
+
+    Args:
+        variable: a `keras.Variable` (or anything with `shape` and `path` or `name`).
+
+    Returns:
+        Python bool.
+    """
+    path = getattr(variable, "path", None) or variable.name
+    if len(variable.shape) <= 1 or path.rsplit("/", 1)[-1] == "bias":
+        return True
+    return any(part in path for part in NOT_ADAPTED_PATH_PARTS)
+
 
 def lars_trust_ratio(weight, update, trust_coefficient):
     """The LARS trust ratio `η·‖w‖/‖g‖`, or 1 when either norm is 0.
@@ -135,7 +160,8 @@ class LARS(keras.optimizers.Optimizer):
     - By default (`exclude_from_adaptation=None`) every variable of rank ≤ 1 is excluded from both weight
       decay and the trust ratio: biases and BatchNorm γ/β are vectors, kernels have rank ≥ 2. This is
       BYOL's "biases and batch-norm parameters are excluded" (the official filter matches the names
-      `b` and `batchnorm`).
+      `b` and `batchnorm`). So are variables named `bias` of any rank, position embeddings and class
+      tokens (a ViT's; `excluded_by_default`).
     - With `exclude_from_adaptation=[...]`, a list of substrings, the rank rule is *replaced*: a variable
       is excluded exactly when one of the substrings occurs in its path (`variable.path`, for example
       `"dense/bias"` or `"batch_normalization/gamma"`; plain substring match, not a regex). An empty list
@@ -259,7 +285,7 @@ class LARS(keras.optimizers.Optimizer):
             Python bool.
         """
         if self.exclude_from_adaptation is None:
-            return len(variable.shape) > 1
+            return not excluded_by_default(variable)
         path = getattr(variable, "path", variable.name)
         return not any(s in path for s in self.exclude_from_adaptation)
 

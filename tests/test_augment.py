@@ -608,7 +608,7 @@ def test_compiled_matches_eager_and_xla_compiles():
 
 
 def test_docstring_examples_run():
-    for obj in (augment.BYOLView, augment.view_configs, augment.BYOLAugment):
+    for obj in (augment.BYOLView, augment.view_configs, augment.BYOLAugment, augment.LayerViews):
         finder = doctest.DocTestFinder(recurse=False)
         runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
         for test in finder.find(obj, globs={**vars(augment), "np": np, "tf": tf}):
@@ -804,3 +804,56 @@ def test_keyed_draws_follow_the_views_laws_and_depend_on_the_key_alone():
     again.sample_transform(images)  # the generator moves; keyed draws do not depend on it
     np.testing.assert_array_equal(again.sample_transform(images, keyed_draw(tf.constant([7, 3], tf.int64)))["hue"],
                                   draws[3]["hue"])
+
+
+def test_layer_views_round_trip_their_config_and_normalise_any_channel_count():
+    from byol_keras.augment import LayerViews, channel_stats
+
+    def views():
+        return LayerViews([keras.layers.RandomFlip("horizontal", seed=0)],
+                          [keras.layers.RandomFlip("vertical", seed=1), keras.layers.RandomContrast(0.5, seed=2)])
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 1)).astype("uint8")
+    first, second = views()(images)
+    again = LayerViews.from_config(views().get_config())
+    for mine, theirs in zip((first, second), again(images)):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-6, atol=1e-6)
+    # One channel: the mean of ImageNet's statistics, so a flip alone is the flipped, normalised image.
+    mean, std = channel_stats(1)
+    assert mean == (pytest.approx(0.449, abs=1e-3),) and std == (pytest.approx(0.226, abs=1e-3),)
+    flips = np.asarray(first) * std[0] + mean[0]
+    assert all(np.allclose(f, im / 255.0, atol=1e-5) or np.allclose(f, im[:, ::-1] / 255.0, atol=1e-5)
+               for f, im in zip(flips, images))
+    with pytest.raises(TypeError, match="Received: view1=.*of type function"):
+        LayerViews(lambda x: x)
+
+
+@pytest.mark.parametrize("style", ["tensorflow", "torchvision"])
+def test_brightness_contrast_is_the_colour_jitter_of_a_gray_image(style):
+    from byol_keras.image_ops import brightness_contrast, color_jitter
+
+    rng = np.random.default_rng(0)
+    gray = rng.uniform(size=(6, 5, 5, 1)).astype("float32")
+    brightness, contrast = rng.uniform(-0.4, 0.4, 6).astype("float32"), rng.uniform(0.6, 1.4, 6).astype("float32")
+    saturation, hue = rng.uniform(0.8, 1.2, 6).astype("float32"), rng.uniform(-0.1, 0.1, 6).astype("float32")
+    order = np.argsort(rng.uniform(size=(6, 4)), axis=1).astype("int32")
+    expected = color_jitter(np.repeat(gray, 3, axis=-1), brightness, contrast, saturation, hue, order, style=style)
+    got = brightness_contrast(gray, brightness, contrast, order, style=style)
+    for channel in range(3):
+        np.testing.assert_allclose(np.asarray(got)[..., 0], np.asarray(expected)[..., channel], atol=1e-4)  # luma weights summing to 1 in float32
+
+
+def test_grayscale_and_multiband_views_keep_their_channels():
+    gray = np.random.default_rng(0).integers(0, 256, (4, 20, 20, 1), dtype="uint8")
+    augment = BYOLAugment(16, seed=0, channels=1)
+    assert [view.saturation + view.hue + view.grayscale_prob for view in augment.views] == [0.0, 0.0]
+    first, second = next(iter(tf.data.Dataset.from_tensor_slices(gray).batch(4).map(augment)))
+    assert first.shape == second.shape == (4, 16, 16, 1)
+    assert BYOLAugment.from_config(augment.get_config()).view2.channels == 1
+    tiles = np.random.default_rng(1).integers(0, 256, (4, 20, 20, 4), dtype="uint8")
+    assert [tuple(v.shape) for v in BYOLAugment(16, blur=False, seed=0, channels=4)(tiles)] == [(4, 16, 16, 4)] * 2
+    # RGB views of grayscale images, and hue for one channel, are refused naming the argument.
+    with pytest.raises(ValueError, match=r"`images` must have 3 channel\(s\).*channels=1"):
+        BYOLAugment(16, seed=0)(gray)
+    with pytest.raises(ValueError, match="Received: hue=0.1, channels=1"):
+        BYOLView(16, saturation=0.0, grayscale_prob=0.0, channels=1)

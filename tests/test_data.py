@@ -217,3 +217,32 @@ def test_every_epoch_of_the_stream_covers_its_images_once_in_its_own_order():
         data.pretrain_dataset(source, None, 90, 8, start_batch=3)
     with pytest.raises(ValueError, match=r"Received: start_batch=-1"):
         data.pretrain_dataset(source, None, 90, 8, repeat=True, start_batch=-1)
+
+
+def test_views_from_keras_and_keras_cv_layers_run_in_the_pipeline_and_on_the_device():
+    """Keras 3 core layers and KerasCV's RandAugment as views (issue 32): KerasCV's branch on tensors in Python,
+    which the pipeline's plain graph refused (OperatorNotAllowedInGraphError); the views come out normalised."""
+    import keras
+    import keras_cv
+
+    from byol_keras import BYOL
+    from byol_keras.augment import LayerViews
+    from byol_keras.encoders import convnet
+
+    source = data.load_source("digits", split="train", image_size=16)
+    core = [keras.layers.RandomFlip("horizontal", seed=0), keras.layers.RandomColorJitter(
+        value_range=(0, 255), brightness_factor=0.4, contrast_factor=0.4, seed=1), keras.layers.RandomGrayscale(0.2, seed=2),
+        keras.layers.Solarization(addition_factor=0.0, threshold_factor=(0.5, 0.5), value_range=(0, 255), seed=3)]
+    randaugment = keras_cv.layers.RandAugment(value_range=(0, 255), augmentations_per_image=2, magnitude=0.5)
+    views = LayerViews(core, [randaugment])
+    dataset = data.pretrain_dataset(source, views, batch_size=8, image_size=16, seed=0)
+    view1, view2, labels = next(iter(dataset))
+    assert view1.shape == view2.shape == (8, 16, 16, 3) and view1.dtype == tf.float32
+    low, high = normalize(np.array([0, 255], "uint8").reshape(1, 1, 2, 1).repeat(3, axis=-1)).numpy().reshape(2, 3)
+    assert np.all(view1.numpy() >= low - 1e-5) and np.all(view2.numpy() <= high + 1e-5)
+    # On the device: the model makes the views of uint8 images (the pipeline's `views=None`).
+    images = data.pretrain_dataset(source, None, batch_size=8, image_size=16, seed=0).take(1)
+    model = BYOL(convnet((4, 8), input_shape=(16, 16, 3)), projection_dim=8, projection_hidden_dim=16,
+                 prediction_hidden_dim=16, total_steps=1, augment=LayerViews(core), augment_on="device")
+    model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=False)
+    assert np.isfinite(model.fit(images, epochs=1, verbose=0).history["loss"][0])

@@ -812,3 +812,25 @@ def test_real_byol_model_exports(tmp_path):
         _reference(model.encoder, [pixels], projector=model.projector),
         atol=TOL,
     )
+
+
+def test_a_grayscale_encoder_exports_taking_grayscale_bytes_and_pixels(tmp_path):
+    """One-channel images end to end (issue 32): the export of an encoder of (None, h, w, 1) images serves
+    grayscale PNGs (their own pixels), colour JPEGs (their luma) and uint8 pixels of one channel."""
+    from byol_keras.encoders import convnet
+
+    encoder = convnet((4, 8), input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1))
+    description = export_encoder(encoder, tmp_path / "gray", image_size=IMAGE_SIZE)
+    assert description["channels"] == 1
+    served = tf.saved_model.load(str(tmp_path / "gray"))
+    gray = _random_image(0, 20, 24, channels=1)
+    colour = _random_image(1, 18, 18)
+    png, jpeg = _encode(gray, "PNG"), _encode(colour, "JPEG", quality=95)
+    luma = np.asarray(tf.image.rgb_to_grayscale(_pillow_rgb(jpeg)))
+    expected = np.concatenate([_reference(encoder, [gray[..., None]]), _reference(encoder, [luma])])
+    got = served.signatures["serving_default"](image_bytes=tf.constant([png, jpeg]))["embedding"]
+    np.testing.assert_allclose(got, expected, atol=TOL)
+    pixels = served.signatures["embed_pixels"](images=tf.constant(gray[None, ..., None]))["embedding"]
+    np.testing.assert_allclose(pixels, expected[:1], atol=TOL)
+    with pytest.raises(ValueError, match=r"grayscale images \(batch, height, width, 1\).*\(None, 16, 16, 4\)"):
+        export_encoder(convnet((4,), input_shape=(IMAGE_SIZE, IMAGE_SIZE, 4)), tmp_path / "bands", image_size=IMAGE_SIZE)

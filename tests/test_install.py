@@ -7,6 +7,7 @@ fresh interpreter whose working directory is outside the clone and whose only ex
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ COMMANDS = ("byol-pretrain", "byol-linear-eval", "byol-finetune", "byol-export")
 USE_THE_INSTALL = r"""
 import importlib.metadata as metadata
 import os
+import re
 import sys
 
 import numpy as np
@@ -121,3 +123,15 @@ def test_the_installed_command_runs_from_another_folder(installed, tmp_path):
     result = subprocess.run([str(target / "bin" / "byol-pretrain"), "--help"], **_outside_the_clone(tmp_path, target))
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("usage: byol-pretrain") and "--preset" in result.stdout, result.stdout[:500]
+
+
+def test_keras_cv_and_keras_hub_are_extras_not_dependencies():
+    # keras-cv is in maintenance and pulls the old keras-core package: a user asks for it (issue 32).
+    import tomllib
+
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyproject.toml"), "rb") as f:
+        project = tomllib.load(f)["project"]
+    names = [re.split(r"[<>=\[ ]", requirement)[0] for requirement in project["dependencies"]]
+    assert "keras-cv" not in names and "keras-hub" not in names, names
+    extras = project["optional-dependencies"]
+    assert extras["keras-cv"] == ["keras-cv>=0.9.0,<0.10"] and extras["keras-hub"] == ["keras-hub>=0.32.0,<0.33"]

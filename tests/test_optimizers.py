@@ -553,3 +553,17 @@ def test_rejects_bad_arguments(kwargs, error, match):
 def test_docstring_examples_run():
     result = doctest.testmod(optimizers)
     assert result.attempted >= 1 and result.failed == 0
+
+
+def test_lars_default_rule_also_excludes_biases_of_any_rank_position_embeddings_and_class_tokens():
+    # A ViT's attention biases are (heads, head_dim) and its class token (1, 1, dim): the rank rule alone decays them.
+    def variable(name, shape):
+        return keras.Variable(np.ones(shape, "float32"), name=name)
+
+    lars = LARS(0.1, weight_decay=1e-6)
+    excluded = [variable("bias", (2, 4)), variable("class_token", (1, 1, 8)), variable("embeddings", (5,))]
+    layer = keras.layers.Embedding(5, 8, name="position_embedding")
+    layer.build((None,))
+    excluded.append(layer.embeddings)
+    assert [lars.is_adapted(v) for v in excluded] == [False] * 4
+    assert [lars.is_adapted(v) for v in (variable("kernel", (2, 4)), variable("bias_kernel", (3, 3)))] == [True, True]

@@ -401,3 +401,26 @@ def test_tensorboard_serves_the_projector_of_a_run(demo_run, tmp_path):
     assert not [p for p in moved.rglob("*") if p.is_file() and original in p.read_bytes()]
     plugins = _tensorboard_plugins(moved)
     assert {"scalars", "images", "projector"} <= plugins, plugins
+
+
+@pytest.mark.slow
+def test_the_command_pretrains_and_exports_a_keras_hub_backbone_from_a_local_preset(tmp_path, step_without_xla):
+    keras_hub = pytest.importorskip("keras_hub")
+    from byol_keras.cli.pretrain import main, run
+    from byol_keras.run_folder import load_encoder
+
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64], stackwise_num_blocks=[1],
+        stackwise_num_strides=[1], block_type="basic_block")
+    backbone.save_to_preset(str(tmp_path / "preset"))
+    config = resolve_config(parse_args([
+        "--preset", "demo", "--epochs", "1", "--steps-per-epoch", "2", "--encoder", f"keras_hub:{tmp_path / 'preset'}",
+        "--out", str(tmp_path / "run"), "--export", str(tmp_path / "export")]))
+    assert config["encoder"] == {"name": "keras_hub", "preset": str(tmp_path / "preset"), "pooling": "auto"}
+    summary = run(dict(config, test_split=None, verbose=0, augment=dict(config["augment"], jit_compile=False)))
+    assert summary["steps"] == 2 and os.path.isdir(summary["export_dir"])
+    encoder, stored = load_encoder(str(tmp_path / "run"))
+    assert stored["encoder"]["name"] == "keras_hub" and encoder.output_shape == (None, 64)
+    # --width belongs to byol_keras' own encoders: refused with a KerasHub one, before any work.
+    with pytest.raises(SystemExit):
+        main(["--encoder", f"keras_hub:{tmp_path / 'preset'}", "--width", "8", "--out", str(tmp_path / "other")])

@@ -55,6 +55,9 @@ def build_parser(prog="byol-pretrain"):
     parser.add_argument("--weight-decay", dest="weight_decay", type=cli.non_negative_float)
     parser.add_argument("--base-tau", dest="base_tau", type=cli.unit_interval)
     parser.add_argument("--optimizer", choices=OPTIMIZERS)
+    parser.add_argument("--encoder",
+                        help="resnet18, resnet50, convnet, or keras_hub:<preset or local preset directory>[:pooling] "
+                             "(a KerasHub backbone, its weights a warm start; default: the preset's)")
     parser.add_argument("--width", type=cli.positive_int,
                         help="network width: ResNet-18's first stage (64 = the standard network), a ConvNet's first layer")
     parser.add_argument("--limit-per-class", dest="limit_per_class", type=cli.positive_int,
@@ -108,6 +111,10 @@ def resolve_config(args):
                     "weight_decay", "base_tau", "optimizer", "limit_per_class", "knn_every_n_epochs")
     }
     config = get_preset(args.preset, **overrides)
+    if args.encoder is not None:
+        from byol_keras.encoders import encoder_spec
+
+        config["encoder"] = encoder_spec(args.encoder)
     if args.width is not None:
         config["encoder"] = with_width(config["encoder"], args.width)
     config["seed"] = args.seed
@@ -123,25 +130,22 @@ def resolve_config(args):
 
 def with_width(spec, width):
     """The encoder spec with its width set: ResNet-18's first stage, or a ConvNet's first layer (doubling)."""
+    if spec["name"] not in ("resnet18", "convnet"):
+        raise ValueError(
+            f"`width` sets the width of byol_keras' resnet18 and convnet; the {spec['name']} encoder has its own. "
+            f"Received: width={width}, encoder={spec}"
+        )
     if spec["name"] == "convnet":
         depth = len(spec.get("widths", (32, 64, 128)))
         return dict(spec, widths=tuple(width * 2**i for i in range(depth)))
     return dict(spec, width=width)
 
 
-def build_encoder(spec, image_size):
+def build_encoder(spec, image_size, channels=3):
+    """`byol_keras.encoders.build_encoder`, where the encoders are built."""
     from byol_keras import encoders
 
-    spec = dict(spec)
-    name = spec.pop("name")
-    if name == "resnet18":
-        return encoders.resnet18(input_shape=(image_size, image_size, 3), **spec)
-    if name == "resnet50":
-        return encoders.resnet50(input_shape=(image_size, image_size, 3), **spec)
-    if name == "convnet":
-        return encoders.convnet(input_shape=(image_size, image_size, 3), **spec)
-    raise ValueError(
-        f"Unknown encoder. Expected 'resnet18', 'resnet50' or 'convnet'. Received: encoder name={name!r}")
+    return encoders.build_encoder(spec, image_size, channels)
 
 
 def build_optimizer(config, steps_per_epoch, total_steps, model=None):
@@ -159,7 +163,7 @@ def build_optimizer(config, steps_per_epoch, total_steps, model=None):
     """
     import keras
 
-    from byol_keras.optimizers import LARS
+    from byol_keras.optimizers import LARS, excluded_by_default
     from byol_keras.schedules import WarmupCosine, scale_learning_rate
 
     if config["optimizer"] not in OPTIMIZERS:
@@ -171,7 +175,7 @@ def build_optimizer(config, steps_per_epoch, total_steps, model=None):
     if config["optimizer"] == "lars":
         exclude = None
         if probe:
-            exclude = [v.path for v in model.trainable_variables if len(v.shape) <= 1]
+            exclude = [v.path for v in model.trainable_variables if excluded_by_default(v)]
             exclude += [v.path for v in probe]
         return LARS(schedule, momentum=config["momentum"], weight_decay=config["weight_decay"],
                     trust_coefficient=config["trust_coefficient"], exclude_from_adaptation=exclude,
