@@ -312,6 +312,7 @@ def test_a_resume_runs_on_the_runs_own_configuration_with_the_changes_it_may_mak
 
     for flags, run_has, asked in [(["--batch-size", "64"], "--batch-size 128", "--batch-size 64"),
                                   (["--width", "8"], "--width 4", "--width 8"),
+                                  (["--encoder", "resnet18"], "--encoder convnet", "--encoder resnet18"),
                                   (["--seed", "1"], "--seed 0", "--seed 1"),
                                   (["--preset", "cifar10-resnet18-short"], "--preset demo", "--preset cifar10")]:
         with pytest.raises(ValueError) as error:

@@ -235,9 +235,12 @@ def _as_json(value):
     return json.loads(json.dumps(value))
 
 
-def _flag_value(key, value):
-    """How the flag of config `key` spells `value`: the width of an encoder spec, "unset" for None."""
-    if key == "encoder" and isinstance(value, dict):
+def _flag_value(key, value, encoder_kind=False):
+    """How the flag of config `key` spells `value`: an encoder spec's width (or with `encoder_kind`, its `--encoder`
+    value), "unset" for None."""
+    if key == "encoder" and isinstance(value, dict) and encoder_kind:
+        value = f"keras_hub:{value['preset']}" if value.get("name") == "keras_hub" else value.get("name")
+    elif key == "encoder" and isinstance(value, dict):
         value = value.get("width", (value.get("widths") or [None])[0])
     return "unset" if value is None else value
 
@@ -266,12 +269,16 @@ def resume_config(requested, stored):
     if "preset" in differ:
         differ = ["preset"]  # the other differences follow from it
     if differ:
+        # An encoder of another kind is --encoder's difference; the same kind at another width, --width's.
+        other_kind = "encoder" in differ and (requested.get("encoder") or {}).get("name") != stored["encoder"].get("name")
+        flags = {key: "--encoder" if key == "encoder" and other_kind else RESUME_MUST_KEEP[key] for key in differ}
+
         def spelled(config):
-            return " ".join(f"{RESUME_MUST_KEEP[key]} {_flag_value(key, config.get(key))}" for key in differ)
+            return " ".join(f"{flags[key]} {_flag_value(key, config.get(key), other_kind)}" for key in differ)
 
         raise ValueError(
             f"The run in {requested['run_dir']!r} has a backup, and resuming it must keep its "
-            f"{', '.join(RESUME_MUST_KEEP[key] for key in differ)}: the run has {spelled(stored)}, this command "
+            f"{', '.join(flags.values())}: the run has {spelled(stored)}, this command "
             f"asks for {spelled(requested)}. Give the run's values to resume it, or another --out to start a new run."
         )
     config = dict(stored)
