@@ -229,7 +229,7 @@ def resolve_jit_compile(strategy, requested="auto", augment_on_device=False):
 
     Args:
         strategy: a `tf.distribute.Strategy`.
-        requested: `"auto"`, True or False (`--jit-compile`). Defaults to "auto".
+        requested: `"auto"`, True or False (what `model.compile(jit_compile=...)` was given). Defaults to "auto".
         augment_on_device: bool, the model makes its views inside `train_step`. Defaults to False.
 
     Returns:

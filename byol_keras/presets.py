@@ -24,7 +24,7 @@ FIELDS = {
     "data_dir": "TFDS data directory (None: TFDS default)",
     "image_size": "side of the augmented views",
     "blur": "Gaussian blur in the views (off at 32 px)",
-    "encoder": "dict: name ('resnet18' | 'resnet50') and its arguments",
+    "encoder": "dict: name ('resnet18' | 'resnet50' | 'convnet' | 'keras_hub') and its arguments",
     "projection_dim": "projector/predictor output",
     "projection_hidden_dim": "projector hidden width",
     "prediction_hidden_dim": "predictor hidden width",
