@@ -300,17 +300,14 @@ def _load_folder(root, verify, max_pixels):
             f"`source` must be 'digits', a TFDS name ({', '.join(TFDS_NAMES)}) or an existing "
             f"folder. Received: source={root!r}"
         )
-    paths, classes = [], []
-    for directory, dirnames, filenames in os.walk(root, followlinks=True):
-        # Sorted walk: the file order, hence the seeded shuffles, is the same on every filesystem.
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        relative = os.path.relpath(directory, root)
-        top = None if relative == os.curdir else relative.split(os.sep)[0]
-        for filename in sorted(filenames):
-            if filename.startswith(".") or not filename.lower().endswith(IMAGE_EXTENSIONS):
-                continue
-            paths.append(os.path.join(directory, filename))
-            classes.append(top)
+    paths, classes, repeated = _find_images(root)
+    if repeated:
+        warnings.warn(
+            f"{len(repeated)} symlink{'s' if len(repeated) > 1 else ''} under {root!r} "
+            f"{'lead' if len(repeated) > 1 else 'leads'} to a folder or file already read (a loop or a second name); "
+            f"not followed again, each real file is read once: {', '.join(repeated[:3])}",
+            stacklevel=3,
+        )
     if not paths:
         raise ValueError(
             f"No image files ({' '.join(IMAGE_EXTENSIONS)}) found under the folder {root!r}."
@@ -357,6 +354,43 @@ def _load_folder(root, verify, max_pixels):
         exact_count=verify,
         max_pixels=max_pixels,
     )
+
+
+def _find_images(root):
+    """The image files under `root` in sorted order: `(paths, top-level folder of each or None, repeated links)`.
+
+    Symlinks are followed, each real folder and each real file once: a link to a folder or file that the walk
+    has already met (a loop such as `ln -s .. train/even/loop`, or a second name for the same thing) is not
+    followed and is returned in `repeated`. A folder is met when its parent lists it, so a real folder wins
+    over a deeper link to it; otherwise the first in the sorted walk wins.
+    """
+    paths, classes, repeated = [], [], []
+    seen_folders, seen_files = {os.path.realpath(root)}, set()
+    for directory, dirnames, filenames in os.walk(root, followlinks=True):
+        # Sorted walk: the file order, hence the seeded shuffles, is the same on every filesystem.
+        kept = []
+        for name in sorted(d for d in dirnames if not d.startswith(".")):
+            real = os.path.realpath(os.path.join(directory, name))
+            if real in seen_folders:
+                repeated.append(os.path.join(directory, name))
+                continue
+            seen_folders.add(real)
+            kept.append(name)
+        dirnames[:] = kept
+        relative = os.path.relpath(directory, root)
+        top = None if relative == os.curdir else relative.split(os.sep)[0]
+        for filename in sorted(filenames):
+            if filename.startswith(".") or not filename.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            path = os.path.join(directory, filename)
+            real = os.path.realpath(path)
+            if real in seen_files:
+                repeated.append(path)
+                continue
+            seen_files.add(real)
+            paths.append(path)
+            classes.append(top)
+    return paths, classes, repeated
 
 
 def _verify_files(paths, max_pixels):

@@ -407,3 +407,37 @@ def test_real_cifar10_folder(tmp_path):
     assert v1.shape == (16, 32, 32, 3) and set(labels.numpy()) <= set(range(10))
     bank, bank_labels = load_arrays(source, 32, limit_per_class=2, crop_fraction=1.0)
     assert bank.shape == (20, 32, 32, 3) and np.bincount(bank_labels).tolist() == [2] * 10
+
+
+def test_a_symlink_loop_is_followed_once_and_counts_real_files(tmp_path):
+    # `ln -s .. train/even/loop`: the loop leads back to train/, whose folders are already being read.
+    root = tmp_path / "train"
+    for label, name in enumerate(("even", "odd")):
+        for i in range(2):
+            save_image(str(root / name / f"{i}.png"), pattern(8, 8, 10 * label + i))
+    os.symlink("..", root / "even" / "loop")
+    with pytest.warns(UserWarning, match=r"1 symlink .* already read.*even/loop"):
+        source = load_source(str(tmp_path))
+    assert source.num_examples == 4  # the real files, each once (today: 164, odd digits labelled "even")
+    assert source.class_names == ("even", "odd")
+    labels = {os.path.relpath(p.decode(), root): int(y) for p, y in source.records.as_numpy_iterator()}
+    assert labels == {"even/0.png": 0, "even/1.png": 0, "odd/0.png": 1, "odd/1.png": 1}
+
+
+def test_symlinked_files_and_folders_are_followed_once_each(tmp_path):
+    outside = tmp_path / "elsewhere"
+    save_image(str(outside / "cats" / "c0.png"), pattern(8, 8, 1))
+    save_image(str(outside / "cats" / "c1.png"), pattern(8, 8, 2))
+    save_image(str(outside / "lone.png"), pattern(8, 8, 3))
+    root = tmp_path / "data"
+    save_image(str(root / "dogs" / "d0.png"), pattern(8, 8, 4))
+    os.symlink(outside / "cats", root / "cats")  # a class folder that lives elsewhere: read
+    os.symlink(outside / "lone.png", root / "dogs" / "d1.png")  # a file that lives elsewhere: read
+    os.symlink(root / "dogs" / "d0.png", root / "dogs" / "d2.png")  # the same file again: once
+    os.symlink(root / "dogs", root / "dogs" / "again")  # the same folder again: once
+    with pytest.warns(UserWarning, match="2 symlinks"):
+        source = load_source(str(root))
+    found = {os.path.relpath(p.decode(), root): int(y) for p, y in source.records.as_numpy_iterator()}
+    assert found == {"cats/c0.png": 0, "cats/c1.png": 0, "dogs/d0.png": 1, "dogs/d1.png": 1}
+    unverified = load_source(str(root), verify=False)
+    assert unverified.num_examples == 4
