@@ -60,6 +60,7 @@ def pretrain_dataset(
     views_on="data",
     repeat=False,
     start_batch=0,
+    path="auto",
 ):
     """The BYOL pretraining pipeline: `(view1, view2, labels)` batches whose crops come from whole images.
 
@@ -124,6 +125,9 @@ def pretrain_dataset(
             Keras' epochs and the data's differ, and the global step counts the data's). The skipped records
             of a file list are skipped before decoding; decoded images are skipped after the shuffle and before
             the views. Defaults to 0.
+        path: `"auto"`, `"native"` or `"per_image"`, only with a `BYOLAugment`: the path above. `"auto"` takes
+            the one `choose_path` gives, the faster one measured for these images and views; the other two
+            force a path (for measuring them: a forced path is not what a user gets). Defaults to `"auto"`.
 
     Returns:
         `tf.data.Dataset` of `(view1, view2, labels)`, or as `views_on="device"` / `views=None` say above;
@@ -173,7 +177,19 @@ def pretrain_dataset(
             f"{source.name}), since incomplete batches are dropped. Received: batch_size={batch_size}"
         )
 
-    native = augment is not None and native_size(source, augment.image_size)
+    if path not in ("auto", "native", "per_image"):
+        raise ValueError(f"`path` must be 'auto', 'native' or 'per_image'. Received: path={path!r}")
+    if path == "native" and not _one_size(source):
+        raise ValueError(
+            "`path='native'` needs images of one known size (a verified folder, digits, a fixed-size TFDS set). "
+            f"Received: path={path!r} for {source.name}"
+        )
+    if augment is None:
+        native = False
+    elif path == "auto":
+        native = choose_path(source, augment.image_size) == "native"
+    else:
+        native = path == "native"
     if augment is None:
         decoded_bytes = source.num_examples * image_size * image_size * 3
     elif source.image_sizes is not None:
@@ -295,6 +311,9 @@ def pretrain_dataset(
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
+# `choose_path`: the native-size path when the images' longer side is at most this many times the views' side.
+NATIVE_MAX_SIDE_RATIO = 2.0
+
 VIEW_CHUNK = 32  # images per call of the compiled views in the per-image path
 
 
@@ -367,12 +386,7 @@ def _shuffled(dataset, buffer_size, key):
 
 
 def native_size(source, image_size):
-    """Whether `pretrain_dataset` takes the native-size path for views of side `image_size`.
-
-    True when every image of `source` has one known size whose longer side is at most twice
-    `image_size` (CIFAR-10 at 32 px, STL-10 at 96, digits): batches of whole images at that size are
-    then cropped and resized by matrix products, which is cheaper than cutting each image alone. Larger
-    or varying images (photos, ImageNet) take the per-image path.
+    """Whether `pretrain_dataset` takes the native-size path for views of side `image_size`: `choose_path(...) == "native"`.
 
     Args:
         source: `Source`.
@@ -381,11 +395,36 @@ def native_size(source, image_size):
     Returns:
         bool.
     """
+    return choose_path(source, image_size) == "native"
+
+
+def choose_path(source, image_size):
+    """The path `pretrain_dataset` takes by default for views of side `image_size`: `"native"` or `"per_image"`.
+
+    `"native"` when every image of `source` has one known size whose longer side is at most
+    `NATIVE_MAX_SIDE_RATIO` times `image_size`; `"per_image"` otherwise. The native-size path cuts and resizes
+    whole batches by matrix products whose cost grows with the image's area times the view's side; the
+    per-image path pays a fixed cost per image and a crop's resize. docs/design.md ("Choosing the path") gives
+    the measurements behind the ratio.
+
+    Args:
+        source: `Source`.
+        image_size: int, the views' side.
+
+    Returns:
+        str, `"native"` or `"per_image"`.
+    """
+    if not _one_size(source):
+        return "per_image"
+    return "native" if int(np.max(source.image_sizes[0])) <= NATIVE_MAX_SIDE_RATIO * image_size else "per_image"
+
+
+def _one_size(source):
+    """Every image of `source` has the same known size."""
     sizes = source.image_sizes
     if sizes is None or len(sizes) == 0:
         return False
-    first = np.asarray(sizes[0])
-    return bool(np.all(np.asarray(sizes) == first)) and int(first.max()) <= 2 * image_size
+    return bool(np.all(np.asarray(sizes) == np.asarray(sizes[0])))
 
 
 # --------------------------------------------------------------------------------------------------
