@@ -68,16 +68,19 @@ def pretrain_dataset(
     height and width (`BYOLView.crop_window`, the official or torchvision law), as the official code and
     torchvision do, on one of two paths:
 
-    - **Per image** (photos, ImageNet, any source whose images differ in size or are large): for a JPEG
+    - **Per image** (photos, ImageNet, any source whose images differ in size or are large for the view): for a JPEG
       only each view's window is decoded (`tf.io.decode_and_crop_jpeg`); other formats are decoded once
       and cropped. Each crop is resized to the view's `image_size` (`interpolation`, no antialiasing, as the
       official code), rounded to uint8 and batched; the flip, colour jitter, grayscale, blur and
       solarisation then run vectorised on the batch (`BYOLAugment.augment_crops`), each image with its
       own draws.
-    - **Native size** (CIFAR, STL-10, digits): when every image has one known size of at most twice the
-      view's side, the images are decoded once (cached in memory when they fit), batched at that size, and
+    - **Native size** (CIFAR, STL-10, digits): when every image has one known size small enough for the view
+      (`choose_path`), the images are decoded once (cached in memory when they fit), batched at that size, and
       `BYOLAugment` cuts and resizes the windows by per-image matrix products, which at these sizes is
       cheaper than work per image. Same windows, same crop-then-resize maths.
+
+    The path depends only on the images' sizes and the view's (`choose_path`, measured), never on how the source
+    was opened (`load_source(..., verify=)`).
 
     Any other `views` callable receives uint8 batches of `image_size` squares (the shorter side resized
     to `image_size`, the centre square kept), and `views=None` yields those squares themselves.
@@ -311,8 +314,58 @@ def pretrain_dataset(
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
-# `choose_path`: the native-size path when the images' longer side is at most this many times the views' side.
-NATIVE_MAX_SIDE_RATIO = 2.0
+def run_source(config):
+    """The training `Source` of a pretraining run, opened as `byol-pretrain` opens it from its configuration.
+
+    `load_source(config["data"], split=config["train_split"], data_dir=config["data_dir"],
+    max_pixels=config["max_pixels"])` with the library's other defaults, then the first `limit_per_class` images
+    of each class when that is set. The command line and the benchmarks call this one function, so a benchmark
+    measures the data a user's command reads.
+
+    Args:
+        config: mapping, a run's configuration (`byol_keras.presets.get_preset` plus the command line's values):
+            `data`, `train_split`, `data_dir`, `max_pixels` (None: `DEFAULT_MAX_PIXELS`), `limit_per_class`.
+
+    Returns:
+        `Source`.
+    """
+    source = load_source(config["data"], split=config["train_split"], data_dir=config["data_dir"],
+                         max_pixels=config.get("max_pixels") or DEFAULT_MAX_PIXELS)
+    if config.get("limit_per_class"):
+        source = subset_per_class(source, config["limit_per_class"])
+    return source
+
+
+def run_views(config, source, start_batch=0, **options):
+    """The views of a pretraining run, built as `byol-pretrain` builds them: `(augment, dataset)`.
+
+    `BYOLAugment(image_size, blur=blur, seed=seed, **augment)` and the endless stream
+    `pretrain_dataset(source, augment, batch_size, seed=seed, repeat=True, start_batch=start_batch)`, every other
+    argument of `pretrain_dataset` at its default. The command line and the benchmarks call this one function.
+
+    Args:
+        config: mapping, a run's configuration: `image_size`, `blur`, `seed`, `augment` (dict of `BYOLView`
+            overrides), `batch_size`.
+        source: `Source`, from `run_source`.
+        start_batch: int >= 0, where the stream starts (a resumed run's global step). Defaults to 0.
+        **options: other `pretrain_dataset` arguments (`cache`, `path`, `views_on`), for measuring what a
+            user's command does not do; none by default, and `byol-pretrain` passes none.
+
+    Returns:
+        `(BYOLAugment, tf.data.Dataset of (view1, view2, labels))`.
+    """
+    from byol_keras.augment import BYOLAugment
+
+    augment = BYOLAugment(config["image_size"], blur=config["blur"], seed=config["seed"], **config["augment"])
+    dataset = pretrain_dataset(source, augment, config["batch_size"], seed=config["seed"], repeat=True,
+                               start_batch=start_batch, **options)
+    return augment, dataset
+
+
+# `choose_path`: the native-size path when cutting a view by matrix products costs at most this many multiply-adds
+# a channel (`view * width * (height + view)`). Measured (docs/design.md, "Choosing the path"): the two paths tie
+# near 1.8 million (96-px images, 96-px views); at 2.8 million (128 px at 96) the per-image path is faster.
+NATIVE_MAX_WORK = 2_000_000
 
 VIEW_CHUNK = 32  # images per call of the compiled views in the per-image path
 
@@ -401,11 +454,12 @@ def native_size(source, image_size):
 def choose_path(source, image_size):
     """The path `pretrain_dataset` takes by default for views of side `image_size`: `"native"` or `"per_image"`.
 
-    `"native"` when every image of `source` has one known size whose longer side is at most
-    `NATIVE_MAX_SIDE_RATIO` times `image_size`; `"per_image"` otherwise. The native-size path cuts and resizes
-    whole batches by matrix products whose cost grows with the image's area times the view's side; the
-    per-image path pays a fixed cost per image and a crop's resize. docs/design.md ("Choosing the path") gives
-    the measurements behind the ratio.
+    The faster of the two, from their measured costs (docs/design.md, "Choosing the path"). The native-size path
+    cuts and resizes each view by two matrix products over the whole image, `image_size * width * (height +
+    image_size)` multiply-adds a channel; the per-image path pays a fixed cost per image and its crops' resizes.
+    `"native"` when every image of `source` has one known size (`Source.image_sizes`: read from the headers of a
+    folder's files whether or not it is verified) and that product is at most `NATIVE_MAX_WORK`: CIFAR-10 at any
+    side up to 224, STL-10's 96-px images at 96; else `"per_image"` (photos, ImageNet, 256-px tiles at 224).
 
     Args:
         source: `Source`.
@@ -416,7 +470,8 @@ def choose_path(source, image_size):
     """
     if not _one_size(source):
         return "per_image"
-    return "native" if int(np.max(source.image_sizes[0])) <= NATIVE_MAX_SIDE_RATIO * image_size else "per_image"
+    height, width = (int(x) for x in source.image_sizes[0])
+    return "native" if image_size * width * (height + image_size) <= NATIVE_MAX_WORK else "per_image"
 
 
 def _one_size(source):

@@ -60,6 +60,7 @@ import numpy as np
 import tensorflow as tf
 
 from byol_keras.decoding import DEFAULT_MAX_PIXELS, check_max_pixels, decode_image
+from byol_keras.decoding import image_size as header_size
 from byol_keras.validation import check_positive_int
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -321,24 +322,24 @@ def _load_folder(root, verify, max_pixels):
             f"{list(class_names)}; they get label -1 (unlabelled).",
             stacklevel=3,
         )
-    image_sizes, skipped = None, ()
-    if verify:
-        ok, image_sizes = _verify_files(paths, max_pixels)
-        skipped = tuple((paths[i], _decode_error(paths[i], max_pixels)) for i in np.flatnonzero(~ok))
-        if not np.any(ok):
-            raise ValueError(
-                f"None of the {len(paths)} image files under {root!r} could be decoded, "
-                f"e.g. {skipped[0][0]}: {skipped[0][1]}"
-            )
-        if skipped:
-            examples = "; ".join(f"{path}: {reason}" for path, reason in skipped[:3])
-            warnings.warn(
-                f"Skipped {len(skipped)} of {len(paths)} files under {root!r} that are not "
-                f"decodable images (listed in Source.skipped), e.g. {examples}",
-                stacklevel=3,
-            )
-        paths = [p for p, keep in zip(paths, ok) if keep]
-        labels, image_sizes = labels[ok], image_sizes[ok]
+    # Every file's size, from its header (cheap) or from decoding it (`verify`): known either way, so that the
+    # pipeline's choice of path (`byol_keras.data.choose_path`) does not depend on `verify`.
+    ok, image_sizes = (_verify_files if verify else _header_sizes)(paths, max_pixels)
+    skipped = tuple((paths[i], _decode_error(paths[i], max_pixels)) for i in np.flatnonzero(~ok))
+    if not np.any(ok):
+        raise ValueError(
+            f"None of the {len(paths)} image files under {root!r} could be decoded, "
+            f"e.g. {skipped[0][0]}: {skipped[0][1]}"
+        )
+    if skipped:
+        examples = "; ".join(f"{path}: {reason}" for path, reason in skipped[:3])
+        warnings.warn(
+            f"Skipped {len(skipped)} of {len(paths)} files under {root!r} that are not "
+            f"decodable images (listed in Source.skipped), e.g. {examples}",
+            stacklevel=3,
+        )
+    paths = [p for p, keep in zip(paths, ok) if keep]
+    labels, image_sizes = labels[ok], image_sizes[ok]
     records = tf.data.Dataset.from_tensor_slices((paths, labels))
     return Source(
         name=root,
@@ -391,6 +392,27 @@ def _find_images(root):
             paths.append(path)
             classes.append(top)
     return paths, classes, repeated
+
+
+def _header_sizes(paths, max_pixels):
+    """Every file's size read from its header, nothing decoded: `(ok (n,) bool, sizes (n, 2) int)`.
+
+    Not ok: a file that cannot be read, of no supported format, of zero size, or above `max_pixels`.
+    """
+
+    def size_of(index, path):
+        code, height, width, pixels = header_size(tf.io.read_file(path))
+        ok = (code != 0) & (height > 0) & (width > 0) & (pixels <= float(max_pixels))
+        return index, ok, tf.stack([height, width])
+
+    dataset = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), paths))
+    dataset = dataset.map(size_of, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+    ok = np.zeros(len(paths), dtype=bool)
+    sizes = np.zeros((len(paths), 2), dtype=np.int64)
+    for indices, good, shapes in dataset.batch(4096).as_numpy_iterator():
+        ok[indices] = good
+        sizes[indices] = shapes
+    return ok, sizes
 
 
 def _verify_files(paths, max_pixels):
