@@ -318,9 +318,15 @@ def run_source(config):
     """The training `Source` of a pretraining run, opened as `byol-pretrain` opens it from its configuration.
 
     `load_source(config["data"], split=config["train_split"], data_dir=config["data_dir"],
-    max_pixels=config["max_pixels"])` with the library's other defaults, then the first `limit_per_class` images
-    of each class when that is set. The command line and the benchmarks call this one function, so a benchmark
-    measures the data a user's command reads.
+    max_pixels=config["max_pixels"], verify=False)`, then the first `limit_per_class` images of each class when
+    that is set. The command line and the benchmarks call this one function, so a benchmark measures the data a
+    user's command reads.
+
+    A folder is not verified: its start-up is reading each file's header (its size, the pixel limit, a file
+    that is no image), a fraction of decoding every file once (docs/design.md, "Choosing the path"), and the
+    path is the same either way. The stream is endless (`run_views`), so it needs no exact count; a file whose
+    header reads but whose data does not decode is skipped when the pipeline meets it, with a line of
+    TensorFlow's log naming it.
 
     Args:
         config: mapping, a run's configuration (`byol_keras.presets.get_preset` plus the command line's values):
@@ -330,7 +336,7 @@ def run_source(config):
         `Source`.
     """
     source = load_source(config["data"], split=config["train_split"], data_dir=config["data_dir"],
-                         max_pixels=config.get("max_pixels") or DEFAULT_MAX_PIXELS)
+                         max_pixels=config.get("max_pixels") or DEFAULT_MAX_PIXELS, verify=False)
     if config.get("limit_per_class"):
         source = subset_per_class(source, config["limit_per_class"])
     return source

@@ -409,10 +409,51 @@ def _header_sizes(paths, max_pixels):
     dataset = dataset.map(size_of, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
     ok = np.zeros(len(paths), dtype=bool)
     sizes = np.zeros((len(paths), 2), dtype=np.int64)
-    for indices, good, shapes in dataset.batch(4096).as_numpy_iterator():
+    for indices, good, shapes in _with_progress(dataset.batch(SCAN_BATCH), len(paths), "Reading the image headers"):
         ok[indices] = good
         sizes[indices] = shapes
     return ok, sizes
+
+
+# A folder's scan goes in batches of this many files; a progress bar appears once it has taken PROGRESS_AFTER s.
+SCAN_BATCH = 512
+PROGRESS_AFTER = 3.0
+
+
+def _with_progress(batches, total, what):
+    """Iterate `batches` (tuples whose first element holds the files' indices), with a progress bar on stderr once
+    the scan has taken `PROGRESS_AFTER` seconds: a million-file folder says where it is."""
+    import sys
+    import time
+
+    start, done, bar = time.monotonic(), 0, None
+    for batch in batches.as_numpy_iterator():
+        done += len(batch[0])
+        yield batch
+        if bar is None and time.monotonic() - start > PROGRESS_AFTER and done < total:
+            print(f"{what} ({total:,} files) ...", file=sys.stderr, flush=True)
+            bar = _Progress(total, sys.stderr)
+        if bar is not None:
+            bar.update(done)
+    if bar is not None:
+        bar.finish(time.monotonic() - start)
+
+
+class _Progress:
+    """A one-line text bar, redrawn in place: `[=====     ] 5,120/10,000`."""
+
+    def __init__(self, total, stream, width=30):
+        self.total, self.stream, self.width = total, stream, width
+
+    def update(self, done):
+        filled = int(self.width * done / self.total)
+        self.stream.write(f"\r[{'=' * filled}{' ' * (self.width - filled)}] {done:,}/{self.total:,}")
+        self.stream.flush()
+
+    def finish(self, seconds):
+        self.update(self.total)
+        self.stream.write(f" in {seconds:.1f} s\n")
+        self.stream.flush()
 
 
 def _verify_files(paths, max_pixels):
@@ -428,7 +469,7 @@ def _verify_files(paths, max_pixels):
     dataset = dataset.map(size_of, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
     ok = np.zeros(len(paths), dtype=bool)
     sizes = np.zeros((len(paths), 2), dtype=np.int64)
-    for indices, shapes in dataset.batch(4096).as_numpy_iterator():
+    for indices, shapes in _with_progress(dataset.batch(SCAN_BATCH), len(paths), "Decoding every image (verify=True)"):
         ok[indices] = True
         sizes[indices] = shapes
     return ok, sizes

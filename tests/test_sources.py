@@ -449,3 +449,17 @@ def test_symlinked_files_and_folders_are_followed_once_each(tmp_path):
     assert found == {"cats/c0.png": 0, "cats/c1.png": 0, "dogs/d0.png": 1, "dogs/d1.png": 1}
     unverified = load_source(str(root), verify=False)
     assert unverified.num_examples == 4
+
+
+def test_a_long_folder_scan_shows_its_progress(tmp_path, monkeypatch, capsys):
+    for i in range(3):
+        save_image(str(tmp_path / "a" / f"{i}.png"), pattern(8, 8, i))
+    monkeypatch.setattr(sources, "PROGRESS_AFTER", -1.0)  # as if the scan were slow
+    monkeypatch.setattr(sources, "SCAN_BATCH", 1)
+    for verify, what in ((False, "Reading the image headers (3 files)"), (True, "Decoding every image")):
+        assert load_source(str(tmp_path), verify=verify).num_examples == 3
+        err = capsys.readouterr().err
+        assert what in err and "3/3" in err
+    monkeypatch.setattr(sources, "PROGRESS_AFTER", 3.0)
+    load_source(str(tmp_path))
+    assert capsys.readouterr().err == ""  # a quick scan says nothing
