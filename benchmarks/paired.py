@@ -93,12 +93,14 @@ def figures(args):
             [args.peer_python, os.path.join(PEER_DIR, "peer_augment.py"), args.photos_dir, "--size", "224",
              "--workers", "2", "--batches", "10"],
             [OURS_PYTHON, "-m", "benchmarks.pipeline", "--photos", "--photos-dir", args.photos_dir, "--size", "224",
+             "--photos-per-class", str(args.photos_per_class),
              "--runs", str(args.our_runs), "--batches", "4"],
         ),
         "pipeline224-mixed": (
             [args.peer_python, os.path.join(PEER_DIR, "peer_augment.py"), args.mixed_dir, "--size", "224",
              "--workers", "2", "--batches", "10"],
             [OURS_PYTHON, "-m", "benchmarks.pipeline", "--mixed", "--photos-dir", args.mixed_dir, "--size", "224",
+             "--photos-per-class", str(args.photos_per_class),
              "--runs", str(args.our_runs), "--batches", "4"],
         ),
     }

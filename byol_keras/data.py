@@ -369,9 +369,9 @@ def run_views(config, source, start_batch=0, **options):
 
 
 # `choose_path`: the native-size path when cutting a view by matrix products costs at most this many multiply-adds
-# a channel (`view * width * (height + view)`). Measured (docs/design.md, "Choosing the path"): the two paths tie
-# near 1.8 million (96-px images, 96-px views); at 2.8 million (128 px at 96) the per-image path is faster.
-NATIVE_MAX_WORK = 2_000_000
+# a channel (`view * width * (height + view)`). Measured (docs/design.md, "Choosing the path"): the native-size
+# path is faster at 0.39 million (CIFAR's 32 px at 96) and below, the per-image path from 0.98 million (64 px at 96).
+NATIVE_MAX_WORK = 500_000
 
 VIEW_CHUNK = 32  # images per call of the compiled views in the per-image path
 
@@ -464,8 +464,9 @@ def choose_path(source, image_size):
     cuts and resizes each view by two matrix products over the whole image, `image_size * width * (height +
     image_size)` multiply-adds a channel; the per-image path pays a fixed cost per image and its crops' resizes.
     `"native"` when every image of `source` has one known size (`Source.image_sizes`: read from the headers of a
-    folder's files whether or not it is verified) and that product is at most `NATIVE_MAX_WORK`: CIFAR-10 at any
-    side up to 224, STL-10's 96-px images at 96; else `"per_image"` (photos, ImageNet, 256-px tiles at 224).
+    folder's files whether or not it is verified) and that product is at most `NATIVE_MAX_WORK`: CIFAR-10's 32-px
+    images for views of 32 or 96 px (up to 110), digits; else `"per_image"` (STL-10's 96-px images at 96, 256-px tiles at 224,
+    photos, ImageNet).
 
     Args:
         source: `Source`.
