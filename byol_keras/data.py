@@ -74,7 +74,7 @@ def pretrain_dataset(
       official code), rounded to uint8 and batched; the flip, colour jitter, grayscale, blur and
       solarisation then run vectorised on the batch (`BYOLAugment.augment_crops`), each image with its
       own draws.
-    - **Native size** (CIFAR, STL-10, digits): when every image has one known size small enough for the view
+    - **Native size** (CIFAR, digits): when every image has one known size small enough for the view
       (`choose_path`), the images are decoded once (cached in memory when they fit), batched at that size, and
       `BYOLAugment` cuts and resizes the windows by per-image matrix products, which at these sizes is
       cheaper than work per image. Same windows, same crop-then-resize maths.
@@ -184,7 +184,7 @@ def pretrain_dataset(
         raise ValueError(f"`path` must be 'auto', 'native' or 'per_image'. Received: path={path!r}")
     if path == "native" and not _one_size(source):
         raise ValueError(
-            "`path='native'` needs images of one known size (a verified folder, digits, a fixed-size TFDS set). "
+            "`path='native'` needs images of one known size (a folder of same-size images, digits, a fixed-size TFDS set). "
             f"Received: path={path!r} for {source.name}"
         )
     if augment is None:
