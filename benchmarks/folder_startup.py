@@ -1,7 +1,7 @@
 """A folder's start-up: what opening an image folder costs before the first step, in ms a file.
 
     python -m benchmarks.folder_startup --files 2000           # 2,000 JPEGs of 400x300
-    python -m benchmarks.folder_startup --files 20000 --runs 1
+    python -m benchmarks.folder_startup --folder /tmp/photos20000 --runs 2   # any folder, as it is
 
 Makes (or reuses) a folder of `--files` 400x300 JPEGs (CIFAR-10 images upscaled, `benchmarks.photos`, in a
 temporary folder; nothing is committed) and times, alternately, the folder opened as `byol-pretrain` opens it
@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=2000, help="number of JPEGs (a multiple of 10)")
-    parser.add_argument("--folder", help="where the photos are made (default: a temporary folder per count)")
+    parser.add_argument("--folder", help="an image folder to open as it is, instead of making photos")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -33,8 +33,8 @@ def main(argv=None):
     from byol_keras.data import load_source, run_source
 
     report.set_threads(args.threads)
-    folder = args.folder or os.path.join(tempfile.gettempdir(), f"byol_keras_startup_{args.files}")
-    make_photos(folder, per_class=args.files // 10)
+    folder = args.folder or make_photos(os.path.join(tempfile.gettempdir(), f"byol_keras_startup_{args.files}"),
+                                        per_class=args.files // 10)
     config = {"data": folder, "train_split": "train", "data_dir": None, "max_pixels": None, "limit_per_class": None}
     ways = {"byol-pretrain (headers)": lambda: run_source(config), "load_source(verify=True)": lambda: load_source(folder)}
     load_source(folder, verify=False)  # traced once, files in the page cache
