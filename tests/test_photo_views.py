@@ -83,7 +83,8 @@ def test_per_image_crops_are_the_reference_windows_of_the_original_image_resized
     for crop_style in ("torchvision", "official"):
         augment = BYOLAugment(20, seed=0, crop_style=crop_style, **CROP_ONLY)
         crops1, crops2, labels = next(iter(data.pretrain_dataset(
-            source, augment, batch_size=6, shuffle=False, seed=seed, views_on="device", repeat=True)))
+            source, augment, batch_size=6, shuffle=False, seed=seed, views_on="device", repeat=True,
+            path="per_image")))  # 45x70 images at 20 px take the native-size path by default
         assert crops1.dtype == crops2.dtype == tf.uint8 and tuple(crops1.shape) == (6, 20, 20, 3)
         for i in range(6):
             key = data.element_key(seed, epoch=0, position=i)
