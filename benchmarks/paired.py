@@ -2,16 +2,20 @@
 
     python -m benchmarks.paired step --rounds 5                  # train step, batch 128, 32 px
     python -m benchmarks.paired step --rounds 5 --jit 0          # the same, our step without XLA (1: with)
-    python -m benchmarks.paired pipeline32 --rounds 5            # views at 32 px, no blur
-    python -m benchmarks.paired pipeline96 --rounds 5            # views at 96 px, the paper's blur, files decoded
-                                                                 # every batch (ours: the per-image path)
-    python -m benchmarks.paired pipeline96-cached --rounds 5     # the same as a user gets from a verified folder:
-                                                                 # decoded once, cached, the native-size path
+    python -m benchmarks.paired pipeline32 --rounds 5            # views at 32 px from CIFAR-10's folder, no blur
+    python -m benchmarks.paired pipeline96 --rounds 5            # views at 96 px from CIFAR-10's folder, the blur
     python -m benchmarks.paired pipeline224 --rounds 3           # 400x300 JPEG photos, 224-px views, the paper's blur
+    python -m benchmarks.paired pipeline224-mixed --rounds 3     # JPEG photos of 300-640 px a side, any aspect
     python -m benchmarks.paired step-demo --rounds 5             # the demo-sized step (width 8, heads 256 -> 64)
     python -m benchmarks.paired step --isa AVX2                  # both sides restricted to AVX2 (an AMD Zen CPU),
                                                                  # ours with oneDNN off, then on
     python -m benchmarks.paired all --rounds 5
+
+Our side of every pipeline figure is `benchmarks.pipeline` with no option that leaves the user's path: the
+data `byol-pretrain --preset P --data FOLDER --image-size SIZE --batch-size 256` builds (its configuration and
+its two calls, `byol_keras.data.run_source` and `run_views`), whatever path and cache those choose; the first
+epoch is not timed on either side (the peer's first batch only). `pipeline96-cached` is `pipeline96`'s name in
+older notes.
 
 Each round starts the peer's script (`../shared/bench/`, run with `--peer-python`, default
 `/tmp/peer/bin/python`) and then ours as subprocesses, one after the other, so that both see the same
@@ -45,11 +49,14 @@ PEER_DIR = os.path.normpath(os.path.join(report.ROOT, "..", "shared", "bench"))
 OURS_PYTHON = os.path.join(report.ROOT, ".venv", "bin", "python")
 
 
-def photo_folder(args):
-    """The 400x300 JPEG folder both sides read for `pipeline224` (made once, in a temporary folder)."""
-    from benchmarks.photos import make_photos
+def photo_folders(args, names):
+    """The JPEG folders both sides read for `pipeline224` (400x300) and `pipeline224-mixed` (made once each)."""
+    from benchmarks.photos import make_mixed_photos, make_photos
 
-    return make_photos(args.photos_dir, per_class=args.photos_per_class)
+    if "pipeline224" in names:
+        make_photos(args.photos_dir, per_class=args.photos_per_class)
+    if "pipeline224-mixed" in names:
+        make_mixed_photos(args.mixed_dir, per_class=args.photos_per_class)
 
 
 def figures(args):
@@ -73,29 +80,28 @@ def figures(args):
         "pipeline32": (
             [args.peer_python, os.path.join(PEER_DIR, "peer_augment.py"), cifar_train, "--size", "32",
              "--workers", "2", "--blur", "0"],
-            [OURS_PYTHON, "-m", "benchmarks.pipeline", "--data", args.data, "--size", "32", "--blur", "0",
+            [OURS_PYTHON, "-m", "benchmarks.pipeline", "--data", args.data, "--size", "32",
              "--runs", str(args.our_runs)],
         ),
         "pipeline96": (
             [args.peer_python, os.path.join(PEER_DIR, "peer_augment.py"), cifar_train, "--size", "96",
              "--workers", "2"],
-            [OURS_PYTHON, "-m", "benchmarks.pipeline", "--data", args.data, "--size", "96", "--blur", "1",
+            [OURS_PYTHON, "-m", "benchmarks.pipeline", "--data", args.data, "--size", "96",
              "--runs", str(args.our_runs), "--batches", "5"],
-        ),
-        # The same views as a user's `pretrain_dataset(load_source(folder), BYOLAugment(96), 256)` makes them
-        # from CIFAR-10's folder: verified, so every image's size is known and the native-size path caches the
-        # decoded 32-px images (150 MB) after the first epoch, which is not timed. The peer decodes every epoch.
-        "pipeline96-cached": (
-            [args.peer_python, os.path.join(PEER_DIR, "peer_augment.py"), cifar_train, "--size", "96",
-             "--workers", "2"],
-            [OURS_PYTHON, "-m", "benchmarks.pipeline", "--data", args.data, "--size", "96", "--blur", "1",
-             "--cache", "1", "--runs", str(args.our_runs), "--batches", "5"],
         ),
         "pipeline224": (
             [args.peer_python, os.path.join(PEER_DIR, "peer_augment.py"), args.photos_dir, "--size", "224",
              "--workers", "2", "--batches", "10"],
             [OURS_PYTHON, "-m", "benchmarks.pipeline", "--photos", "--photos-dir", args.photos_dir, "--size", "224",
-             "--blur", "1", "--runs", str(args.our_runs), "--batches", "4"],
+             "--photos-per-class", str(args.photos_per_class),
+             "--runs", str(args.our_runs), "--batches", "4"],
+        ),
+        "pipeline224-mixed": (
+            [args.peer_python, os.path.join(PEER_DIR, "peer_augment.py"), args.mixed_dir, "--size", "224",
+             "--workers", "2", "--batches", "10"],
+            [OURS_PYTHON, "-m", "benchmarks.pipeline", "--mixed", "--photos-dir", args.mixed_dir, "--size", "224",
+             "--photos-per-class", str(args.photos_per_class),
+             "--runs", str(args.our_runs), "--batches", "4"],
         ),
     }
 
@@ -161,7 +167,7 @@ def compare(name, peer_command, our_command, rounds, isa=None, our_env=None):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("figure", choices=("step", "step-demo", "pipeline32", "pipeline96", "pipeline96-cached",
-                                           "pipeline224", "all"))
+                                           "pipeline224", "pipeline224-mixed", "all"))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--our-runs", dest="our_runs", type=int, default=5, help="timed runs inside each of our processes")
     parser.add_argument("--steps", type=int, default=2, help="timed steps of each peer train-step process")
@@ -170,16 +176,19 @@ def main(argv=None):
     parser.add_argument("--photos-dir", dest="photos_dir",
                         default=os.path.join(tempfile.gettempdir(), "byol_keras_photos_400x300_q90"),
                         help="where pipeline224's photos are made (or reused); nothing is committed")
+    parser.add_argument("--mixed-dir", dest="mixed_dir",
+                        default=os.path.join(tempfile.gettempdir(), "byol_keras_photos_mixed_q90"),
+                        help="where pipeline224-mixed's photos are made (or reused)")
     parser.add_argument("--photos-per-class", dest="photos_per_class", type=int, default=600)
     parser.add_argument("--jit", default="auto", choices=("auto", "0", "1"),
                         help="our train step with XLA (1), without (0), or the library's choice (auto, default)")
     parser.add_argument("--isa", choices=("AVX2",), help="restrict both sides to this instruction set (see above)")
     args = parser.parse_args(argv)
     table = figures(args)
-    names = ("pipeline32", "pipeline96", "pipeline96-cached", "pipeline224", "step", "step-demo") \
+    table["pipeline96-cached"] = table["pipeline96"]  # the name of older notes
+    names = ("pipeline32", "pipeline96", "pipeline224", "pipeline224-mixed", "step", "step-demo") \
         if args.figure == "all" else (args.figure,)
-    if "pipeline224" in names:
-        photo_folder(args)
+    photo_folders(args, names)
     # Under --isa AVX2 ours runs as a real AVX2 CPU may have it, oneDNN off (TensorFlow's default there), and on.
     settings = (("-onednn-off", {"TF_ENABLE_ONEDNN_OPTS": "0"}), ("-onednn-on", {"TF_ENABLE_ONEDNN_OPTS": "1"})) \
         if args.isa else (("", None),)

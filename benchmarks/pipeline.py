@@ -1,29 +1,33 @@
-"""Input-pipeline throughput: both BYOL views from an image folder, decoding included.
+"""Input-pipeline throughput: both BYOL views from an image folder, decoding included, as `byol-pretrain` builds them.
 
-    python -m benchmarks.pipeline --size 32 --blur 0                   # CIFAR-10's 32-px JPEGs, no blur
-    python -m benchmarks.pipeline --size 96 --blur 1                   # 96 px with the paper's blur
-    python -m benchmarks.pipeline --photos --size 224 --blur 1         # 400x300 photos (made here), 224 px
-    python -m benchmarks.pipeline --photos --size 224 --views-on device  # the CPU part of device views
+    python -m benchmarks.pipeline --size 32                            # CIFAR-10's 32-px JPEGs (no blur: the preset's)
+    python -m benchmarks.pipeline --size 96                            # 96 px with the paper's blur
+    python -m benchmarks.pipeline --photos --size 224                  # 400x300 photos (made here), 224 px
+    python -m benchmarks.pipeline --mixed --size 224                   # photos of mixed sizes, 224 px
     python -m benchmarks.pipeline --photos --size 224 --stages         # where each millisecond goes
-    python -m benchmarks.pipeline --photos --size 224 --blur 1 --off jitter   # the pipeline without a stage
+  Not the user's path (named `input_pipeline_not_default`, with what differs in `not_default`):
+    python -m benchmarks.pipeline --photos --size 224 --views-on device  # the CPU part of device views
+    python -m benchmarks.pipeline --photos --size 224 --off jitter     # the pipeline without a stage
+    python -m benchmarks.pipeline --photos --size 224 --path native    # a forced path (native, per_image)
+    python -m benchmarks.pipeline --photos --size 224 --cache 0        # files decoded every epoch
     python -m benchmarks.pipeline --photos --size 224 --views-on device --jpeg whole  # one decode, two crops
 
-`byol_keras.data.pretrain_dataset` over an image folder of class sub-folders with `BYOLAugment` (the paper's
-two views, Table 6), batch `--batch`. `--data` is the CIFAR-10 folder by default (32-px squares: the
-native-size path); `--photos` makes a folder of CIFAR-10 images upscaled to 400x300 JPEGs of quality 90
-(`benchmarks.photos`, in a temporary folder unless `--photos-dir` names one; nothing is committed) and
-reads that instead (the per-image path: each view's window decoded from the whole photo). With
-`--cache 0` (default) every batch decodes its files again, as the peer's DataLoader does; `--cache 1`
-keeps decoded images in memory. `--views-on device` times the CPU's share when the views are finished
-on an accelerator (decode, windows, resize). Each run is `--batches` batches timed with
-`time.perf_counter`; the pipeline's start-up and first batch are not counted. Prints one JSON line:
-images/second (pairs of views per second, the peer's unit), with the process's peak memory.
+The data a user's command reads: the configuration `byol-pretrain --preset P --data FOLDER --image-size SIZE
+--batch-size BATCH --seed 0` resolves (P: `--preset`, by default imagenet-resnet50 at 224 px, stl10-resnet18 at
+96, cifar10-resnet18 otherwise), and the same two calls as its run (`byol_keras.data.run_source`, `run_views`):
+`load_source` with its defaults, the preset's `BYOLAugment`, `pretrain_dataset`'s endless stream with every
+default (its path and cache among them). `--data` is the CIFAR-10 folder by default; `--photos` makes a folder
+of CIFAR-10 images upscaled to 400x300 JPEGs of quality 90 and `--mixed` one of sizes between 300 and 640 px a
+side, any aspect (`benchmarks.photos`, in a temporary folder unless `--photos-dir` names one; nothing is
+committed). The first epoch (start-up, tracing, a cache's filling) is not timed; then each run is `--batches`
+batches timed with `time.perf_counter`. Prints one JSON line: images/second (pairs of views per second, the
+peer's unit), with the path taken and the process's peak memory.
 
 `--stages` times the pieces instead, on in-memory files and one batch: per image (one core, ms per image,
 each a `tf.function` call whose own cost is the `empty_call` row) reading the JPEG's header, decoding it
-whole, decoding just the two views' windows, resizing the two crops; per batch (ms per batch, both cores) each stage after the crop (flip, colour jitter, grayscale,
-blur of view 1 (every image) and of view 2 (10 %), solarize, normalise) and one whole view after the crop,
-XLA-compiled as the pipeline runs it.
+whole, decoding just the two views' windows, resizing the two crops; per batch (ms per batch, both cores) each
+stage after the crop (flip, colour jitter, grayscale, blur of view 1 (every image) and of view 2 (10 %),
+solarize, normalise) and one whole view after the crop, XLA-compiled as the pipeline runs it.
 """
 
 import argparse
@@ -42,9 +46,12 @@ import tensorflow as tf  # noqa: E402
 
 def image_folder(args):
     """The folder of class sub-folders to read: the CIFAR-10 train folder, or photos made from it."""
-    if args.photos:
-        from benchmarks.photos import make_photos
+    if args.photos or args.mixed:
+        from benchmarks.photos import make_mixed_photos, make_photos
 
+        if args.mixed:
+            destination = args.photos_dir or os.path.join(tempfile.gettempdir(), "byol_keras_photos_mixed_q90")
+            return make_mixed_photos(destination, per_class=args.photos_per_class)
         destination = args.photos_dir or os.path.join(tempfile.gettempdir(), "byol_keras_photos_400x300_q90")
         return make_photos(destination, per_class=args.photos_per_class)
     folder = os.path.join(args.data, "train") if os.path.isdir(os.path.join(args.data, "train")) else args.data
@@ -53,37 +60,84 @@ def image_folder(args):
     return folder
 
 
-def run(args):
-    from byol_keras.augment import BYOLAugment
-    from byol_keras.data import load_source, native_size, pretrain_dataset
+# The preset whose views a figure at each size uses (the presets' own sides): the paper's at 224 and 96 px.
+PRESET_FOR_SIZE = {224: "imagenet-resnet50", 96: "stl10-resnet18", 32: "cifar10-resnet18"}
 
+
+def command_line(args, folder):
+    """The `byol-pretrain` flags whose run reads the data this benchmark measures."""
+    preset = args.preset or PRESET_FOR_SIZE.get(args.size, "cifar10-resnet18")
+    return ["--preset", preset, "--data", folder, "--image-size", str(args.size), "--batch-size", str(args.batch),
+            "--seed", "0"]
+
+
+def not_default(args, config):
+    """What this run changes from the user's path (empty: the data `byol-pretrain` builds for the same flags)."""
+    changes = []
+    if args.blur is not None and bool(args.blur) != config["blur"]:
+        changes.append(f"blur={bool(args.blur)}")
+    changes += [f"{name}={getattr(args, name)!r}" for name in ("cache", "path") if getattr(args, name) is not None]
+    if args.views_on != "data":
+        changes.append(f"views_on={args.views_on!r}")
+    if args.jpeg != "windows":
+        changes.append(f"jpeg={args.jpeg!r}")
+    changes += [f"off={stage}" for stage in args.off]
+    return changes
+
+
+def build(args):
+    """`(config, source, augment, dataset, changes)`: the data as `byol-pretrain` builds it for these flags.
+
+    The configuration is the command line's own (`resolve_config(parse_args(command_line(...)))`) and the data
+    comes from the same two calls as a run's (`byol_keras.data.run_source`, `run_views`); the options of
+    `not_default` (measurements of other paths) are applied on top and named in the output.
+    """
     from byol_keras import data
+    from byol_keras.cli.pretrain import parse_args as pretrain_args
+    from byol_keras.cli.pretrain import resolve_config
+
+    config = resolve_config(pretrain_args(command_line(args, image_folder(args))))
+    changes = not_default(args, config)
+    if args.blur is not None:
+        config["blur"] = bool(args.blur)
+    off = {"jitter": {"jitter_prob": 0.0}, "grayscale": {"grayscale_prob": 0.0}, "solarize": {"solarize_prob": 0.0},
+           "flip": {"flip_prob": 0.0}, "blur": {}}
+    config["augment"] = {**config["augment"], **{k: v for stage in args.off for k, v in off[stage].items()}}
+    if "blur" in args.off:
+        config["blur"] = False
+    options = {"views_on": args.views_on}
+    if args.cache is not None:
+        options["cache"] = bool(args.cache)
+    if args.path is not None:
+        options["path"] = args.path
+    data.DECODE_JPEG_WINDOWS = args.jpeg == "windows"
+    source = data.run_source(config)
+    augment, dataset = data.run_views(config, source, **({} if options == {"views_on": "data"} else options))
+    return config, source, augment, dataset, changes
+
+
+def run(args):
+    from byol_keras.data import choose_path
 
     report.set_threads(args.threads)
-    data.DECODE_JPEG_WINDOWS = args.jpeg == "windows"
-    source = load_source(image_folder(args), verify=bool(args.cache))
-    off = {"jitter": {"jitter_prob": 0.0}, "grayscale": {"grayscale_prob": 0.0}, "solarize": {"solarize_prob": 0.0},
-           "flip": {"flip_prob": 0.0}}
-    overrides = {k: v for stage in args.off for k, v in off.get(stage, {}).items()}
-    augment = BYOLAugment(args.size, blur=bool(args.blur) and "blur" not in args.off, seed=0, **overrides)
-    dataset = pretrain_dataset(
-        source, augment, args.batch, seed=0, cache=bool(args.cache), views_on=args.views_on
-    ).repeat()
+    config, source, augment, dataset, changes = build(args)
     batches = iter(dataset)
     next(batches)  # start-up and first batch are not counted
-    if args.cache:
-        # The cache fills during the first epoch; time the steady state after it.
-        for _ in range(source.num_examples // args.batch):
-            next(batches)
+    # A cache fills during the first epoch: time the steady state after it (a long run's), whichever path.
+    for _ in range(source.num_examples // args.batch):
+        next(batches)
     images_per_second = []
     for _ in range(args.runs):
         start = time.perf_counter()
         for _ in range(args.batches):
             first = next(batches)[0]
         images_per_second.append(args.batches * int(first.shape[0]) / (time.perf_counter() - start))
-    config = {k: getattr(args, k) for k in ("size", "blur", "batch", "batches", "threads", "cache", "views_on", "photos", "jpeg", "off")}
-    config["path"] = "native size" if native_size(source, args.size) else "per image"
-    return report.emit("input_pipeline", config, images_per_second, "images/s")
+    settings = {k: getattr(args, k) for k in ("size", "batch", "batches", "threads", "photos", "mixed")}
+    settings.update(preset=command_line(args, source.name)[1], blur=config["blur"], images=source.num_examples,
+                    path=args.path or choose_path(source, args.size), user_path=not changes, not_default=changes)
+    # A figure of another path than the user's says so in its name.
+    name = "input_pipeline" if not changes else "input_pipeline_not_default"
+    return report.emit(name, settings, images_per_second, "images/s")
 
 
 def _median_ms(fn, repeats, per):
@@ -108,7 +162,7 @@ def stages(args):
     folder = image_folder(args)
     paths = sorted(os.path.join(d, f) for d, _, files in os.walk(folder) for f in files)[: args.batch]
     contents = [open(path, "rb").read() for path in paths]
-    augment = aug.BYOLAugment(args.size, blur=bool(args.blur), seed=0)
+    augment = aug.BYOLAugment(args.size, blur=args.blur != 0, seed=0)
     views = augment.views
     keys = tf.constant(np.random.default_rng(0).integers(0, 2**31, (len(contents), 2)), tf.int64)
 
@@ -158,7 +212,7 @@ def stages(args):
         f"{name}_ms_per_batch": _median_ms(tf.function(fn, jit_compile=True), args.runs, 1)
         for name, fn in batched.items()
     }
-    config = {k: getattr(args, k) for k in ("size", "blur", "batch", "threads", "photos")}
+    config = {k: getattr(args, k) for k in ("size", "blur", "batch", "threads", "photos", "mixed")}
     config["images"] = len(contents)
     report.emit("pipeline_stages", config, [per_batch["whole_view_after_crop_ms_per_batch"]],
                 "ms/batch (one view after the crop)", stages={**single, **per_batch})
@@ -169,14 +223,19 @@ def parse_args(argv=None):
     parser.add_argument("--data", default=report.DEFAULT_CIFAR, help="folder of class sub-folders, or one with train/")
     parser.add_argument("--photos", action="store_true", help="read 400x300 JPEGs made from CIFAR-10 instead")
     parser.add_argument("--photos-dir", dest="photos_dir", help="where to make (or reuse) the photos")
+    parser.add_argument("--mixed", action="store_true", help="read JPEGs of mixed sizes (300-640 px a side) instead")
     parser.add_argument("--photos-per-class", dest="photos_per_class", type=int, default=300)
     parser.add_argument("--size", type=int, default=32, help="side of the views")
-    parser.add_argument("--blur", type=int, default=0, choices=(0, 1), help="the paper's blur (view 1: p=1, view 2: p=0.1)")
+    parser.add_argument("--preset", help="byol-pretrain's preset (default: imagenet-resnet50 at 224, stl10-resnet18 "
+                                         "at 96, cifar10-resnet18 otherwise)")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--batches", type=int, default=20, help="batches per timed run")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--cache", type=int, default=0, choices=(0, 1))
+    # Not the user's path: each of these measures something else, and the output says so.
+    parser.add_argument("--blur", type=int, choices=(0, 1), help="the blur on (1) or off (0) (default: the preset's)")
+    parser.add_argument("--cache", type=int, choices=(0, 1), help="force the cache of decoded images (default: auto)")
+    parser.add_argument("--path", choices=("native", "per_image"), help="force a path (default: choose_path's)")
     parser.add_argument("--views-on", dest="views_on", default="data", choices=("data", "device"))
     parser.add_argument("--jpeg", default="windows", choices=("windows", "whole"),
                         help="per-image path: decode each view's JPEG window (default) or the whole image once")

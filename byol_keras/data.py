@@ -60,6 +60,7 @@ def pretrain_dataset(
     views_on="data",
     repeat=False,
     start_batch=0,
+    path="auto",
 ):
     """The BYOL pretraining pipeline: `(view1, view2, labels)` batches whose crops come from whole images.
 
@@ -67,16 +68,19 @@ def pretrain_dataset(
     height and width (`BYOLView.crop_window`, the official or torchvision law), as the official code and
     torchvision do, on one of two paths:
 
-    - **Per image** (photos, ImageNet, any source whose images differ in size or are large): for a JPEG
+    - **Per image** (photos, ImageNet, any source whose images differ in size or are large for the view): for a JPEG
       only each view's window is decoded (`tf.io.decode_and_crop_jpeg`); other formats are decoded once
       and cropped. Each crop is resized to the view's `image_size` (`interpolation`, no antialiasing, as the
       official code), rounded to uint8 and batched; the flip, colour jitter, grayscale, blur and
       solarisation then run vectorised on the batch (`BYOLAugment.augment_crops`), each image with its
       own draws.
-    - **Native size** (CIFAR, STL-10, digits): when every image has one known size of at most twice the
-      view's side, the images are decoded once (cached in memory when they fit), batched at that size, and
+    - **Native size** (CIFAR, digits): when every image has one known size small enough for the view
+      (`choose_path`), the images are decoded once (cached in memory when they fit), batched at that size, and
       `BYOLAugment` cuts and resizes the windows by per-image matrix products, which at these sizes is
       cheaper than work per image. Same windows, same crop-then-resize maths.
+
+    The path depends only on the images' sizes and the view's (`choose_path`, measured), never on how the source
+    was opened (`load_source(..., verify=)`).
 
     Any other `views` callable receives uint8 batches of `image_size` squares (the shorter side resized
     to `image_size`, the centre square kept), and `views=None` yields those squares themselves.
@@ -124,6 +128,9 @@ def pretrain_dataset(
             Keras' epochs and the data's differ, and the global step counts the data's). The skipped records
             of a file list are skipped before decoding; decoded images are skipped after the shuffle and before
             the views. Defaults to 0.
+        path: `"auto"`, `"native"` or `"per_image"`, only with a `BYOLAugment`: the path above. `"auto"` takes
+            the one `choose_path` gives, the faster one measured for these images and views; the other two
+            force a path (for measuring them: a forced path is not what a user gets). Defaults to `"auto"`.
 
     Returns:
         `tf.data.Dataset` of `(view1, view2, labels)`, or as `views_on="device"` / `views=None` say above;
@@ -173,7 +180,19 @@ def pretrain_dataset(
             f"{source.name}), since incomplete batches are dropped. Received: batch_size={batch_size}"
         )
 
-    native = augment is not None and native_size(source, augment.image_size)
+    if path not in ("auto", "native", "per_image"):
+        raise ValueError(f"`path` must be 'auto', 'native' or 'per_image'. Received: path={path!r}")
+    if path == "native" and not _one_size(source):
+        raise ValueError(
+            "`path='native'` needs images of one known size (a folder of same-size images, digits, a fixed-size TFDS set). "
+            f"Received: path={path!r} for {source.name}"
+        )
+    if augment is None:
+        native = False
+    elif path == "auto":
+        native = choose_path(source, augment.image_size) == "native"
+    else:
+        native = path == "native"
     if augment is None:
         decoded_bytes = source.num_examples * image_size * image_size * 3
     elif source.image_sizes is not None:
@@ -299,6 +318,65 @@ def pretrain_dataset(
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
+def run_source(config):
+    """The training `Source` of a pretraining run, opened as `byol-pretrain` opens it from its configuration.
+
+    `load_source(config["data"], split=config["train_split"], data_dir=config["data_dir"],
+    max_pixels=config["max_pixels"], verify=False)`, then the first `limit_per_class` images of each class when
+    that is set. The command line and the benchmarks call this one function, so a benchmark measures the data a
+    user's command reads.
+
+    A folder is not verified: its start-up is reading each file's header (its size, the pixel limit, a file
+    that is no image), a fraction of decoding every file once (docs/design.md, "Choosing the path"), and the
+    path is the same either way. The stream is endless (`run_views`), so it needs no exact count; a file whose
+    header reads but whose data does not decode is skipped when the pipeline meets it, with a line of
+    TensorFlow's log naming it.
+
+    Args:
+        config: mapping, a run's configuration (`byol_keras.presets.get_preset` plus the command line's values):
+            `data`, `train_split`, `data_dir`, `max_pixels` (None: `DEFAULT_MAX_PIXELS`), `limit_per_class`.
+
+    Returns:
+        `Source`.
+    """
+    source = load_source(config["data"], split=config["train_split"], data_dir=config["data_dir"],
+                         max_pixels=config.get("max_pixels") or DEFAULT_MAX_PIXELS, verify=False)
+    if config.get("limit_per_class"):
+        source = subset_per_class(source, config["limit_per_class"])
+    return source
+
+
+def run_views(config, source, start_batch=0, **options):
+    """The views of a pretraining run, built as `byol-pretrain` builds them: `(augment, dataset)`.
+
+    `BYOLAugment(image_size, blur=blur, seed=seed, **augment)` and the endless stream
+    `pretrain_dataset(source, augment, batch_size, seed=seed, repeat=True, start_batch=start_batch)`, every other
+    argument of `pretrain_dataset` at its default. The command line and the benchmarks call this one function.
+
+    Args:
+        config: mapping, a run's configuration: `image_size`, `blur`, `seed`, `augment` (dict of `BYOLView`
+            overrides), `batch_size`.
+        source: `Source`, from `run_source`.
+        start_batch: int >= 0, where the stream starts (a resumed run's global step). Defaults to 0.
+        **options: other `pretrain_dataset` arguments (`cache`, `path`, `views_on`), for measuring what a
+            user's command does not do; none by default, and `byol-pretrain` passes none.
+
+    Returns:
+        `(BYOLAugment, tf.data.Dataset of (view1, view2, labels))`.
+    """
+    from byol_keras.augment import BYOLAugment
+
+    augment = BYOLAugment(config["image_size"], blur=config["blur"], seed=config["seed"], **config["augment"])
+    dataset = pretrain_dataset(source, augment, config["batch_size"], seed=config["seed"], repeat=True,
+                               start_batch=start_batch, **options)
+    return augment, dataset
+
+
+# `choose_path`: the native-size path when cutting a view by matrix products costs at most this many multiply-adds
+# a channel (`view * width * (height + view)`). Measured (docs/design.md, "Choosing the path"): the native-size
+# path is faster at 0.39 million (CIFAR's 32 px at 96) and below, the per-image path from 0.98 million (64 px at 96).
+NATIVE_MAX_WORK = 500_000
+
 VIEW_CHUNK = 32  # images per call of the compiled views in the per-image path
 
 
@@ -371,12 +449,7 @@ def _shuffled(dataset, buffer_size, key):
 
 
 def native_size(source, image_size):
-    """Whether `pretrain_dataset` takes the native-size path for views of side `image_size`.
-
-    True when every image of `source` has one known size whose longer side is at most twice
-    `image_size` (CIFAR-10 at 32 px, STL-10 at 96, digits): batches of whole images at that size are
-    then cropped and resized by matrix products, which is cheaper than cutting each image alone. Larger
-    or varying images (photos, ImageNet) take the per-image path.
+    """Whether `pretrain_dataset` takes the native-size path for views of side `image_size`: `choose_path(...) == "native"`.
 
     Args:
         source: `Source`.
@@ -385,11 +458,39 @@ def native_size(source, image_size):
     Returns:
         bool.
     """
+    return choose_path(source, image_size) == "native"
+
+
+def choose_path(source, image_size):
+    """The path `pretrain_dataset` takes by default for views of side `image_size`: `"native"` or `"per_image"`.
+
+    The faster of the two, from their measured costs (docs/design.md, "Choosing the path"). The native-size path
+    cuts and resizes each view by two matrix products over the whole image, `image_size * width * (height +
+    image_size)` multiply-adds a channel; the per-image path pays a fixed cost per image and its crops' resizes.
+    `"native"` when every image of `source` has one known size (`Source.image_sizes`: read from the headers of a
+    folder's files whether or not it is verified) and that product is at most `NATIVE_MAX_WORK`: CIFAR-10's 32-px
+    images for views of 32 or 96 px (up to 110), digits; else `"per_image"` (STL-10's 96-px images at 96, 256-px tiles at 224,
+    photos, ImageNet).
+
+    Args:
+        source: `Source`.
+        image_size: int, the views' side.
+
+    Returns:
+        str, `"native"` or `"per_image"`.
+    """
+    if not _one_size(source):
+        return "per_image"
+    height, width = (int(x) for x in source.image_sizes[0])
+    return "native" if image_size * width * (height + image_size) <= NATIVE_MAX_WORK else "per_image"
+
+
+def _one_size(source):
+    """Every image of `source` has the same known size."""
     sizes = source.image_sizes
     if sizes is None or len(sizes) == 0:
         return False
-    first = np.asarray(sizes[0])
-    return bool(np.all(np.asarray(sizes) == first)) and int(first.max()) <= 2 * image_size
+    return bool(np.all(np.asarray(sizes) == np.asarray(sizes[0])))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -60,6 +60,7 @@ import numpy as np
 import tensorflow as tf
 
 from byol_keras.decoding import DEFAULT_MAX_PIXELS, check_max_pixels, decode_image
+from byol_keras.decoding import image_size as header_size
 from byol_keras.validation import check_positive_int
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -300,17 +301,14 @@ def _load_folder(root, verify, max_pixels):
             f"`source` must be 'digits', a TFDS name ({', '.join(TFDS_NAMES)}) or an existing "
             f"folder. Received: source={root!r}"
         )
-    paths, classes = [], []
-    for directory, dirnames, filenames in os.walk(root, followlinks=True):
-        # Sorted walk: the file order, hence the seeded shuffles, is the same on every filesystem.
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        relative = os.path.relpath(directory, root)
-        top = None if relative == os.curdir else relative.split(os.sep)[0]
-        for filename in sorted(filenames):
-            if filename.startswith(".") or not filename.lower().endswith(IMAGE_EXTENSIONS):
-                continue
-            paths.append(os.path.join(directory, filename))
-            classes.append(top)
+    paths, classes, repeated = _find_images(root)
+    if repeated:
+        warnings.warn(
+            f"{len(repeated)} symlink{'s' if len(repeated) > 1 else ''} under {root!r} "
+            f"{'lead' if len(repeated) > 1 else 'leads'} to a folder or file already read (a loop or a second name); "
+            f"not followed again, each real file is read once: {', '.join(repeated[:3])}",
+            stacklevel=3,
+        )
     if not paths:
         raise ValueError(
             f"No image files ({' '.join(IMAGE_EXTENSIONS)}) found under the folder {root!r}."
@@ -324,24 +322,24 @@ def _load_folder(root, verify, max_pixels):
             f"{list(class_names)}; they get label -1 (unlabelled).",
             stacklevel=3,
         )
-    image_sizes, skipped = None, ()
-    if verify:
-        ok, image_sizes = _verify_files(paths, max_pixels)
-        skipped = tuple((paths[i], _decode_error(paths[i], max_pixels)) for i in np.flatnonzero(~ok))
-        if not np.any(ok):
-            raise ValueError(
-                f"None of the {len(paths)} image files under {root!r} could be decoded, "
-                f"e.g. {skipped[0][0]}: {skipped[0][1]}"
-            )
-        if skipped:
-            examples = "; ".join(f"{path}: {reason}" for path, reason in skipped[:3])
-            warnings.warn(
-                f"Skipped {len(skipped)} of {len(paths)} files under {root!r} that are not "
-                f"decodable images (listed in Source.skipped), e.g. {examples}",
-                stacklevel=3,
-            )
-        paths = [p for p, keep in zip(paths, ok) if keep]
-        labels, image_sizes = labels[ok], image_sizes[ok]
+    # Every file's size, from its header (cheap) or from decoding it (`verify`): known either way, so that the
+    # pipeline's choice of path (`byol_keras.data.choose_path`) does not depend on `verify`.
+    ok, image_sizes = (_verify_files if verify else _header_sizes)(paths, max_pixels)
+    skipped = tuple((paths[i], _decode_error(paths[i], max_pixels)) for i in np.flatnonzero(~ok))
+    if not np.any(ok):
+        raise ValueError(
+            f"None of the {len(paths)} image files under {root!r} could be decoded, "
+            f"e.g. {skipped[0][0]}: {skipped[0][1]}"
+        )
+    if skipped:
+        examples = "; ".join(f"{path}: {reason}" for path, reason in skipped[:3])
+        warnings.warn(
+            f"Skipped {len(skipped)} of {len(paths)} files under {root!r} that are not "
+            f"decodable images (listed in Source.skipped), e.g. {examples}",
+            stacklevel=3,
+        )
+    paths = [p for p, keep in zip(paths, ok) if keep]
+    labels, image_sizes = labels[ok], image_sizes[ok]
     records = tf.data.Dataset.from_tensor_slices((paths, labels))
     return Source(
         name=root,
@@ -359,6 +357,105 @@ def _load_folder(root, verify, max_pixels):
     )
 
 
+def _find_images(root):
+    """The image files under `root` in sorted order: `(paths, top-level folder of each or None, repeated links)`.
+
+    Symlinks are followed, each real folder and each real file once: a link to a folder or file that the walk
+    has already met (a loop such as `ln -s .. train/even/loop`, or a second name for the same thing) is not
+    followed and is returned in `repeated`. A folder is met when its parent lists it, so a real folder wins
+    over a deeper link to it; otherwise the first in the sorted walk wins.
+    """
+    paths, classes, repeated = [], [], []
+    seen_folders, seen_files = {os.path.realpath(root)}, set()
+    for directory, dirnames, filenames in os.walk(root, followlinks=True):
+        # Sorted walk: the file order, hence the seeded shuffles, is the same on every filesystem.
+        kept = []
+        for name in sorted(d for d in dirnames if not d.startswith(".")):
+            real = os.path.realpath(os.path.join(directory, name))
+            if real in seen_folders:
+                repeated.append(os.path.join(directory, name))
+                continue
+            seen_folders.add(real)
+            kept.append(name)
+        dirnames[:] = kept
+        relative = os.path.relpath(directory, root)
+        top = None if relative == os.curdir else relative.split(os.sep)[0]
+        for filename in sorted(filenames):
+            if filename.startswith(".") or not filename.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            path = os.path.join(directory, filename)
+            real = os.path.realpath(path)
+            if real in seen_files:
+                repeated.append(path)
+                continue
+            seen_files.add(real)
+            paths.append(path)
+            classes.append(top)
+    return paths, classes, repeated
+
+
+def _header_sizes(paths, max_pixels):
+    """Every file's size read from its header, nothing decoded: `(ok (n,) bool, sizes (n, 2) int)`.
+
+    Not ok: a file that cannot be read, of no supported format, of zero size, or above `max_pixels`.
+    """
+
+    def size_of(index, path):
+        code, height, width, pixels = header_size(tf.io.read_file(path))
+        ok = (code != 0) & (height > 0) & (width > 0) & (pixels <= float(max_pixels))
+        return index, ok, tf.stack([height, width])
+
+    dataset = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), paths))
+    dataset = dataset.map(size_of, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+    ok = np.zeros(len(paths), dtype=bool)
+    sizes = np.zeros((len(paths), 2), dtype=np.int64)
+    for indices, good, shapes in _with_progress(dataset.batch(SCAN_BATCH), len(paths), "Reading the image headers"):
+        ok[indices] = good
+        sizes[indices] = shapes
+    return ok, sizes
+
+
+# A folder's scan goes in batches of this many files; a progress bar appears once it has taken PROGRESS_AFTER s.
+SCAN_BATCH = 512
+PROGRESS_AFTER = 3.0
+
+
+def _with_progress(batches, total, what):
+    """Iterate `batches` (tuples whose first element holds the files' indices), with a progress bar on stderr once
+    the scan has taken `PROGRESS_AFTER` seconds: a million-file folder says where it is."""
+    import sys
+    import time
+
+    start, done, bar = time.monotonic(), 0, None
+    for batch in batches.as_numpy_iterator():
+        done += len(batch[0])
+        yield batch
+        if bar is None and time.monotonic() - start > PROGRESS_AFTER and done < total:
+            print(f"{what} ({total:,} files) ...", file=sys.stderr, flush=True)
+            bar = _Progress(total, sys.stderr)
+        if bar is not None:
+            bar.update(done)
+    if bar is not None:
+        bar.finish(time.monotonic() - start)
+
+
+class _Progress:
+    """A one-line text bar, redrawn in place: `[=====     ] 5,120/10,000`."""
+
+    def __init__(self, total, stream, width=30):
+        self.total, self.stream, self.width = total, stream, width
+
+    def update(self, done):
+        filled = int(self.width * done / self.total)
+        self.stream.write(f"\r[{'=' * filled}{' ' * (self.width - filled)}] {done:,}/{self.total:,}")
+        self.stream.flush()
+
+    def finish(self, seconds):
+        self.update(self.total)
+        self.stream.write(f" in {seconds:.1f} s\n")
+        self.stream.flush()
+
+
 def _verify_files(paths, max_pixels):
     """Decode every file once in a parallel tf.data pass; `(ok (n,) bool, sizes (n, 2) int)`."""
 
@@ -372,7 +469,7 @@ def _verify_files(paths, max_pixels):
     dataset = dataset.map(size_of, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
     ok = np.zeros(len(paths), dtype=bool)
     sizes = np.zeros((len(paths), 2), dtype=np.int64)
-    for indices, shapes in dataset.batch(4096).as_numpy_iterator():
+    for indices, shapes in _with_progress(dataset.batch(SCAN_BATCH), len(paths), "Decoding every image (verify=True)"):
         ok[indices] = True
         sizes[indices] = shapes
     return ok, sizes

@@ -104,3 +104,54 @@ def test_peer_help_runs(name, peers):
     result = peers[name]
     assert result["code"] == 0, result["code"]
     assert result["out"].startswith("usage:"), result["out"]
+
+
+def _plain(value):
+    """A call's argument in comparable form: a source by its name and size, views by their configuration."""
+    from byol_keras.augment import BYOLAugment
+    from byol_keras.sources import Source
+
+    if isinstance(value, Source):
+        return ("Source", value.name, value.num_examples, value.max_pixels)
+    if isinstance(value, BYOLAugment):
+        config = {k: v for k, v in value.get_config().items() if k != "name"}  # a layer's name counts instances
+        return ("BYOLAugment", json.dumps(config, sort_keys=True, default=str))
+    return value
+
+
+@pytest.mark.parametrize("preset, size, blur", [("cifar10-resnet18", 32, False), ("stl10-resnet18", 96, True)])
+def test_the_pipeline_benchmark_builds_the_data_byol_pretrain_builds(tmp_path, monkeypatch, preset, size, blur):
+    """For the same flags, `benchmarks.pipeline` and `byol-pretrain` open the same source and build the same views
+    and stream: the calls to `load_source` and `pretrain_dataset` match, every argument and default."""
+    from benchmarks import pipeline
+    from byol_keras import data
+    from byol_keras.cli import pretrain
+    from helpers import class_folder, fake_strategy
+
+    folder = str(tmp_path / "images")
+    class_folder(folder, per_class=(3, 3, 3), size=20)
+    calls = []
+
+    def spy(name, real):
+        def call(*args, **kwargs):
+            calls.append((name, tuple(_plain(a) for a in args), {k: _plain(v) for k, v in kwargs.items()}))
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(data, "load_source", spy("load_source", data.load_source))
+    monkeypatch.setattr(data, "pretrain_dataset", spy("pretrain_dataset", data.pretrain_dataset))
+
+    flags = ["--preset", preset, "--data", folder, "--image-size", str(size), "--batch-size", "4"]
+    config, source = pretrain.resolve(pretrain.resolve_config(pretrain.parse_args(flags)), fake_strategy())
+    pretrain.make_data(config, source)
+    command_line = calls[:2]
+    calls.clear()
+    _, bench_source, augment, _, changes = pipeline.build(
+        pipeline.parse_args(["--data", folder, "--size", str(size), "--batch", "4"]))
+    assert [name for name, _, _ in command_line] == ["load_source", "pretrain_dataset"]
+    assert calls == command_line
+    assert changes == [] and augment.blur == blur
+    # An option that leaves the user's path is named, and the figure's name says so.
+    _, _, _, _, changes = pipeline.build(
+        pipeline.parse_args(["--data", folder, "--size", str(size), "--batch", "4", "--cache", "0"]))
+    assert changes == ["cache=0"]

@@ -246,3 +246,34 @@ def test_views_from_keras_and_keras_cv_layers_run_in_the_pipeline_and_on_the_dev
                  prediction_hidden_dim=16, total_steps=1, augment=LayerViews(core), augment_on="device")
     model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=False)
     assert np.isfinite(model.fit(images, epochs=1, verbose=0).history["loss"][0])
+
+
+@pytest.mark.parametrize("size, view, path", [((32, 32), 32, "native"), ((32, 32), 96, "native"), ((64, 64), 32, "native"),
+                                              ((64, 64), 96, "per_image"), ((96, 96), 96, "per_image"),
+                                              ((256, 256), 224, "per_image"), ((300, 400), 224, "per_image")])
+def test_the_default_path_is_the_faster_one_and_verify_does_not_change_it(tmp_path, size, view, path):
+    """Same-size images up to twice the view's side took the native-size path, measured 1.2-3.3x slower from 64 px at
+    96 on (400x300 at 224: 3.3x; docs/design.md, "Choosing the path"); and an unverified folder, whose sizes were
+    unknown, always took the per-image path."""
+    for i in range(2):
+        _save(str(tmp_path / "a" / f"{i}.jpg"), _pattern(*size, offset=i))
+    verified, unverified = data.load_source(str(tmp_path)), data.load_source(str(tmp_path), verify=False)
+    np.testing.assert_array_equal(unverified.image_sizes, verified.image_sizes)
+    assert data.choose_path(verified, view) == data.choose_path(unverified, view) == path
+    assert data.native_size(verified, view) == (path == "native")
+
+
+def test_a_run_opens_its_folder_from_the_headers_alone(tmp_path, monkeypatch):
+    """`byol-pretrain`'s start-up reads headers, never decodes the folder (1.4 ms a photo, 20 minutes for a million)."""
+    from byol_keras import sources
+
+    _class_folder(str(tmp_path / "c"), per_class=(2, 2, 2), size=20)
+
+    def no_decoding(*args):
+        raise AssertionError("the folder was decoded before the first step")
+
+    monkeypatch.setattr(sources, "_verify_files", no_decoding)
+    config = {"data": str(tmp_path / "c"), "train_split": "train", "data_dir": None, "max_pixels": None,
+              "limit_per_class": 1}
+    source = data.run_source(config)
+    assert source.num_examples == 3 and source.image_sizes.tolist() == [[20, 20]] * 3

@@ -173,14 +173,18 @@ def test_a_decompression_bomb_in_a_folder_is_skipped_naming_the_file_size_and_li
     # The limit is the source's to set: at 100 pixels the two 16 x 16 images go too.
     with pytest.warns(UserWarning, match=r"Skipped 3 of 5 files .*00\.png: PNG of 16x16 = 256 pixels is above the limit of 100"):
         assert load_source(str(tmp_path / "photos"), max_pixels=100).num_examples == 2
-    # Unverified, the pipelines meet the bomb at read time and drop it (TensorFlow's log names the file).
-    unverified = load_source(str(tmp_path / "photos"), verify=False)
-    assert unverified.num_examples == 5 and unverified.image_sizes is None
+    # Unverified, the header alone refuses it at the scan, nothing decoded.
+    with pytest.warns(UserWarning, match=r"Skipped 1 of 5 files .*bomb\.png: " + re.escape(refusal)):
+        unverified = load_source(str(tmp_path / "photos"), verify=False)
+    assert unverified.num_examples == 4 and unverified.image_sizes.tolist() == [[16, 16], [16, 16], [8, 8], [8, 8]]
+    # A file that becomes a bomb after the scan: the pipelines meet it at read time and drop it (TensorFlow's
+    # log names the file).
+    (root / "bomb.png").rename(root / "00.png")
     augment = BYOLAugment(8, blur=False, seed=0)
-    batches = list(pretrain_dataset(unverified, augment, batch_size=1, seed=0))  # per image, from the files
-    assert len(batches) == 4
+    batches = list(pretrain_dataset(unverified, augment, batch_size=1, seed=0, cache=False))  # from the files
+    assert len(batches) == 3
     images, labels = load_arrays(unverified, 8)  # the evaluation loader (kNN bank, linear probe)
-    assert images.shape == (4, 8, 8, 3) and labels.tolist() == [0, 0, 0, 0]
+    assert images.shape == (3, 8, 8, 3) and labels.tolist() == [0, 0, 0]
 
 
 def test_tensorflow_bmp_decoder_really_ignores_palettes(tmp_path):
@@ -234,11 +238,15 @@ def test_small_images_are_upscaled_and_counted_once(messy_folder):
 
 def test_unverified_folder_drops_bad_files_at_read_time(messy_folder):
     root, _, _ = messy_folder
-    source = load_source(root, verify=False)
-    assert source.num_examples == 12 and source.skipped == () and source.image_sizes is None
+    # The headers alone tell a text file, an empty file and a JPEG cut before its frame header (skipped now); the
+    # JPEG that only lacks its end-of-image marker has a good header.
+    with pytest.warns(UserWarning, match=r"Skipped 3 of 12 files"):
+        source = load_source(root, verify=False)
+    assert source.num_examples == 9
+    assert {os.path.basename(p) for p, _ in source.skipped} == {"notes.jpg", "empty.png", "truncated_half.jpg"}
     assert sum(1 for _ in source.dataset) == 8
     ds = pretrain_dataset(source, flip_views, batch_size=3, image_size=8, seed=0)
-    assert ds.cardinality() == tf.data.UNKNOWN_CARDINALITY  # 12 // 3 would be a lie
+    assert ds.cardinality() == tf.data.UNKNOWN_CARDINALITY  # 9 // 3 would be a lie
     assert sum(1 for _ in ds) == 8 // 3
 
 
@@ -407,3 +415,51 @@ def test_real_cifar10_folder(tmp_path):
     assert v1.shape == (16, 32, 32, 3) and set(labels.numpy()) <= set(range(10))
     bank, bank_labels = load_arrays(source, 32, limit_per_class=2, crop_fraction=1.0)
     assert bank.shape == (20, 32, 32, 3) and np.bincount(bank_labels).tolist() == [2] * 10
+
+
+def test_a_symlink_loop_is_followed_once_and_counts_real_files(tmp_path):
+    # `ln -s .. train/even/loop`: the loop leads back to train/, whose folders are already being read.
+    root = tmp_path / "train"
+    for label, name in enumerate(("even", "odd")):
+        for i in range(2):
+            save_image(str(root / name / f"{i}.png"), pattern(8, 8, 10 * label + i))
+    os.symlink("..", root / "even" / "loop")
+    with pytest.warns(UserWarning, match=r"1 symlink .* already read.*even/loop"):
+        source = load_source(str(tmp_path))
+    assert source.num_examples == 4  # the real files, each once (today: 164, odd digits labelled "even")
+    assert source.class_names == ("even", "odd")
+    labels = {os.path.relpath(p.decode(), root): int(y) for p, y in source.records.as_numpy_iterator()}
+    assert labels == {"even/0.png": 0, "even/1.png": 0, "odd/0.png": 1, "odd/1.png": 1}
+
+
+def test_symlinked_files_and_folders_are_followed_once_each(tmp_path):
+    outside = tmp_path / "elsewhere"
+    save_image(str(outside / "cats" / "c0.png"), pattern(8, 8, 1))
+    save_image(str(outside / "cats" / "c1.png"), pattern(8, 8, 2))
+    save_image(str(outside / "lone.png"), pattern(8, 8, 3))
+    root = tmp_path / "data"
+    save_image(str(root / "dogs" / "d0.png"), pattern(8, 8, 4))
+    os.symlink(outside / "cats", root / "cats")  # a class folder that lives elsewhere: read
+    os.symlink(outside / "lone.png", root / "dogs" / "d1.png")  # a file that lives elsewhere: read
+    os.symlink(root / "dogs" / "d0.png", root / "dogs" / "d2.png")  # the same file again: once
+    os.symlink(root / "dogs", root / "dogs" / "again")  # the same folder again: once
+    with pytest.warns(UserWarning, match="2 symlinks"):
+        source = load_source(str(root))
+    found = {os.path.relpath(p.decode(), root): int(y) for p, y in source.records.as_numpy_iterator()}
+    assert found == {"cats/c0.png": 0, "cats/c1.png": 0, "dogs/d0.png": 1, "dogs/d1.png": 1}
+    unverified = load_source(str(root), verify=False)
+    assert unverified.num_examples == 4
+
+
+def test_a_long_folder_scan_shows_its_progress(tmp_path, monkeypatch, capsys):
+    for i in range(3):
+        save_image(str(tmp_path / "a" / f"{i}.png"), pattern(8, 8, i))
+    monkeypatch.setattr(sources, "PROGRESS_AFTER", -1.0)  # as if the scan were slow
+    monkeypatch.setattr(sources, "SCAN_BATCH", 1)
+    for verify, what in ((False, "Reading the image headers (3 files)"), (True, "Decoding every image")):
+        assert load_source(str(tmp_path), verify=verify).num_examples == 3
+        err = capsys.readouterr().err
+        assert what in err and "3/3" in err
+    monkeypatch.setattr(sources, "PROGRESS_AFTER", 3.0)
+    load_source(str(tmp_path))
+    assert capsys.readouterr().err == ""  # a quick scan says nothing

@@ -486,20 +486,16 @@ def resolve(config, strategy, resumed=None, stored=None):
     """
     import types
 
+    from byol_keras.data import run_source
     from byol_keras.decoding import DEFAULT_MAX_PIXELS
     from byol_keras.distribute import resolve_jit_compile
     from byol_keras.eval_data import default_crop_fraction
     from byol_keras.onednn import allocator_state, onednn_state
-    from byol_keras.sources import load_source
-    from byol_keras.subsets import subset_per_class
 
     config = dict(config)
     # Images above the limit are skipped unread here and refused by the export: one limit for the run.
     config["max_pixels"] = config.get("max_pixels") or DEFAULT_MAX_PIXELS
-    source = load_source(config["data"], split=config["train_split"], data_dir=config["data_dir"],
-                         max_pixels=config["max_pixels"])
-    if config["limit_per_class"]:
-        source = subset_per_class(source, config["limit_per_class"])
+    source = run_source(config)  # the same call as the benchmarks'
     batch_size = config["batch_size"]
     steps_per_epoch = source.num_examples // batch_size
     if config["steps_per_epoch_cap"]:
@@ -562,16 +558,14 @@ def make_data(config, source, resumed=None):
     """
     import numpy as np
 
-    from byol_keras.augment import BYOLAugment
-    from byol_keras.data import pretrain_dataset
+    from byol_keras.data import run_views
     from byol_keras.fault_tolerance import batches_done
     from byol_keras.sources import load_source
     from byol_keras.subsets import held_out_queries, select
 
     image_size = config["image_size"]
-    augment = BYOLAugment(image_size, blur=config["blur"], seed=config["seed"], **config["augment"])
-    dataset = pretrain_dataset(source, augment, config["batch_size"], seed=config["seed"], repeat=True,
-                               start_batch=batches_done(resumed, config["steps_per_epoch"]))
+    # The same call as the benchmarks' (byol_keras.data.run_views): they measure what this builds.
+    augment, dataset = run_views(config, source, start_batch=batches_done(resumed, config["steps_per_epoch"]))
     data = RunData(source=source, augment=augment, dataset=dataset)
     if source.num_classes and config["knn_queries"]:
         # kNN bank (training images) and queries (the test split, or training images held out of the bank),
