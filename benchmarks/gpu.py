@@ -438,7 +438,8 @@ def run(args):
     r = Run(args, sizes, gpus)
     config = pretrain_config(sizes)
     augment = BYOLAugment(config["image_size"], blur=config["blur"], seed=config["seed"], **config["augment"])
-    first, rest = (precisions[0], jits[0]), [(p, j) for p in precisions for j in jits][1:]
+    # XLA's choice outer: after the first, the other precisions with the same XLA choice come next.
+    first, rest = (precisions[0], jits[0]), [(p, j) for j in jits for p in precisions][1:]
     multi = len(r.devices) > 1
     def named(kind, precision, jit):
         return f"{kind} {precision} {'xla' if jit else 'no-xla'}"
