@@ -117,7 +117,8 @@ def device_names(gpus):
 
 def device_description(gpus):
     if not gpus:
-        return {"type": "CPU", "count": len(tf.config.list_logical_devices("CPU")), "cpu": report.machine().get("cpu")}
+        return {"type": "CPU", "count": len(tf.config.list_logical_devices("CPU")), "cpu": report.machine().get("cpu"),
+                "bfloat16_flags": sorted(cpu_flags() & {"avx512_bf16", "amx_bf16", "amx_tile"})}
     details = [tf.config.experimental.get_device_details(g) for g in gpus]
     return {"type": "GPU", "count": len(gpus), "names": [d.get("device_name") for d in details],
             "compute_capability": [d.get("compute_capability") for d in details]}
