@@ -538,17 +538,19 @@ def input_side(r, args, sizes, augment, model, line, first):
     r.budget.current = {"what": "input"}
     width, height = sizes["photo_size"]
     destination = args.photos_dir or os.path.join(tempfile.gettempdir(), f"byol_keras_gpu_photos_{width}x{height}")
-    start = time.perf_counter()
-    folder, made_from = photo_folder(destination, sizes["photos"], width, height)
-    photos_s = time.perf_counter() - start
     batch = line["config"]["batch_per_device"]
+    start = time.perf_counter()
+    folder, made_from = photo_folder(destination, max(sizes["photos"], 2 * batch), width, height)
+    photos_s = time.perf_counter() - start
     # Not verified and not cached: the per-image path, every file decoded every batch, as ImageNet's are.
     source = load_source(folder, verify=False)
     dataset = pretrain_dataset(source, augment, batch, seed=0, cache=False, repeat=True, views_on="device")
     batches = iter(dataset)
     next(batches)  # start-up and the first batch are not counted
     pipeline = []
-    for _ in range(sizes["runs"]):
+    for run in range(sizes["runs"]):
+        if run and pipeline and time.perf_counter() + batch * sizes["steps"] / pipeline[-1] > r.budget.deadline:
+            break
         begin = time.perf_counter()
         for _ in range(sizes["steps"]):
             next(batches)
