@@ -347,7 +347,6 @@ class Run:
         self.summary = {"devices": device_description(gpus), "tiny": args.tiny, "budget_s": args.budget_s,
                         "byol_step": [], "supervised_step": [], "scaling": None, "input": None, "skipped": []}
         self.budget = Budget(args.budget_s, self.summary)
-        self.batch_that_fits = {}
         self.slowest_warmup = 0.0
 
     def share_end(self, remaining_configs):
@@ -372,9 +371,23 @@ class Run:
         return {"precision": precision, "jit_compile": jit, "replicas": replicas, "size": self.sizes["size"],
                 "encoder": self.sizes["encoder"]["name"], "steps": self.sizes["steps"]}
 
-    def measure(self, name, make, precision, jit, candidates, data, remaining, strategy=None, replicas=1,
-                keep=False, **extra):
-        """Build, find the batch, time; print one line. Returns `(line, model)` (model only with `keep`)."""
+    def measure(self, name, make, precision, jit, candidates, data, remaining, replicas=1, keep=False, **extra):
+        """Build and time the first of `candidates` (batches per device) that does not run out of memory.
+
+        Args:
+            name: str, the line's `benchmark`.
+            make: callable `batch -> compiled keras.Model`, called under the `precision` policy.
+            precision, jit: the dtype policy and `jit_compile` (recorded; `make` applies the latter).
+            candidates: batches per device, largest first.
+            data: callable `global batch -> tf.data.Dataset`.
+            remaining: int, configurations left including this one (its share of the budget).
+            replicas: int, the strategy's replicas inside `make`. Defaults to 1.
+            keep: bool, return the model too. Defaults to False.
+            **extra: more fields for the line.
+
+        Returns:
+            `(line or None, model or None)`: None for the line when it was skipped (out of memory, budget).
+        """
         from byol_keras.distribute import set_precision
 
         config = self.config(precision, jit, replicas)
@@ -414,6 +427,7 @@ class Run:
 
 
 def run(args):
+    """Every configuration in the order of `plan`, each printed as it finishes; returns the summary dict."""
     gpus = tf.config.list_physical_devices("GPU")
     if args.cpu_devices and not gpus:
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -442,6 +456,7 @@ def run(args):
     # XLA's choice outer: after the first, the other precisions with the same XLA choice come next.
     first, rest = (precisions[0], jits[0]), [(p, j) for j in jits for p in precisions][1:]
     multi = len(r.devices) > 1
+
     def named(kind, precision, jit):
         return f"{kind} {precision} {'xla' if jit else 'no-xla'}"
 
@@ -453,7 +468,7 @@ def run(args):
                           "order": plan}), flush=True)
     remaining = len(plan)
 
-    def byol(precision, jit):
+    def byol(jit):
         return lambda batch: byol_model(config, tf.distribute.get_strategy(), augment, jit)
 
     def supervised(jit):
@@ -465,10 +480,10 @@ def run(args):
     def view1(batch):
         return random_crops(batch, sizes["size"]).map(lambda c1, c2, labels: (c1, labels))
 
-    def byol_and_supervised(precision, jit, keep=False, remaining=1):
+    def byol_step(precision, jit, keep=False, remaining=1):
         line = model = None
         if r.fits("byol_step", r.config(precision, jit)):
-            line, model = r.measure("byol_step", byol(precision, jit), precision, jit, sizes["batches"], crops,
+            line, model = r.measure("byol_step", byol(jit), precision, jit, sizes["batches"], crops,
                                     remaining, keep=keep)
         return line, model
 
@@ -497,7 +512,7 @@ def run(args):
                                           | {"images_per_s": line["median"], "peak_memory_mb": line["peak_memory_mb"]})
 
     # 1. The configuration expected fastest, kept for the input side.
-    line, model = byol_and_supervised(*first, keep=True, remaining=remaining)
+    line, model = byol_step(*first, keep=True, remaining=remaining)
     remaining -= 1
     record_byol(line)
     # 2. The input side: the pipeline alone, then the step fed from it.
@@ -517,7 +532,7 @@ def run(args):
         remaining -= 1
     # 5. The rest of the precisions and XLA choices.
     for precision, jit in rest:
-        line, _ = byol_and_supervised(precision, jit, remaining=remaining)
+        line, _ = byol_step(precision, jit, remaining=remaining)
         record_byol(line)
         remaining -= 1
         supervised_after(line, precision, jit, remaining)
