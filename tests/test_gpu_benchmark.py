@@ -138,3 +138,20 @@ def test_byol_builds_on_the_presets_resnet50():
     encoder = resnet50(input_shape=(32, 32, 3))
     model = BYOL(encoder, projection_dim=8, projection_hidden_dim=16, prediction_hidden_dim=16, total_steps=10)
     assert tuple(model(np.zeros((2, 32, 32, 3), "float32")).shape) == (2, 2048)
+
+
+def test_photo_folder_without_cifar10_is_made_of_smooth_random_images(tmp_path, monkeypatch):
+    """A GPU host with the code alone has no ../shared/data/cifar10: the input side makes its own photos."""
+    from PIL import Image
+
+    from benchmarks import gpu, report
+    from byol_keras.sources import load_source
+
+    monkeypatch.setattr(report, "DEFAULT_CIFAR", str(tmp_path / "absent"))
+    folder, made_from = gpu.photo_folder(str(tmp_path / "photos"), 20, 40, 30)
+    assert made_from == "smooth random images"
+    source = load_source(folder, verify=False)
+    assert source.num_examples == 20 and source.num_classes == 10
+    first = sorted(os.path.join(root, f) for root, _, files in os.walk(folder) for f in files)[0]
+    with Image.open(first) as image:
+        assert (image.size, image.format) == ((40, 30), "JPEG")
