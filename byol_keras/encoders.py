@@ -190,7 +190,8 @@ def resnet50(input_shape=(None, None, 3), name="resnet50"):
     model = keras.applications.ResNet50(
         include_top=False, weights=None, pooling="avg", input_shape=input_shape
     )
-    return keras.Model(model.inputs, model.outputs, name=name)
+    # The one output, not the list of it: a list makes a one-output model return a list, which BYOL refuses.
+    return keras.Model(model.inputs, model.outputs[0], name=name)
 
 
 def feature_shape(encoder, input_shape):
