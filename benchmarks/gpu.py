@@ -18,8 +18,9 @@ warm-up epoch: tracing, XLA compilation; then epochs of `--steps` steps, `perf_c
   by `tf.data` (the step alone: no decoding), for each precision the device supports (float32 always;
   mixed_float16 on GPUs of compute capability >= 7.0, mixed_bfloat16 on >= 8.0 and on CPUs with AVX-512 BF16 or
   AMX) and XLA on and off; the batch per device is the first of `--batches` that does not run out of memory;
-  `peak_memory_mb` is `tf.config.experimental.get_memory_info`'s peak on the device (a CPU does not count it:
-  the process's peak resident memory instead, `memory_source` says which).
+  `peak_memory_mb` is `tf.config.experimental.get_memory_info`'s peak on the device (where its allocator counts
+  nothing, e.g. a CPU without TensorFlow's BFC allocator, the process's peak resident memory instead;
+  `memory_source` says which).
 - `supervised_step`: the same encoder with a 1,000-way softmax head (`transfer.classifier_on_encoder`, SGD with
   Nesterov momentum, cross-entropy), same batch, precision, XLA and input (view 1's crops, normalised on the
   device); `byol_to_supervised` is the ratio of the two medians. A BYOL step does 8 forward-passes' worth of
