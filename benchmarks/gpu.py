@@ -168,31 +168,11 @@ def pretrain_config(sizes, replicas=1):
 
 
 def byol_model(config, strategy, augment, jit_compile):
-    """`cli.pretrain.make_model`, with the views made on the device (`augment_on="device"`)."""
-    from byol_keras.byol import BYOL
-    from byol_keras.cli.pretrain import build_encoder, build_optimizer
-    from byol_keras.layers import sync_batchnorm
+    """`cli.pretrain.make_model` itself, with the views made on the device and this configuration's XLA choice."""
+    from byol_keras.cli.pretrain import make_model
 
-    with strategy.scope():
-        encoder = build_encoder(config["encoder"], config["image_size"])
-        if config["sync_bn"]:
-            encoder = sync_batchnorm(encoder)  # the paper's cross-replica BatchNorm
-        model = BYOL(
-            encoder,
-            projection_dim=config["projection_dim"],
-            projection_hidden_dim=config["projection_hidden_dim"],
-            prediction_hidden_dim=config["prediction_hidden_dim"],
-            base_tau=config["base_tau"],
-            head_initializer=config["head_initializer"],
-            total_steps=config["total_steps"],
-            num_classes=NUM_CLASSES if config["probe"] else None,
-            synchronized_bn=config["sync_bn"],
-            augment=augment,
-            augment_on="device",
-        )
-        optimizer = build_optimizer(config, config["steps_per_epoch"], config["total_steps"], model)
-        model.compile(optimizer=optimizer, jit_compile=jit_compile)
-    return model
+    return make_model(dict(config, jit_compile=jit_compile), strategy, NUM_CLASSES if config["probe"] else 0,
+                      device_views=augment)
 
 
 class DeviceNormalize(keras.layers.Layer):

@@ -242,3 +242,32 @@ def signed_images():
     values = [1.0, 2.0, 3.0, -1.0, -2.0, -3.0]
     images = np.stack([np.full((4, 4, 3), v, "float32") for v in values])
     return images, np.array([0, 0, 0, 1, 1, 1])
+
+
+# --- the command line called in this process: test_cli.py, test_run_safety.py ----------------------------------
+
+
+def main_in_process(module, capsys, *args):
+    """`(exit status, stderr)` of `python -m module args`, its `main` called in this process (the same parser and error
+    handling as the program, without a TensorFlow start-up)."""
+    import importlib
+
+    main = importlib.import_module(module.replace("training.", "byol_keras.cli.")).main
+    capsys.readouterr()
+    try:
+        main(list(args), prog=f"python -m {module}")
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    return code, capsys.readouterr().err
+
+
+def assert_clean_error(returncode, stderr, *expected):
+    """Exit status 2 and one line `python -m training.X: error: ...` holding each of `expected`, no traceback."""
+    assert returncode == 2, stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-2000:]
+    # TensorFlow's own C++ log lines may precede it; the command's error is the one line in argparse's form.
+    error_lines = [line for line in stderr.splitlines() if line.startswith("python -m training.")]
+    assert len(error_lines) == 1, stderr[-2000:]
+    for text in expected:
+        assert text in error_lines[0], (text, error_lines[0])

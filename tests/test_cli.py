@@ -5,13 +5,14 @@ training.X` and the installed commands run); `test_the_programs_exit_cleanly_on_
 entry point once as a program.
 """
 
-import importlib
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+
+from helpers import assert_clean_error, main_in_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES = ("training.pretrain", "training.linear_eval", "training.finetune", "training.export")
@@ -20,28 +21,7 @@ MODULES = ("training.pretrain", "training.linear_eval", "training.finetune", "tr
 @pytest.fixture
 def run(capsys):
     """`run(module, *args)` → `(exit status, stderr)` of `python -m module args`, called in this process."""
-
-    def run_in_process(module, *args):
-        main = importlib.import_module(module.replace("training.", "byol_keras.cli.")).main
-        capsys.readouterr()
-        try:
-            main(list(args), prog=f"python -m {module}")
-            code = 0
-        except SystemExit as stop:
-            code = stop.code
-        return code, capsys.readouterr().err
-
-    return run_in_process
-
-
-def _assert_clean_error(returncode, stderr, *expected):
-    assert returncode == 2, stderr[-2000:]
-    assert "Traceback" not in stderr, stderr[-2000:]
-    # TensorFlow's own C++ log lines may precede it; the command's error is the one line in argparse's form.
-    error_lines = [line for line in stderr.splitlines() if line.startswith("python -m training.")]
-    assert len(error_lines) == 1, stderr[-2000:]
-    for text in expected:
-        assert text in error_lines[0], (text, error_lines[0])
+    return lambda module, *args: main_in_process(module, capsys, *args)
 
 
 @pytest.mark.slow
@@ -52,7 +32,7 @@ def test_the_programs_exit_cleanly_on_a_bad_flag(tmp_path):
                  for module in MODULES}
     for module, process in processes.items():
         _, stderr = process.communicate(timeout=300)
-        _assert_clean_error(process.returncode, stderr, f"python -m {module}: error:")
+        assert_clean_error(process.returncode, stderr, f"python -m {module}: error:")
 
 
 @pytest.mark.parametrize(
@@ -69,13 +49,13 @@ def test_the_programs_exit_cleanly_on_a_bad_flag(tmp_path):
     ],
 )
 def test_pretrain_rejects_bad_flags_cleanly(run, args, expected):
-    _assert_clean_error(*run("training.pretrain", *args), *expected)
+    assert_clean_error(*run("training.pretrain", *args), *expected)
 
 
 def test_pretrain_says_a_single_file_is_not_a_dataset_folder(run, tmp_path):
     image = tmp_path / "cat.png"
     image.write_bytes(b"\x89PNG\r\n\x1a\n")
-    _assert_clean_error(*run("training.pretrain", "--data", str(image)), "--data", "single file",
+    assert_clean_error(*run("training.pretrain", "--data", str(image)), "--data", "single file",
                         "not a dataset folder")
 
 
@@ -84,7 +64,7 @@ def test_a_library_error_names_the_flag_behind_it(run, tmp_path):
     # the flag that set the argument, after the library's own message.
     args = ["--batch-size", "5000", "--epochs", "1", "--out", str(tmp_path), "--export", "none"]
     code, stderr = run("training.pretrain", *args)
-    _assert_clean_error(code, stderr, "batch_size=5000", "--batch-size")
+    assert_clean_error(code, stderr, "batch_size=5000", "--batch-size")
     # With --debug the error is raised as it is, so the interpreter shows its traceback (exit status 1).
     with pytest.raises(ValueError, match="batch_size=5000"):
         run("training.pretrain", *args, "--debug")
@@ -92,19 +72,19 @@ def test_a_library_error_names_the_flag_behind_it(run, tmp_path):
 
 @pytest.mark.parametrize("module", ["training.linear_eval", "training.finetune"])
 def test_evaluation_commands_reject_bad_flags_cleanly(run, module, tmp_path):
-    _assert_clean_error(*run(module, str(tmp_path), "--data", "digits", "--epochs", "0"), "--epochs", "got 0")
-    _assert_clean_error(*run(module, str(tmp_path), "--data", str(tmp_path / "missing")), "--data", "no such folder")
-    _assert_clean_error(*run(module, "--data", "digits"), "RUN_DIR or --encoder")
+    assert_clean_error(*run(module, str(tmp_path), "--data", "digits", "--epochs", "0"), "--epochs", "got 0")
+    assert_clean_error(*run(module, str(tmp_path), "--data", str(tmp_path / "missing")), "--data", "no such folder")
+    assert_clean_error(*run(module, "--data", "digits"), "RUN_DIR or --encoder")
 
 
 def test_evaluation_command_reports_a_run_directory_without_a_model(run, tmp_path):
     code, stderr = run("training.linear_eval", str(tmp_path), "--data", "digits")
-    _assert_clean_error(code, stderr, str(tmp_path))
+    assert_clean_error(code, stderr, str(tmp_path))
 
 
 def test_export_rejects_a_missing_run_directory(run, tmp_path):
-    _assert_clean_error(*run("training.export", str(tmp_path / "nope")), "run_dir", "no such folder")
-    _assert_clean_error(*run("training.export", str(tmp_path), "--version", "0"), "--version", "got 0")
+    assert_clean_error(*run("training.export", str(tmp_path / "nope")), "run_dir", "no such folder")
+    assert_clean_error(*run("training.export", str(tmp_path), "--version", "0"), "--version", "got 0")
 
 
 def test_short_run_hint_points_to_the_short_preset():
@@ -134,6 +114,6 @@ def test_pretrain_refuses_to_resume_a_run_with_another_batch_size(run, tmp_path)
 
     with h5py.File(backup / "model.weights.h5", "w"):  # a weights file that opens (it is not loaded)
         pass
-    _assert_clean_error(*run("training.pretrain", *flags), "--batch-size", "the run has --batch-size 64",
+    assert_clean_error(*run("training.pretrain", *flags), "--batch-size", "the run has --batch-size 64",
                         "this command asks for --batch-size 128", str(tmp_path))
     assert json.loads((tmp_path / "config.json").read_text()) == json.loads(json.dumps(stored))  # left as it was

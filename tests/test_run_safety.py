@@ -24,7 +24,7 @@ from byol_keras.cli.pretrain import parse_args, resolve_config
 from byol_keras.durable import RunFolderInUse, WriteError, run_lock
 from byol_keras.fault_tolerance import BackupError, StepBackup, latest_backup_state
 
-from helpers import ROOT, TIMEOUT, pattern, save_image
+from helpers import ROOT, TIMEOUT, assert_clean_error, main_in_process, pattern, save_image
 
 # The demo shrunk: a 4-wide ConvNet, 5 steps an epoch, a backup every 4 steps (the signals land between them).
 FLAGS = ["--preset", "demo", "--steps-per-epoch", "5", "--width", "4", "--backup-every", "4", "--knn-every", "100",
@@ -243,40 +243,19 @@ def test_a_non_finite_loss_keeps_the_last_good_files_and_names_them(tmp_path, st
         assert all(np.isfinite(w).all() for w in fresh.get_weights())
 
 
-def _assert_one_line_error(code, stderr, *expected):
-    assert code == 2 and "Traceback" not in stderr, stderr[-2000:]
-    lines = [line for line in stderr.splitlines() if line.startswith("python -m training.")]
-    assert len(lines) == 1, stderr[-2000:]
-    for text in expected:
-        assert text in lines[0], (text, lines[0])
-
-
-def _main(module, capsys, *args):
-    import importlib
-
-    main = importlib.import_module(module.replace("training.", "byol_keras.cli.")).main
-    capsys.readouterr()
-    try:
-        main(list(args), prog=f"python -m {module}")
-        code = 0
-    except SystemExit as stop:
-        code = stop.code
-    return code, capsys.readouterr().err
-
-
 def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, capsys):
     a_file = tmp_path / "file"
     a_file.write_text("")
     run_dir = tmp_path / "run"
-    code, err = _main("training.pretrain", capsys, "--preset", "demo", "--out", str(run_dir), "--export",
+    code, err = main_in_process("training.pretrain", capsys, "--preset", "demo", "--out", str(run_dir), "--export",
                       str(a_file / "models"))
-    _assert_one_line_error(code, err, f"cannot write {a_file / 'models'}: --export is not writable")
+    assert_clean_error(code, err, f"cannot write {a_file / 'models'}: --export is not writable")
     assert not (run_dir / "config.json").exists(), "refused before the run began"
-    code, err = _main("training.pretrain", capsys, "--preset", "demo", "--out", str(a_file), "--export", "none")
-    _assert_one_line_error(code, err, f"cannot write {a_file}: --out names a file, not a folder")
-    code, err = _main("training.linear_eval", capsys, "--encoder", str(tmp_path / "enc.keras"), "--data", "digits",
+    code, err = main_in_process("training.pretrain", capsys, "--preset", "demo", "--out", str(a_file), "--export", "none")
+    assert_clean_error(code, err, f"cannot write {a_file}: --out names a file, not a folder")
+    code, err = main_in_process("training.linear_eval", capsys, "--encoder", str(tmp_path / "enc.keras"), "--data", "digits",
                       "--out", str(a_file / "linear.json"))
-    _assert_one_line_error(code, err, f"cannot write {a_file}: --out names a file")
+    assert_clean_error(code, err, f"cannot write {a_file}: --out names a file")
 
 
 def _fill(folder, leave_bytes):
@@ -378,7 +357,7 @@ def test_a_labelled_folder_without_a_test_split_holds_queries_out_of_the_knn_ban
     config, source = resolve(dict(config, max_pixels=None), tf.distribute.get_strategy())
     assert config["knn_queries"] == HELD_OUT
     data = make_data(config, source)
-    (bank, bank_y), (queries, query_y) = data.knn_bank, data.knn_queries
+    (bank, _), (queries, query_y) = data.knn_bank, data.knn_queries
     assert len(bank) + len(queries) == 20 and sorted(query_y.tolist()) == [0, 1]
     # No query is an image of the bank (every image here is different).
     assert not any(np.array_equal(q, b) for q in queries for b in bank)

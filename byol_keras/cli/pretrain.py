@@ -602,8 +602,12 @@ def _labelled_arrays(source, image_size, per_class, crop_fraction):
     return images, normalize(images).numpy(), labels
 
 
-def make_model(config, strategy, num_classes):
-    """The `model` step: the encoder, BYOL (with the online probe when the data has labels), compiled."""
+def make_model(config, strategy, num_classes, device_views=None):
+    """The `model` step: the encoder, BYOL (with the online probe when the data has labels), compiled.
+
+    `device_views`: a views callable for BYOL to apply on the device (`augment_on="device"`), or None (the
+    pipeline makes the views, as `byol-pretrain` does); `benchmarks.gpu` measures the device's views.
+    """
     from byol_keras.byol import BYOL
     from byol_keras.layers import sync_batchnorm
 
@@ -621,6 +625,7 @@ def make_model(config, strategy, num_classes):
             total_steps=config["total_steps"],
             num_classes=num_classes if (config["probe"] and num_classes > 1) else None,
             synchronized_bn=config["sync_bn"],
+            **({} if device_views is None else {"augment": device_views, "augment_on": "device"}),
         )
         optimizer = build_optimizer(config, config["steps_per_epoch"], config["total_steps"], model)
         model.compile(optimizer=optimizer, jit_compile=config["jit_compile"])
