@@ -204,19 +204,24 @@ def test_mirrored_two_cpus_equals_default_strategy_with_sync_bn(tmp_path):
     assert "located in device" in result["xla_mirrored_error"], result["xla_mirrored_error"][:500]
 
 
-@pytest.mark.slow
-def test_multi_worker_two_processes(tmp_path):
-    run_dir = str(tmp_path / "run")
+def _start_two_workers(run_dir, *flags):
+    """Two `distributed_worker.py train` processes of one MultiWorkerMirroredStrategy cluster on this machine."""
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
     procs = []
     for index in range(2):
         env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
         procs.append(subprocess.Popen(
-            [sys.executable, WORKER, "train", "--run-dir", run_dir, "--strategy", "multi-worker", "--encoder",
-             "small", "--epochs", "1", "--steps-per-epoch", "4", "--backup-every", "2", "--global-batch", "8",
-             "--jit"],
+            [sys.executable, WORKER, "train", "--run-dir", run_dir, "--strategy", "multi-worker", "--encoder", "small",
+             "--global-batch", "8", *flags],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         ))
+    return procs
+
+
+@pytest.mark.slow
+def test_multi_worker_two_processes(tmp_path):
+    run_dir = str(tmp_path / "run")
+    procs = _start_two_workers(run_dir, "--epochs", "1", "--steps-per-epoch", "4", "--backup-every", "2", "--jit")
     outputs, deadline = [], time.monotonic() + TIMEOUT
     try:
         for proc in procs:
@@ -248,16 +253,8 @@ def test_multi_worker_a_sigterm_to_one_worker_stops_both_at_the_same_step_with_a
     """A cluster stops one machine (a preempted worker): both workers stop after the same step, the chief writes its
     backup, and both exit as signalled (143)."""
     run_dir = str(tmp_path / "run")
-    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
-    procs = []
-    for index in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        procs.append(subprocess.Popen(
-            [sys.executable, WORKER, "train", "--run-dir", run_dir, "--strategy", "multi-worker", "--encoder",
-             "small", "--epochs", "1", "--steps-per-epoch", "20", "--backup-every", "100", "--global-batch", "8",
-             "--sleep", "1", "--sleep-from", "2"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        ))
+    procs = _start_two_workers(run_dir, "--epochs", "1", "--steps-per-epoch", "20", "--backup-every", "100",
+                               "--sleep", "1", "--sleep-from", "2")
     deadline = time.monotonic() + TIMEOUT
     try:
         while not os.path.exists(os.path.join(run_dir, "steps.jsonl")) or len(read_steps(run_dir)) < 2:
