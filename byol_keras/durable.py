@@ -34,11 +34,12 @@ class WriteError(OSError):
 
     Attributes:
         path: str, the file or folder that could not be written.
+        reason: str, why (`[Errno 28] No space left on device`).
     """
 
     def __init__(self, path, reason, code=None):
         super().__init__(code, f"cannot write {path}: {reason}")
-        self.path = path
+        self.path, self.reason = path, reason
 
     def __str__(self):
         return self.strerror

@@ -28,7 +28,7 @@ import numpy as np
 
 from byol_keras import compat
 from byol_keras.cluster import any_worker, is_chief, same_on_every_worker, scratch_dir
-from byol_keras.durable import WriteError, as_write_error, atomic_save_model, fsync_dir, fsync_file, writing
+from byol_keras.durable import WriteError, atomic_save_model, fsync_dir, fsync_file, writing
 from byol_keras.validation import check_positive_int
 
 logger = logging.getLogger(__name__)
@@ -74,11 +74,16 @@ def _is_finite(value):
         return True  # Not a scalar: nothing to judge.
 
 
+def _saved_variables(model):
+    """What a save writes: the weights (BatchNorm's moving statistics and the target network too) and the
+    optimizer's variables (the step counter, momenta)."""
+    return list(model.weights) + (list(model.optimizer.variables) if model.optimizer is not None else [])
+
+
 def _weights_finite(model):
-    """Whether every variable a save would write is finite: the weights (BatchNorm's moving statistics and the
-    target network too) and the optimizer's (momenta). A loss can still be finite when a statistic is not."""
-    variables = list(model.weights) + (list(model.optimizer.variables) if model.optimizer is not None else [])
-    return all(np.isfinite(keras.ops.convert_to_numpy(v)).all() for v in variables
+    """Whether every floating variable a save would write is finite. A loss can still be finite when a statistic is
+    not."""
+    return all(np.isfinite(keras.ops.convert_to_numpy(v)).all() for v in _saved_variables(model)
                if v.dtype.startswith(("float", "bfloat")))
 
 
@@ -390,16 +395,13 @@ class StepBackup(keras.callbacks.Callback):
                 # The rename is the commit point: a reader sees either no step-K or a complete one.
                 os.rename(tmp, final)
                 fsync_dir(self._root)
-        except BaseException as error:
+        except WriteError as error:  # `writing` turned the I/O error into one; name the backup that stays
             shutil.rmtree(tmp, ignore_errors=True)
-            if isinstance(error, (OSError, RuntimeError)) and not isinstance(error, WriteError):
-                if not isinstance(error, OSError) and "errno" not in str(error):
-                    raise
-                error = as_write_error(tmp, error)
-            if isinstance(error, WriteError):
-                kept = (f"the backup of global step {self.last_saved[0]} in {self.last_saved[1]} is intact"
-                        if self.last_saved else "no earlier backup")
-                raise WriteError(final, f"{error.strerror.split(': ', 1)[-1]}; {kept}", error.errno) from None
+            kept = (f"the backup of global step {self.last_saved[0]} in {self.last_saved[1]} is intact"
+                    if self.last_saved else "no earlier backup")
+            raise WriteError(final, f"{error.reason}; {kept}", error.errno) from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
             raise
         self._last_saved_step = step
         self.last_saved = (step, final)
@@ -411,8 +413,7 @@ class StepBackup(keras.callbacks.Callback):
         if self.last_saved and os.path.isfile(os.path.join(self.last_saved[1], _WEIGHTS_FILE)):
             needed = os.path.getsize(os.path.join(self.last_saved[1], _WEIGHTS_FILE))
         else:  # The variables' bytes, and HDF5's few kilobytes of metadata for each.
-            variables = list(self.model.weights) + list(getattr(self.model.optimizer, "variables", []))
-            needed = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize + 4096 for v in variables)
+            needed = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize + 4096 for v in _saved_variables(self.model))
         free = shutil.disk_usage(self._root).free
         if free < needed + (1 << 20):
             raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: the backup needs about "
