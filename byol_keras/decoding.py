@@ -38,6 +38,7 @@ tensorflow.python.framework.errors_impl.InvalidArgumentError: PNG of 4x6 = 24 pi
 """
 
 import io
+import struct
 
 import numpy as np
 import tensorflow as tf
@@ -222,6 +223,79 @@ def image_size(contents):
     height, width, frames_area = tf.switch_case(code, [unknown, jpeg, png, gif, bmp])
     pixels = tf.maximum(tf.cast(height, tf.float64) * tf.cast(width, tf.float64), tf.cast(frames_area, tf.float64))
     return code, height, width, pixels
+
+
+# JPEG markers that start a frame header (SOF0-SOF15 but DHT, JPG and DAC) and that stand alone (no length).
+_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}
+
+
+def file_image_size(path):
+    """`image_size` of a file's header, read in Python from its first bytes: `(format, height, width, pixels)`,
+    or None where only `image_size` can say.
+
+    The same fields as `image_size` on the whole file, for a folder's scan without TensorFlow's per-file cost: a
+    PNG's and a BMP's header fields as `image_size` reads them (a file shorter than 32 bytes zero-padded), zeros
+    for an empty file and an unknown format; a JPEG's first frame header, found by walking its marker segments up
+    to the start of scan as libjpeg does (`extract_jpeg_shape` reads that far), reading a few bytes a segment, not
+    the file. None for a GIF (its frames are counted by `image_size`) and for a JPEG whose markers this walk does
+    not follow to a start of scan (a truncated or damaged header): `image_size` (libjpeg) decides those.
+
+    Args:
+        path: str, the file.
+
+    Returns:
+        `(format code, height, width, pixels)` as Python ints and a float, or None.
+
+    Raises:
+        OSError: the file cannot be opened or read.
+    """
+    with open(path, "rb") as file:
+        head = file.read(_HEADER_BYTES)
+        padded = head + _PADDING[len(head):]
+        if head.startswith(b"BM"):
+            width, height = (abs(v) for v in struct.unpack_from("<ii", padded, 18))
+            return BMP, height, width, float(height) * float(width)
+        if head.startswith(_PNG_SIGNATURE):
+            width, height = struct.unpack_from(">II", padded, 16)
+            return PNG, height, width, float(height) * float(width)
+        if head.startswith(b"GIF8"):
+            return None
+        if not head.startswith(b"\xff\xd8\xff"):
+            return UNKNOWN, 0, 0, 0.0
+        size = None
+        file.seek(2)
+        while True:
+            marker = file.read(2)
+            if len(marker) < 2 or marker[0] != 0xFF:
+                return None  # not a marker where one must be: libjpeg's own rules decide
+            code = marker[1]
+            while code == 0xFF:  # fill bytes before a marker
+                code = file.read(1)
+                if not code:
+                    return None
+                code = code[0]
+            if code in _JPEG_STANDALONE:
+                continue
+            if code in (0xD8, 0xD9):
+                return None  # a second start of image, or the end before a scan
+            length = file.read(2)
+            if len(length) < 2 or struct.unpack(">H", length)[0] < 2:
+                return None
+            length = struct.unpack(">H", length)[0]
+            if code in _JPEG_FRAMES and size is None:
+                frame = file.read(5)
+                if len(frame) < 5:
+                    return None
+                size = struct.unpack_from(">HH", frame, 1)
+                file.seek(length - 7, 1)
+            elif code == 0xDA:  # start of scan: the header is complete
+                if size is None or len(file.read(length - 2)) < length - 2:
+                    return None
+                height, width = size
+                return JPEG, height, width, float(height) * float(width)
+            else:
+                file.seek(length - 2, 1)
 
 
 def check_max_pixels(max_pixels):

@@ -59,7 +59,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from byol_keras.decoding import DEFAULT_MAX_PIXELS, check_max_pixels, decode_image
+from byol_keras.decoding import DEFAULT_MAX_PIXELS, check_max_pixels, decode_image, file_image_size
 from byol_keras.decoding import image_size as header_size
 from byol_keras.validation import check_positive_int
 
@@ -363,42 +363,81 @@ def _find_images(root):
     Symlinks are followed, each real folder and each real file once: a link to a folder or file that the walk
     has already met (a loop such as `ln -s .. train/even/loop`, or a second name for the same thing) is not
     followed and is returned in `repeated`. A folder is met when its parent lists it, so a real folder wins
-    over a deeper link to it; otherwise the first in the sorted walk wins.
+    over a deeper link to it; otherwise the first in the sorted walk wins. The walk is `os.walk`'s (top-down,
+    folders in sorted order, unreadable folders passed over), with one listing a folder (`os.scandir`) and a real
+    path resolved only for a link: an entry that is no link lies where its folder's real path says.
     """
     paths, classes, repeated = [], [], []
-    seen_folders, seen_files = {os.path.realpath(root)}, set()
-    for directory, dirnames, filenames in os.walk(root, followlinks=True):
-        # Sorted walk: the file order, hence the seeded shuffles, is the same on every filesystem.
-        kept = []
-        for name in sorted(d for d in dirnames if not d.startswith(".")):
-            real = os.path.realpath(os.path.join(directory, name))
-            if real in seen_folders:
-                repeated.append(os.path.join(directory, name))
+    real_root = os.path.realpath(root)
+    seen_folders, seen_files = {real_root}, set()
+
+    def walk(directory, real_directory, top):
+        try:
+            with os.scandir(directory) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError:
+            return
+        folders = []
+        for entry in entries:
+            if entry.name.startswith("."):
                 continue
-            seen_folders.add(real)
-            kept.append(name)
-        dirnames[:] = kept
-        relative = os.path.relpath(directory, root)
-        top = None if relative == os.curdir else relative.split(os.sep)[0]
-        for filename in sorted(filenames):
-            if filename.startswith(".") or not filename.lower().endswith(IMAGE_EXTENSIONS):
-                continue
-            path = os.path.join(directory, filename)
-            real = os.path.realpath(path)
-            if real in seen_files:
-                repeated.append(path)
-                continue
-            seen_files.add(real)
-            paths.append(path)
-            classes.append(top)
+            try:
+                is_folder = entry.is_dir()
+            except OSError:
+                is_folder = False
+            link = entry.is_symlink()
+            if is_folder:
+                real = os.path.realpath(entry.path) if link else os.path.join(real_directory, entry.name)
+                if real in seen_folders:
+                    repeated.append(entry.path)
+                    continue
+                seen_folders.add(real)
+                folders.append((entry, real))
+            elif entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                real = os.path.realpath(entry.path) if link else os.path.join(real_directory, entry.name)
+                if real in seen_files:
+                    repeated.append(entry.path)
+                    continue
+                seen_files.add(real)
+                paths.append(entry.path)
+                classes.append(top)
+        for entry, real in folders:
+            walk(entry.path, real, entry.name if top is None else top)
+
+    walk(root, real_root, None)
     return paths, classes, repeated
 
 
 def _header_sizes(paths, max_pixels):
     """Every file's size read from its header, nothing decoded: `(ok (n,) bool, sizes (n, 2) int)`.
 
-    Not ok: a file that cannot be read, of no supported format, of zero size, or above `max_pixels`.
+    Not ok: a file that cannot be read, of no supported format, of zero size, or above `max_pixels`. JPEG, PNG and
+    BMP headers are read in Python (`decoding.file_image_size`, a few bytes a file); GIFs and the JPEGs that walk
+    does not follow go through `decoding.image_size` in a parallel tf.data pass.
     """
+    ok = np.zeros(len(paths), dtype=bool)
+    sizes = np.zeros((len(paths), 2), dtype=np.int64)
+    rest = []
+    ranges = ((first, min(first + SCAN_BATCH, len(paths))) for first in range(0, len(paths), SCAN_BATCH))
+    for start, stop in _with_progress(ranges, len(paths), "Reading the image headers", lambda r: r[1] - r[0]):
+        for index in range(start, stop):
+            try:
+                found = file_image_size(paths[index])
+            except OSError:
+                continue  # unreadable: not ok
+            if found is None:
+                rest.append(index)
+                continue
+            code, height, width, pixels = found
+            ok[index] = code != 0 and height > 0 and width > 0 and pixels <= float(max_pixels)
+            sizes[index] = height, width
+    if rest:
+        ok[rest], sizes[rest] = _graph_header_sizes([paths[i] for i in rest], max_pixels)
+    return ok, sizes
+
+
+def _graph_header_sizes(paths, max_pixels):
+    """`_header_sizes` by `decoding.image_size` on each whole file, in a parallel tf.data pass."""
 
     def size_of(index, path):
         code, height, width, pixels = header_size(tf.io.read_file(path))
@@ -409,7 +448,7 @@ def _header_sizes(paths, max_pixels):
     dataset = dataset.map(size_of, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
     ok = np.zeros(len(paths), dtype=bool)
     sizes = np.zeros((len(paths), 2), dtype=np.int64)
-    for indices, good, shapes in _with_progress(dataset.batch(SCAN_BATCH), len(paths), "Reading the image headers"):
+    for indices, good, shapes in dataset.batch(SCAN_BATCH).as_numpy_iterator():
         ok[indices] = good
         sizes[indices] = shapes
     return ok, sizes
@@ -420,15 +459,15 @@ SCAN_BATCH = 512
 PROGRESS_AFTER = 3.0
 
 
-def _with_progress(batches, total, what):
-    """Iterate `batches` (tuples whose first element holds the files' indices), with a progress bar on stderr once
-    the scan has taken `PROGRESS_AFTER` seconds: a million-file folder says where it is."""
+def _with_progress(batches, total, what, size=lambda batch: len(batch[0])):
+    """Iterate `batches` (of `size(batch)` files each), with a progress bar on stderr once the scan has taken
+    `PROGRESS_AFTER` seconds: a million-file folder says where it is."""
     import sys
     import time
 
     start, done, bar = time.monotonic(), 0, None
-    for batch in batches.as_numpy_iterator():
-        done += len(batch[0])
+    for batch in batches:
+        done += size(batch)
         yield batch
         if bar is None and time.monotonic() - start > PROGRESS_AFTER and done < total:
             print(f"{what} ({total:,} files) ...", file=sys.stderr, flush=True)
@@ -469,7 +508,8 @@ def _verify_files(paths, max_pixels):
     dataset = dataset.map(size_of, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
     ok = np.zeros(len(paths), dtype=bool)
     sizes = np.zeros((len(paths), 2), dtype=np.int64)
-    for indices, shapes in _with_progress(dataset.batch(SCAN_BATCH), len(paths), "Decoding every image (verify=True)"):
+    for indices, shapes in _with_progress(dataset.batch(SCAN_BATCH).as_numpy_iterator(), len(paths),
+                                      "Decoding every image (verify=True)"):
         ok[indices] = True
         sizes[indices] = shapes
     return ok, sizes
