@@ -183,6 +183,8 @@ def main(argv=None):
     parser.add_argument("--jit", default="auto", choices=("auto", "0", "1"),
                         help="our train step with XLA (1), without (0), or the library's choice (auto, default)")
     parser.add_argument("--isa", choices=("AVX2",), help="restrict both sides to this instruction set (see above)")
+    parser.add_argument("--onednn", choices=("both", "off", "on"), default="both",
+                        help="with --isa: ours with oneDNN off, on, or both (default)")
     args = parser.parse_args(argv)
     table = figures(args)
     table["pipeline96-cached"] = table["pipeline96"]  # the name of older notes
@@ -192,6 +194,7 @@ def main(argv=None):
     # Under --isa AVX2 ours runs as a real AVX2 CPU may have it, oneDNN off (TensorFlow's default there), and on.
     settings = (("-onednn-off", {"TF_ENABLE_ONEDNN_OPTS": "0"}), ("-onednn-on", {"TF_ENABLE_ONEDNN_OPTS": "1"})) \
         if args.isa else (("", None),)
+    settings = tuple(s for s in settings if args.onednn == "both" or s[0].endswith(args.onednn))
     for name in names:
         for suffix, our_env in settings:
             compare(name + suffix, *table[name], rounds=args.rounds, isa=args.isa, our_env=our_env)

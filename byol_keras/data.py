@@ -36,6 +36,7 @@ from byol_keras.eval_data import load_arrays  # noqa: F401
 from byol_keras.sources import DIGITS_SEED, DIGITS_TEST_SIZE, IMAGE_EXTENSIONS, TFDS_NAMES  # noqa: F401
 from byol_keras.sources import Source, load_source  # noqa: F401
 from byol_keras.sources import _check_source, _decoded, warn_small_images
+from byol_keras import sources
 from byol_keras.subsets import keep_elements, subset_per_class  # noqa: F401
 from byol_keras.validation import check_positive_int
 
@@ -227,6 +228,9 @@ def pretrain_dataset(
         ordered = ordered.take(batches_per_epoch * batch_size).skip(skip)
         positions = tf.data.Dataset.range(skip, batches_per_epoch * batch_size)
         keys = positions.map(lambda position: tf.random.experimental.stateless_fold_in(epoch_key, position))
+        if decode_late:
+            # Each record's place in the stream, for naming the files that fail to decode (`_reporting_gaps`).
+            keys = tf.data.Dataset.zip((keys, positions.map(lambda position: tf.stack([epoch, position]))))
         return tf.data.Dataset.zip((ordered, keys))
 
     base_key = _base_key(seed)
@@ -244,17 +248,31 @@ def pretrain_dataset(
     if decode_late:
         if per_image:
             @_plain_graph
-            def crop(record, key):
-                path, label = record
-                return _crop_views_from_file(path, key, augment.views, source.max_pixels), tf.cast(label, tf.int32), key
+            def crop(record, key_where):
+                (path, label), (key, where) = record, key_where
+                crops = _crop_views_from_file(path, key, augment.views, source.max_pixels)
+                return crops, tf.cast(label, tf.int32), key, where
         else:
             @_plain_graph
-            def crop(record, key):
+            def crop(record, key_where):
                 image, label = source.decode(*record)
-                return (image if resize is None else resize(image)), tf.cast(label, tf.int32), key
+                return (image if resize is None else resize(image)), tf.cast(label, tf.int32), *key_where
+
+        def resolve(epoch, position):
+            # The record at `position` of epoch `epoch`: the epoch's order replayed, records only (nothing decoded).
+            ordered = items
+            if shuffle:
+                ordered = _shuffled(ordered, buffer, tf.random.experimental.stateless_fold_in(base_key, tf.constant(epoch, tf.int64)))
+            return sources._record_name(source, next(iter(ordered.skip(position).take(1))), position)
+
         stream = stream.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        # Files that fail after the scan (or in unverified folders): skipped, with a TF log line naming them.
+        # Files that fail after the scan: skipped (a TF log line gives the error), warned about and counted
+        # (`Source.met_failures`, the run's summary).
         stream = stream.ignore_errors(log_warning=True)
+        stream = sources._reporting_gaps(stream, lambda element: tf.unstack(element[-1], num=2),
+                                         batches_per_epoch * batch_size, (first_epoch, first_batch * batch_size),
+                                         source.met_failures, resolve)
+        stream = stream.map(lambda *element: element[:-1])
     elif per_image:
         @_plain_graph
         def crop(image_label, key):
@@ -268,6 +286,10 @@ def pretrain_dataset(
     def exact_length(batches):
         if repeat or not source.exact_count:
             return batches
+        if decode_late:
+            # A file skipped when read (damaged behind a good header) leaves its batch to the next epoch's first
+            # one, so that the declared length holds.
+            batches = batches.concatenate(batches).take(batches_per_epoch)
         # The length Keras' `fit` reads as its steps per epoch (flat_map and ignore_errors hide it).
         return batches.apply(tf.data.experimental.assert_cardinality(batches_per_epoch))
 

@@ -111,7 +111,13 @@ class Source:
     # True when every record is known to decode (verified folders, TFDS, digits): the pipelines
     # then declare their length, which gives Keras' `fit` its number of steps per epoch.
     exact_count: bool = dataclasses.field(default=True, repr=False)
+    # The records the pipelines skipped because they failed to decode when met (after the scan): `DecodeFailures`.
+    met_failures: object = dataclasses.field(default=None, repr=False)
     _warned_sizes: set = dataclasses.field(default_factory=set, repr=False)
+
+    def __post_init__(self):
+        if self.met_failures is None:
+            self.met_failures = DecodeFailures(self.name)
 
     @property
     def dataset(self):
@@ -119,7 +125,7 @@ class Source:
         return _decoded(self, self.records)
 
 
-def load_source(source, split="train", data_dir=None, image_size=None, verify=True, max_pixels=DEFAULT_MAX_PIXELS):
+def load_source(source, split="train", data_dir=None, image_size=None, verify=False, max_pixels=DEFAULT_MAX_PIXELS):
     """Open a TFDS dataset, an image folder or the `digits` demo set.
 
     Args:
@@ -352,8 +358,7 @@ def _load_folder(root, verify, max_pixels):
         records=records,
         decode=lambda path, label: (decode_image(tf.io.read_file(path), max_pixels, name=path), label),
         file_backed=True,
-        exact_count=verify,
-        max_pixels=max_pixels,
+                max_pixels=max_pixels,
     )
 
 
@@ -537,6 +542,77 @@ def _decode_in_graph(contents, max_pixels):
     return decode_image(contents, max_pixels)
 
 
+class DecodeFailures:
+    """The records of a source that its pipelines skipped because they failed to decode when met.
+
+    A folder's scan reads headers only, so a file whose data is damaged behind a good header (a truncated JPEG,
+    garbage after a JPEG's markers) is found when a pipeline decodes it: the pipeline drops it (`ignore_errors`,
+    with a line of TensorFlow's log giving the decoder's error), warns, and records it here. Each skip is recorded
+    as its place in the pipeline's stream (epoch, position); `files()` names them, by replaying the (cheap, seeded)
+    order of the records, only when asked.
+    """
+
+    def __init__(self, name):
+        self.name = name
+        self._met = []  # (resolve, epoch, position)
+
+    def add(self, resolve, places):
+        """Record the skipped places `[(epoch, position), ...]` of one pipeline; `resolve(epoch, position)` names one."""
+        self._met.extend((resolve, epoch, position) for epoch, position in places)
+        warnings.warn(
+            f"Skipped {len(places)} image{'s' if len(places) > 1 else ''} of {self.name} that failed to decode when "
+            f"read (TensorFlow's log gives the error); {len(self._met)} so far, counted in the run's summary.",
+            stacklevel=2,
+        )
+
+    def files(self):
+        """The names (file paths) of the records skipped so far, each once, sorted."""
+        return sorted({resolve(epoch, position) for resolve, epoch, position in self._met})
+
+    def __len__(self):
+        """How many skips were met (a file met in several epochs counts in each)."""
+        return len(self._met)
+
+
+def _reporting_gaps(dataset, where_of, length, first, failures, resolve):
+    """`dataset`, the decoded elements that survived `ignore_errors`, each carrying `where_of(element)` = its
+    `(epoch, position)` in the stream; every position missing between two consecutive elements (a record dropped)
+    is reported to `failures` with `resolve`. An epoch holds positions `0..length-1`, and the first epoch of the
+    stream starts at `first = (epoch, position)`. A sequential scan of two integers: nothing per element but a
+    comparison, and Python only at a gap.
+    """
+    first_epoch, first_position = first
+
+    def start_of(epoch):
+        return tf.where(tf.equal(epoch, first_epoch), tf.constant(first_position, tf.int64), 0)
+
+    def report(last_epoch, next_position, epoch, position):
+        last_epoch, next_position, epoch, position = (int(x) for x in (last_epoch, next_position, epoch, position))
+        places = []
+        if epoch == last_epoch:
+            places += [(epoch, p) for p in range(next_position, position)]
+        else:
+            if last_epoch >= 0:
+                places += [(last_epoch, p) for p in range(next_position, length)]
+            places += [(epoch, p) for p in range(first_position if epoch == first_epoch else 0, position)]
+        if places:
+            failures.add(resolve, places)
+        return np.int64(len(places))
+
+    def step(state, element):
+        last_epoch, next_position = state
+        epoch, position = where_of(element)
+        same = tf.equal(epoch, last_epoch)
+        gap = tf.where(same, position != next_position,
+                       (position != start_of(epoch)) | ((last_epoch >= 0) & (next_position < length)))
+        reported = tf.cond(gap, lambda: tf.py_function(report, [last_epoch, next_position, epoch, position], tf.int64),
+                           lambda: tf.constant(0, tf.int64))
+        # `reported` is 0 or more; adding 0 * it keeps the report in the graph's data flow.
+        return (epoch, position + 1 + 0 * reported), element
+
+    return dataset.scan((tf.constant(-1, tf.int64), tf.constant(0, tf.int64)), step)
+
+
 # --------------------------------------------------------------------------------------------------
 # Records to images: the first step of every pipeline
 
@@ -547,21 +623,41 @@ def _decoded(source, records, transform=None, all_records=True):
     `all_records`: `records` holds every record of `source` (possibly shuffled), not a subset.
     """
 
-    def decode(*record):
+    def decode(index, record):
         image, label = source.decode(*record)
         if transform is not None:
             image = transform(image)
-        return image, tf.cast(label, tf.int32)
+        return index, image, tf.cast(label, tf.int32)
 
-    dataset = records.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    # Safety net for files that fail after the scan (or unverified folders): skip, with a TF log
-    # line per file, instead of stopping a long run.
+    def resolve(epoch, position):
+        record = next(iter(records.skip(position).take(1)))
+        return _record_name(source, record, position)
+
+    dataset = records.enumerate().map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # Files that fail after the scan: skipped, with a TF log line each, instead of stopping a long run; and
+    # warned about and counted (`Source.met_failures`).
     dataset = dataset.ignore_errors(log_warning=True)
+    count = int(records.cardinality())
+    if count >= 0:
+        dataset = _reporting_gaps(dataset, lambda e: (tf.constant(0, tf.int64), e[0]), count, (0, 0),
+                                  source.met_failures, resolve)
+    dataset = dataset.map(lambda index, image, label: (image, label))
     if source.exact_count and all_records:
         # ignore_errors makes the length unknown; Keras would then discover the epoch length
-        # by running out of data, with an "input ran out of data" warning in the first epoch.
+        # by running out of data, with an "input ran out of data" warning in the first epoch. A record skipped
+        # here (a file damaged behind a good header) leaves its place to the first records again, so that the
+        # declared length holds.
+        dataset = dataset.concatenate(dataset).take(source.num_examples)
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(source.num_examples))
     return dataset
+
+
+def _record_name(source, record, position):
+    """A record's name for reports: its file path, or its position in the source."""
+    first = record[0].numpy() if isinstance(record, (tuple, list)) else None
+    if source.file_backed and isinstance(first, bytes):
+        return first.decode("utf-8", "replace")
+    return f"{source.name} record {position}"
 
 
 def _check_source(source):
