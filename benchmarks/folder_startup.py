@@ -5,8 +5,8 @@
 
 Makes (or reuses) a folder of `--files` 400x300 JPEGs (CIFAR-10 images upscaled, `benchmarks.photos`, in a
 temporary folder; nothing is committed) and times, alternately, the folder opened as `byol-pretrain` opens it
-(`byol_keras.data.run_source`: every file's header read, nothing decoded) and `load_source(folder)` with its
-default `verify=True` (every file decoded once). The files are in the OS's page cache after the first run (they
+(`byol_keras.data.run_source`), as `load_source(folder)` opens it with its defaults (both: every file's header
+read, nothing decoded) and with `verify=True` (every file decoded once). The files are in the OS's page cache after the first run (they
 were just written): the figure is the CPU's cost, not a cold disk's. Prints one JSON line per way.
 """
 
@@ -36,8 +36,9 @@ def main(argv=None):
     folder = args.folder or make_photos(os.path.join(tempfile.gettempdir(), f"byol_keras_startup_{args.files}"),
                                         per_class=args.files // 10)
     config = {"data": folder, "train_split": "train", "data_dir": None, "max_pixels": None, "limit_per_class": None}
-    ways = {"byol-pretrain (headers)": lambda: run_source(config), "load_source(verify=True)": lambda: load_source(folder)}
-    load_source(folder, verify=False)  # traced once, files in the page cache
+    ways = {"byol-pretrain (headers)": lambda: run_source(config), "load_source(folder)": lambda: load_source(folder),
+            "load_source(folder, verify=True)": lambda: load_source(folder, verify=True)}
+    load_source(folder)  # files in the page cache
     seconds = {name: [] for name in ways}
     for _ in range(args.runs):
         for name, open_folder in ways.items():

@@ -350,9 +350,9 @@ def run_source(config):
 
     A folder is not verified: its start-up is reading each file's header (its size, the pixel limit, a file
     that is no image), a fraction of decoding every file once (docs/design.md, "Choosing the path"), and the
-    path is the same either way. The stream is endless (`run_views`), so it needs no exact count; a file whose
-    header reads but whose data does not decode is skipped when the pipeline meets it, with a line of
-    TensorFlow's log naming it.
+    path is the same either way (`load_source`'s default too). A file whose header reads but whose data does not
+    decode is skipped when the pipeline meets it, with a warning, and counted in `Source.met_failures` (the run's
+    summary).
 
     Args:
         config: mapping, a run's configuration (`byol_keras.presets.get_preset` plus the command line's values):

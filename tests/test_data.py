@@ -257,7 +257,7 @@ def test_the_default_path_is_the_faster_one_and_verify_does_not_change_it(tmp_pa
     unknown, always took the per-image path."""
     for i in range(2):
         _save(str(tmp_path / "a" / f"{i}.jpg"), _pattern(*size, offset=i))
-    verified, unverified = data.load_source(str(tmp_path)), data.load_source(str(tmp_path), verify=False)
+    verified, unverified = data.load_source(str(tmp_path), verify=True), data.load_source(str(tmp_path))
     np.testing.assert_array_equal(unverified.image_sizes, verified.image_sizes)
     assert data.choose_path(verified, view) == data.choose_path(unverified, view) == path
     assert data.native_size(verified, view) == (path == "native")

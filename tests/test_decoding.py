@@ -215,3 +215,52 @@ def re_escape(text):
     import re
 
     return re.escape(text)
+
+
+def test_file_image_size_reads_what_image_size_reads(tmp_path):
+    # The folder scan's Python reader against the graph's `image_size` on the whole file: the same fields for every
+    # JPEG, PNG and BMP it answers, None (the graph decides) for GIFs and for JPEGs whose markers it cannot follow,
+    # and at every length a JPEG can be cut to: an answer only where libjpeg's header read agrees.
+    rgb = _photo(30, 41)
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 3000  # a 3 kB APP1 segment before the frame header
+    files = {
+        "baseline.jpg": _encode(rgb, "JPEG"),
+        "progressive.jpg": _encode(rgb, "JPEG", progressive=True),
+        "exif.jpg": _encode(rgb, "JPEG", exif=exif.tobytes()),
+        "gray.jpg": _encode(rgb[..., 0], "JPEG"),
+        "cmyk.jpg": _encode(Image.fromarray(rgb).convert("CMYK"), "JPEG"),
+        "rgb.png": _encode(rgb, "PNG"),
+        "gray16.png": _encode(rgb[..., 0].astype(np.uint16) * 257, "PNG"),
+        "palette.png": _encode(Image.fromarray(rgb).convert("P"), "PNG"),
+        "rgb.bmp": _encode(rgb, "BMP"),
+        "bomb.png": png_bomb(20_000, 20_000),
+        "short.png": _encode(rgb, "PNG")[:20],
+        "empty.jpg": b"",
+        "text.jpg": b"not an image",
+    }
+    top_down = bytearray(files["rgb.bmp"])
+    top_down[22:26] = struct.pack("<i", -30)
+    files["top_down.bmp"] = bytes(top_down)
+    jpeg = files["exif.jpg"]
+    files.update({f"cut_{n}.jpg": jpeg[:n] for n in range(0, len(jpeg), 97)})
+    scan = jpeg.index(b"\xff\xda")
+    header_end = scan + 2 + struct.unpack(">H", jpeg[scan + 2: scan + 4])[0]  # the start of scan's segment read
+    answered = set()
+    for name, data in files.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        found = decoding.file_image_size(str(path))
+        try:
+            expected = tuple(x.item() for x in decoding.image_size(tf.constant(data)))
+        except tf.errors.InvalidArgumentError:
+            expected = None  # libjpeg refuses the header
+        if found is None:
+            assert name.startswith("cut_") or expected is None, name
+            continue
+        answered.add(name)
+        assert found == expected, name
+    assert set(files) - answered == {f"cut_{n}.jpg" for n in range(0, header_end, 97)}  # all but the cut headers
+    gif = tmp_path / "a.gif"
+    gif.write_bytes(_gif([np.zeros((4, 4), np.uint8)]))
+    assert decoding.file_image_size(str(gif)) is None

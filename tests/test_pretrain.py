@@ -425,3 +425,31 @@ def test_the_command_pretrains_and_exports_a_keras_hub_backbone_from_a_local_pre
     # --width belongs to byol_keras' own encoders: refused with a KerasHub one, before any work.
     with pytest.raises(SystemExit):
         main(["--encoder", f"keras_hub:{tmp_path / 'preset'}", "--width", "8", "--out", str(tmp_path / "other")])
+
+
+@pytest.mark.slow
+def test_a_file_damaged_behind_its_header_is_skipped_when_read_and_counted_in_the_summary(tmp_path):
+    # A folder of JPEGs with one cut in half (its header reads, its data does not) and one garbage ".jpg" (no image):
+    # the scan skips the garbage, the pipeline skips the cut one when it reads it; both are counted, once each.
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        os.makedirs(tmp_path / "data" / name)
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(tmp_path / "data" / name / f"{i}.jpg")
+    cut = tmp_path / "data" / "a" / "3.jpg"
+    cut.write_bytes(cut.read_bytes()[: len(cut.read_bytes()) // 2])
+    (tmp_path / "data" / "b" / "junk.jpg").write_bytes(b"not an image at all")
+    command = [sys.executable, "-m", "training.pretrain", "--preset", "demo", "--data", str(tmp_path / "data"),
+               "--image-size", "16", "--batch-size", "4", "--epochs", "3", "--width", "4",
+               "--out", str(tmp_path / "run"), "--export", str(tmp_path / "export")]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert (summary["files_skipped_at_scan"], summary["files_skipped_when_read"]) == (1, 1), summary
+    assert summary["skipped_files"] == [str(tmp_path / "data" / "b" / "junk.jpg"), str(cut)]
+    line = [l for l in result.stdout.splitlines() if l.startswith("skipped ")]
+    assert line == [f"skipped 2 training files that are not decodable images: 1 at the folder's scan, 1 when read "
+                    f"({tmp_path / 'data' / 'b' / 'junk.jpg'}, {cut}; all in summary.json)"], result.stdout
+    assert "failed to decode when read" in result.stderr  # the warning when it was met

@@ -126,7 +126,7 @@ def _by_name(source):
 def test_folder_skips_and_reports_unreadable_files(messy_folder):
     root, _, _ = messy_folder
     with pytest.warns(UserWarning, match=r"Skipped 4 of 12 files") as record:
-        source = load_source(root)
+        source = load_source(root, verify=True)  # every file decoded now: the damaged ones are found too
     skipped = {os.path.basename(path): reason for path, reason in source.skipped}
     assert set(skipped) == {"truncated_half.jpg", "truncated_eoi.jpg", "notes.jpg", "empty.png"}
     assert "Unknown image file format" in skipped["notes.jpg"]
@@ -138,7 +138,7 @@ def test_folder_skips_and_reports_unreadable_files(messy_folder):
 def test_folder_converts_every_readable_mode_to_rgb_uint8(messy_folder):
     root, base, gray16 = messy_folder
     with pytest.warns(UserWarning):
-        source = load_source(root)
+        source = load_source(root, verify=True)
     images = _by_name(source)
     assert all(im.dtype == np.uint8 and im.ndim == 3 and im.shape[-1] == 3 for im in images.values())
     # Lossless formats: exact pixels.
@@ -219,7 +219,7 @@ def test_jpeg_decodes_exactly_as_pillow(tmp_path):
 def test_small_images_are_upscaled_and_counted_once(messy_folder):
     root, _, _ = messy_folder
     with pytest.warns(UserWarning):
-        source = load_source(root)
+        source = load_source(root, verify=True)
     # tiny.png (1x1) is the only image below 16 px; all 8 are below 32 px.
     with pytest.warns(UserWarning, match=r"1 of 8 images .* smaller than 16x16"):
         ds = pretrain_dataset(source, flip_views, batch_size=8, image_size=16, shuffle=False)
@@ -244,10 +244,19 @@ def test_unverified_folder_drops_bad_files_at_read_time(messy_folder):
         source = load_source(root, verify=False)
     assert source.num_examples == 9
     assert {os.path.basename(p) for p, _ in source.skipped} == {"notes.jpg", "empty.png", "truncated_half.jpg"}
-    assert sum(1 for _ in source.dataset) == 8
-    ds = pretrain_dataset(source, flip_views, batch_size=3, image_size=8, seed=0)
-    assert ds.cardinality() == tf.data.UNKNOWN_CARDINALITY  # 9 // 3 would be a lie
-    assert sum(1 for _ in ds) == 8 // 3
+    # The damaged JPEG is skipped when read, warned about and recorded; its place goes to the first image again, so
+    # that the length the pipelines declare (what Keras' `fit` and the schedules read) holds.
+    with pytest.warns(UserWarning, match="Skipped 1 image of .* that failed to decode when read"):
+        images = [image for image, _ in source.dataset.as_numpy_iterator()]
+    assert len(images) == 9 and source.dataset.cardinality() == 9
+    np.testing.assert_array_equal(images[-1], images[0])
+    assert [os.path.basename(p) for p in source.met_failures.files()] == ["truncated_eoi.jpg"]
+    assert len(source.met_failures) == 1
+    ds = pretrain_dataset(source, flip_views, batch_size=3, image_size=8, seed=0, cache=False)
+    assert ds.cardinality() == 3
+    with pytest.warns(UserWarning, match="failed to decode when read"):
+        assert sum(1 for _ in ds) == 3
+    assert len(source.met_failures) == 2 and len(source.met_failures.files()) == 1  # met twice, one file
 
 
 # ------------------------------------------------------------------------------------------------
@@ -463,3 +472,21 @@ def test_a_long_folder_scan_shows_its_progress(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sources, "PROGRESS_AFTER", 3.0)
     load_source(str(tmp_path))
     assert capsys.readouterr().err == ""  # a quick scan says nothing
+
+
+def test_a_folder_opens_from_its_headers_by_default_without_tensorflow_per_file(messy_folder, monkeypatch):
+    # `load_source(folder)` with its defaults decodes nothing and reads JPEG, PNG and BMP headers in Python: only the
+    # GIF goes through the graph's reader. The files damaged behind a good header pass the scan (their decode fails
+    # later, when a pipeline meets them); the others are skipped now, with their reasons.
+    root, _, _ = messy_folder
+    monkeypatch.setattr(sources, "_verify_files", lambda *args: pytest.fail("decoded every file"))
+    graph = []
+    real = sources._graph_header_sizes
+    monkeypatch.setattr(sources, "_graph_header_sizes", lambda paths, limit: graph.extend(paths) or real(paths, limit))
+    with pytest.warns(UserWarning, match=r"Skipped 2 of 12 files") as record:
+        source = load_source(root)
+    assert [os.path.basename(p) for p in graph] == ["palette.gif"]
+    skipped = {os.path.basename(path): reason for path, reason in source.skipped}
+    assert set(skipped) == {"notes.jpg", "empty.png"} and "Unknown image file format" in skipped["notes.jpg"]
+    assert source.num_examples == 10 and source.image_sizes.tolist()[0] == [24, 20]
+    assert any("notes.jpg" in str(w.message) for w in record)

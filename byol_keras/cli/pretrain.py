@@ -15,7 +15,7 @@ Flags left unset keep the preset's value (`byol_keras/presets.py`). The run dire
     run.lock         held while a run uses the folder (a second command on it stops, naming the holder)
     checkpoints/     latest.keras, the full BYOL model, saved every epoch (every `--backup-every` steps if longer)
     model.keras      the final BYOL model (online and target networks, optimizer state)
-    summary.json     kNN top-1 before and after, losses, wall time
+    summary.json     kNN top-1 before and after, losses, wall time, the training files skipped
 and the encoder is exported for TF Serving to `--export` (default `saved_models/<preset>/<version>`).
 
 SIGTERM or SIGINT stops a run after the step in flight, with a backup of it (exit status 143 / 130). `--restart`
@@ -749,9 +749,19 @@ def finish(config, model, history, data, monitors, out_dir, resumed, started):
         "export_dir": export_dir,
         "run_dir": config["run_dir"],
         "seconds": round(time.time() - started, 1),
+        **skipped_files(data.source),
     }
     atomic_write_json(os.path.join(out_dir, "summary.json"), summary, indent=2)
     return summary
+
+
+def skipped_files(source):
+    """The training files skipped, for the summary: at the folder's scan (no image, empty, cut before its header,
+    above the pixel limit) and when the pipeline read them (damaged behind a good header), each counted once, with
+    their paths (a resumed run counts what this launch met)."""
+    when_read = source.met_failures.files()
+    return {"files_skipped_at_scan": len(source.skipped), "files_skipped_when_read": len(when_read),
+            "skipped_files": [path for path, _ in source.skipped] + when_read}
 
 
 def kept_after_divergence(monitors):
@@ -905,6 +915,11 @@ def summary_lines(summary):
         verdict = "above" if after > raw else "not above"
         lines.append(f"kNN top-1 on the raw pixels: {raw:.4f}; the pretrained encoder is {verdict} it "
                      f"({after - raw:+.4f})")
+    at_scan, when_read = summary.get("files_skipped_at_scan"), summary.get("files_skipped_when_read")
+    if at_scan or when_read:
+        named = ", ".join(summary["skipped_files"][:3]) + (", ..." if len(summary["skipped_files"]) > 3 else "")
+        lines.append(f"skipped {at_scan + when_read} training files that are not decodable images: {at_scan} at the "
+                     f"folder's scan, {when_read} when read ({named}; all in summary.json)")
     if summary["export_dir"]:
         lines.append(f"encoder exported to {summary['export_dir']}")
     return lines
