@@ -269,10 +269,8 @@ def pretrain_dataset(
         # Files that fail after the scan: skipped (a TF log line gives the error), warned about and counted
         # (`Source.met_failures`, the run's summary).
         stream = stream.ignore_errors(log_warning=True)
-        stream = sources._reporting_gaps(stream, lambda element: tf.unstack(element[-1], num=2),
-                                         batches_per_epoch * batch_size, (first_epoch, first_batch * batch_size),
+        stream = sources._reporting_gaps(stream, batches_per_epoch * batch_size, (first_epoch, first_batch * batch_size),
                                          source.met_failures, resolve)
-        stream = stream.map(lambda *element: element[:-1])
     elif per_image:
         @_plain_graph
         def crop(image_label, key):

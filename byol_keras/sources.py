@@ -579,17 +579,21 @@ class DecodeFailures:
         return len(self._met)
 
 
-def _reporting_gaps(dataset, where_of, length, first, failures, resolve):
-    """`dataset`, the decoded elements that survived `ignore_errors`, each carrying `where_of(element)` = its
-    `(epoch, position)` in the stream; every position missing between two consecutive elements (a record dropped)
-    is reported to `failures` with `resolve`. An epoch holds positions `0..length-1`, and the first epoch of the
-    stream starts at `first = (epoch, position)`. A sequential scan of two integers: nothing per element but a
-    comparison, and Python only at a gap.
+def _reporting_gaps(dataset, length, first, failures, resolve):
+    """`dataset` without its elements' last component, after reporting the records that `ignore_errors` dropped.
+
+    `dataset` holds the decoded elements that survived, each ending with its place in the stream, an int64
+    `(epoch, position)`. Every position missing between two consecutive elements, or after the last one of a
+    finite stream, is reported to `failures` with `resolve`. An epoch holds positions `0..length-1`, and the
+    stream's first epoch starts at `first = (epoch, position)`. A sequential scan of two integers: a comparison an
+    element, and Python only at a gap.
     """
     first_epoch, first_position = first
-
-    def start_of(epoch):
-        return tf.where(tf.equal(epoch, first_epoch), tf.constant(first_position, tf.int64), 0)
+    spec = dataset.element_spec
+    # The end of a finite stream, marked by a last element at epoch -1.
+    zeros = tf.nest.map_structure(lambda s: tf.zeros([d or 0 for d in s.shape], s.dtype), tuple(spec[:-1]))
+    end = zeros + (tf.constant([-1, 0], tf.int64),)
+    dataset = dataset.concatenate(tf.data.Dataset.from_tensors(end))
 
     def report(last_epoch, next_position, epoch, position):
         last_epoch, next_position, epoch, position = (int(x) for x in (last_epoch, next_position, epoch, position))
@@ -599,23 +603,27 @@ def _reporting_gaps(dataset, where_of, length, first, failures, resolve):
         else:
             if last_epoch >= 0:
                 places += [(last_epoch, p) for p in range(next_position, length)]
-            places += [(epoch, p) for p in range(first_position if epoch == first_epoch else 0, position)]
+            if epoch >= 0:
+                places += [(epoch, p) for p in range(first_position if epoch == first_epoch else 0, position)]
         if places:
             failures.add(resolve, places)
         return np.int64(len(places))
 
     def step(state, element):
         last_epoch, next_position = state
-        epoch, position = where_of(element)
-        same = tf.equal(epoch, last_epoch)
-        gap = tf.where(same, position != next_position,
-                       (position != start_of(epoch)) | ((last_epoch >= 0) & (next_position < length)))
+        epoch, position = tf.unstack(element[-1], num=2)
+        start = tf.where(tf.equal(epoch, first_epoch), tf.constant(first_position, tf.int64), 0)
+        gap = tf.where(tf.equal(epoch, last_epoch), position != next_position,
+                       ((epoch >= 0) & (position != start)) | ((last_epoch >= 0) & (next_position < length)))
         reported = tf.cond(gap, lambda: tf.py_function(report, [last_epoch, next_position, epoch, position], tf.int64),
                            lambda: tf.constant(0, tf.int64))
         # `reported` is 0 or more; adding 0 * it keeps the report in the graph's data flow.
         return (epoch, position + 1 + 0 * reported), element
 
-    return dataset.scan((tf.constant(-1, tf.int64), tf.constant(0, tf.int64)), step)
+    dataset = dataset.scan((tf.constant(-1, tf.int64), tf.constant(0, tf.int64)), step)
+    dataset = dataset.filter(lambda *element: element[-1][0] >= 0)
+    return dataset.map(lambda *element: tf.nest.map_structure(lambda t, s: tf.ensure_shape(t, s.shape),
+                                                              tuple(element[:-1]), tuple(spec[:-1])))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -632,7 +640,7 @@ def _decoded(source, records, transform=None, all_records=True):
         image, label = source.decode(*record)
         if transform is not None:
             image = transform(image)
-        return index, image, tf.cast(label, tf.int32)
+        return image, tf.cast(label, tf.int32), tf.stack([tf.constant(0, tf.int64), index])
 
     def resolve(epoch, position):
         record = next(iter(records.skip(position).take(1)))
@@ -642,11 +650,7 @@ def _decoded(source, records, transform=None, all_records=True):
     # Files that fail after the scan: skipped, with a TF log line each, instead of stopping a long run; and
     # warned about and counted (`Source.met_failures`).
     dataset = dataset.ignore_errors(log_warning=True)
-    count = int(records.cardinality())
-    if count >= 0:
-        dataset = _reporting_gaps(dataset, lambda e: (tf.constant(0, tf.int64), e[0]), count, (0, 0),
-                                  source.met_failures, resolve)
-    dataset = dataset.map(lambda index, image, label: (image, label))
+    dataset = _reporting_gaps(dataset, int(records.cardinality()), (0, 0), source.met_failures, resolve)
     if source.exact_count and all_records:
         # ignore_errors makes the length unknown; Keras would then discover the epoch length
         # by running out of data, with an "input ran out of data" warning in the first epoch. A record skipped

@@ -252,7 +252,7 @@ def test_file_image_size_reads_what_image_size_reads(tmp_path):
         path.write_bytes(data)
         found = decoding.file_image_size(str(path))
         try:
-            expected = tuple(x.item() for x in decoding.image_size(tf.constant(data)))
+            expected = tuple(x.numpy().item() for x in decoding.image_size(tf.constant(data)))
         except tf.errors.InvalidArgumentError:
             expected = None  # libjpeg refuses the header
         if found is None:

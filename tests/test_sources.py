@@ -177,14 +177,17 @@ def test_a_decompression_bomb_in_a_folder_is_skipped_naming_the_file_size_and_li
     with pytest.warns(UserWarning, match=r"Skipped 1 of 5 files .*bomb\.png: " + re.escape(refusal)):
         unverified = load_source(str(tmp_path / "photos"), verify=False)
     assert unverified.num_examples == 4 and unverified.image_sizes.tolist() == [[16, 16], [16, 16], [8, 8], [8, 8]]
-    # A file that becomes a bomb after the scan: the pipelines meet it at read time and drop it (TensorFlow's
-    # log names the file).
+    # A file that becomes a bomb after the scan: the pipelines meet it at read time, skip it (TensorFlow's log
+    # names the file), warn and count it; its place goes to the first record again, so the declared length holds.
     (root / "bomb.png").rename(root / "00.png")
     augment = BYOLAugment(8, blur=False, seed=0)
-    batches = list(pretrain_dataset(unverified, augment, batch_size=1, seed=0, cache=False))  # from the files
-    assert len(batches) == 3
-    images, labels = load_arrays(unverified, 8)  # the evaluation loader (kNN bank, linear probe)
-    assert images.shape == (3, 8, 8, 3) and labels.tolist() == [0, 0, 0]
+    with pytest.warns(UserWarning, match="failed to decode when read"):
+        batches = list(pretrain_dataset(unverified, augment, batch_size=1, seed=0, cache=False))  # from the files
+    assert len(batches) == 4
+    with pytest.warns(UserWarning, match="failed to decode when read"):
+        images, labels = load_arrays(unverified, 8)  # the evaluation loader (kNN bank, linear probe)
+    assert images.shape == (4, 8, 8, 3) and labels.tolist() == [0, 0, 0, 0]
+    assert unverified.met_failures.files() == [str(root / "00.png")] and len(unverified.met_failures) == 2
 
 
 def test_tensorflow_bmp_decoder_really_ignores_palettes(tmp_path):
@@ -475,18 +478,20 @@ def test_a_long_folder_scan_shows_its_progress(tmp_path, monkeypatch, capsys):
 
 
 def test_a_folder_opens_from_its_headers_by_default_without_tensorflow_per_file(messy_folder, monkeypatch):
-    # `load_source(folder)` with its defaults decodes nothing and reads JPEG, PNG and BMP headers in Python: only the
-    # GIF goes through the graph's reader. The files damaged behind a good header pass the scan (their decode fails
-    # later, when a pipeline meets them); the others are skipped now, with their reasons.
+    # `load_source(folder)` with its defaults decodes nothing and reads JPEG, PNG and BMP headers in Python. The file
+    # damaged behind a good header passes the scan (its decode fails later, when a pipeline meets it); the others
+    # are skipped now, with their reasons.
     root, _, _ = messy_folder
     monkeypatch.setattr(sources, "_verify_files", lambda *args: pytest.fail("decoded every file"))
     graph = []
     real = sources._graph_header_sizes
     monkeypatch.setattr(sources, "_graph_header_sizes", lambda paths, limit: graph.extend(paths) or real(paths, limit))
-    with pytest.warns(UserWarning, match=r"Skipped 2 of 12 files") as record:
+    with pytest.warns(UserWarning, match=r"Skipped 3 of 12 files") as record:
         source = load_source(root)
-    assert [os.path.basename(p) for p in graph] == ["palette.gif"]
+    # The GIF, and the JPEG cut before its start of scan, whose header only libjpeg can judge (it refuses it).
+    assert [os.path.basename(p) for p in graph] == ["palette.gif", "truncated_half.jpg"]
     skipped = {os.path.basename(path): reason for path, reason in source.skipped}
-    assert set(skipped) == {"notes.jpg", "empty.png"} and "Unknown image file format" in skipped["notes.jpg"]
-    assert source.num_examples == 10 and source.image_sizes.tolist()[0] == [24, 20]
+    assert set(skipped) == {"notes.jpg", "empty.png", "truncated_half.jpg"}
+    assert "Unknown image file format" in skipped["notes.jpg"]
+    assert source.num_examples == 9 and source.image_sizes.tolist()[0] == [24, 20]
     assert any("notes.jpg" in str(w.message) for w in record)
