@@ -260,7 +260,8 @@ def test_file_image_size_reads_what_image_size_reads(tmp_path):
             continue
         answered.add(name)
         assert found == expected, name
-    assert set(files) - answered == {f"cut_{n}.jpg" for n in range(0, header_end, 97)}  # all but the cut headers
+    # All but the JPEGs cut inside their header (cut at 0 bytes, a file is empty: an unknown format, both say).
+    assert set(files) - answered == {f"cut_{n}.jpg" for n in range(97, header_end, 97)}
     gif = tmp_path / "a.gif"
     gif.write_bytes(_gif([np.zeros((4, 4), np.uint8)]))
     assert decoding.file_image_size(str(gif)) is None
