@@ -206,36 +206,6 @@ def test_peer_curve_reads_finished_unfinished_and_resumed_logs(tmp_path):
     assert peer_curve(str(log)) == ([0.3, 0.31, 0.33, 0.34, 0.35], "lightly (PyTorch), seed 0")
 
 
-def test_supervised_ceiling_benchmark_runs_on_an_image_folder(tmp_path):
-    # benchmarks/supervised_ceiling.py end to end on a two-class folder (red-ish vs blue-ish images):
-    # one step of the budget's batch, then the benchmark's kNN, whose labels must line up with the
-    # images (shuffled labels would give ~0.5).
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 140), ("test", 20)):
-        for label, channel in (("a", 0), ("b", 2)):
-            os.makedirs(tmp_path / split / label)
-            for i in range(count):
-                image = rng.integers(0, 90, (32, 32, 3), dtype=np.uint8)
-                image[..., channel] += 160
-                Image.fromarray(image).save(tmp_path / split / label / f"{i}.png")
-    from benchmarks import supervised_ceiling as module
-    result = module.main(["--data", str(tmp_path), "--epochs", "1"])
-    assert result["budget"]["steps"] == 280 // 256
-    assert result["knn_top1_supervised"] > 0.9 and result["knn_top1_random_init"] > 0.9
-    assert 0.0 <= result["classifier_test_top1"] <= 1.0
-    # The script repeats the quality benchmark's budget; the two must not drift apart.
-    from benchmarks import quality
-    config = quality.build_config("short", "/nowhere", out="/tmp/unused")
-    budget = result["budget"]
-    assert (budget["per_class"], budget["width"], budget["image_size"], budget["batch_size"]) == (
-        config["limit_per_class"], config["encoder"]["width"], config["image_size"], config["batch_size"])
-    assert module.BUDGET["epochs"] == config["epochs"]
-    with pytest.raises(SystemExit, match="no CIFAR-10 image folder"):
-        module.main(["--data", str(tmp_path / "missing")])
-
-
 @pytest.mark.slow
 def test_resumed_run_reports_the_true_random_init_and_the_raw_pixel_reference(demo_run, tmp_path, capsys,
                                                                             step_without_xla):
