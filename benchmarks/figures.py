@@ -1,4 +1,4 @@
-"""Make the README's pictures from real data and a real run.
+"""Make the pictures of docs/ from real data and a real run.
 
     python -m benchmarks.figures views                       # docs/views.png from ../shared/data/cifar10
     python -m benchmarks.figures photo-views                 # docs/photo_views.png: windows on a 4:3 photo
