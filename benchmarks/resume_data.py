@@ -42,7 +42,7 @@ def _first_batch_seconds(make):
 def run(args):
     import tensorflow as tf
 
-    from byol_keras.augment import BYOLAugment
+    from byol_keras.views import BYOLAugment
     from byol_keras.data import load_source, pretrain_dataset
 
     report.set_threads(args.threads)

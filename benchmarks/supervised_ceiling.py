@@ -43,7 +43,7 @@ def main(argv=None):
     import tensorflow as tf
 
     from byol_keras import encoders
-    from byol_keras.augment import normalize
+    from byol_keras.preprocessing import normalize
     from byol_keras.data import load_arrays, load_source
     from byol_keras.evaluation import (
         classification_dataset, classifier_on_encoder, evaluate_classifier, knn_accuracy, train_classifier)

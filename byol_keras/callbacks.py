@@ -29,7 +29,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from byol_keras.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
+from byol_keras.preprocessing import IMAGENET_MEAN, IMAGENET_STD, normalize
 from byol_keras.embedding import embed
 from byol_keras.knn import knn_accuracy
 from byol_keras.validation import check_positive_int
@@ -45,7 +45,7 @@ def _global_step(model, fallback):
 
 
 def unnormalize(images):
-    """Undo `byol_keras.augment.normalize`: ImageNet-standardised images back to [0, 1], clipped.
+    """Undo `byol_keras.preprocessing.normalize`: ImageNet-standardised images back to [0, 1], clipped.
 
     Args:
         images: float tensor `(batch, h, w, 3)`, ImageNet-standardised.
@@ -444,7 +444,7 @@ class ViewGrid(keras.callbacks.Callback):
         log_dir: str, TensorBoard directory.
         images: uint8 (or float in [0, 255]) array `(n, h, w, 3)`; a few images (8 is plenty).
         augment: callable `images -> (view1, view2)` returning ImageNet-normalised float32 views
-            `(n, size, size, 3)`, such as the pretraining augmentation of `byol_keras.augment`.
+            `(n, size, size, 3)`, such as the pretraining augmentation of `byol_keras.views`.
         name: str, the image summary tag. Defaults to "views".
         padding: int, pixels between tiles. Defaults to 2.
     """

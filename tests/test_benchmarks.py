@@ -108,7 +108,7 @@ def test_peer_help_runs(name, peers):
 
 def _plain(value):
     """A call's argument in comparable form: a source by its name and size, views by their configuration."""
-    from byol_keras.augment import BYOLAugment
+    from byol_keras.views import BYOLAugment
     from byol_keras.sources import Source
 
     if isinstance(value, Source):

@@ -595,7 +595,7 @@ def make_data(config, source, resumed=None):
 
 
 def _labelled_arrays(source, image_size, per_class, crop_fraction):
-    from byol_keras.augment import normalize
+    from byol_keras.preprocessing import normalize
     from byol_keras.eval_data import load_arrays
 
     images, labels = load_arrays(source, image_size, per_class, crop_fraction=crop_fraction)
