@@ -57,8 +57,8 @@ _EXPORTS = {
 _SUBMODULES = (
     "byol", "callbacks", "cli", "cluster", "compat", "data", "decoding", "distribute", "embedding", "encoders",
     "eval_data", "evaluation", "export", "fault_tolerance", "heads", "knn", "layers", "losses", "onednn",
-    "optimizers", "preprocessing", "presets", "run_folder", "schedules", "sources", "subsets", "transfer",
-    "validation", "views",
+    "optimizers", "preprocessing", "presets", "progress", "run_folder", "schedules", "sources", "subsets",
+    "transfer", "validation", "views",
 )
 
 __all__ = sorted(_EXPORTS)

@@ -19,13 +19,13 @@ from byol_keras.evaluation import knn_accuracy
 from byol_keras.callbacks import (
     EmbeddingProjector,
     KNNMonitor,
-    RunProgress,
     StepScalars,
     ViewGrid,
     make_callbacks,
     tile_images,
     unnormalize,
 )
+from byol_keras.progress import RunProgress
 
 BYOL_KEYS = {"loss", "tau", "learning_rate", "representation_std"}
 
