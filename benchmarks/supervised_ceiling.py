@@ -45,8 +45,9 @@ def main(argv=None):
     from byol_keras import encoders
     from byol_keras.preprocessing import normalize
     from byol_keras.data import load_arrays, load_source
-    from byol_keras.evaluation import (
-        classification_dataset, classifier_on_encoder, evaluate_classifier, knn_accuracy, train_classifier)
+    from byol_keras.eval_data import classification_dataset
+    from byol_keras.knn import knn_accuracy
+    from byol_keras.transfer import classifier_on_encoder, evaluate_classifier, train_classifier
 
     keras.utils.set_random_seed(args.seed)
     size = BUDGET["image_size"]

@@ -4,7 +4,7 @@
 
 Importing the package registers its Keras objects (BYOL, LARS, WarmupCosine, the augmentation layers),
 so that `keras.saving.load_model` finds them after `import byol_keras`; the other modules (data, callbacks,
-evaluation, export, distribute, presets, and `cli`, the command-line programs) load on first use, as
+knn, transfer, export, distribute, presets, and `cli`, the command-line programs) load on first use, as
 attributes (`byol_keras.data`) or imports (`from byol_keras.data import load_source`). `__all__` names the
 public classes and functions.
 
@@ -56,7 +56,7 @@ _EXPORTS = {
 # reachable as attributes, not star-imported
 _SUBMODULES = (
     "byol", "callbacks", "cli", "cluster", "compat", "data", "decoding", "distribute", "embedding", "encoders",
-    "eval_data", "evaluation", "export", "fault_tolerance", "heads", "knn", "layers", "losses", "onednn",
+    "eval_data", "export", "fault_tolerance", "heads", "knn", "layers", "losses", "onednn",
     "optimizers", "preprocessing", "presets", "progress", "run_folder", "schedules", "sources", "subsets",
     "transfer", "validation", "views",
 )

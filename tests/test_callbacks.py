@@ -15,7 +15,7 @@ from byol_keras import callbacks as byol_callbacks
 from byol_keras.preprocessing import normalize
 from byol_keras.views import BYOLAugment
 from byol_keras.byol import BYOL
-from byol_keras.evaluation import knn_accuracy
+from byol_keras.knn import knn_accuracy
 from byol_keras.callbacks import (
     EmbeddingProjector,
     KNNMonitor,
