@@ -41,7 +41,7 @@ def executing_eagerly():
 def fold_in(key, data):
     import tensorflow as tf
 
-    return tf.random.experimental.statelessfold_in(key, data)
+    return tf.random.experimental.stateless_fold_in(key, data)
 
 
 def keyed_draw(key):
