@@ -4,7 +4,7 @@
 
 Importing the package registers its Keras objects (BYOL, LARS, WarmupCosine, the augmentation layers),
 so that `keras.saving.load_model` finds them after `import byol_keras`; the other modules (data, callbacks,
-evaluation, export, distribute, presets, and `cli`, the command-line programs) load on first use, as
+knn, transfer, export, distribute, presets, and `cli`, the command-line programs) load on first use, as
 attributes (`byol_keras.data`) or imports (`from byol_keras.data import load_source`). `__all__` names the
 public classes and functions.
 
@@ -26,10 +26,10 @@ _onednn.use_onednn()
 _onednn.use_bfc_allocator()
 
 # Registration only: these modules define the serialisable classes a saved BYOL model refers to.
-from byol_keras import augment as _augment  # noqa: F401
 from byol_keras import byol as _byol  # noqa: F401
 from byol_keras import optimizers as _optimizers  # noqa: F401
 from byol_keras import schedules as _schedules  # noqa: F401
+from byol_keras import views as _views  # noqa: F401
 
 # The one place the version is written: pyproject.toml reads it (setuptools `attr`) into the distribution's
 # metadata, so `importlib.metadata.version("byol-keras")` gives the same string.
@@ -49,15 +49,16 @@ _EXPORTS = {
     "WarmupCosine": "schedules",
     "scale_learning_rate": "schedules",
     "LARS": "optimizers",
-    "BYOLAugment": "augment",
-    "BYOLView": "augment",
-    "LayerViews": "augment",
+    "BYOLAugment": "views",
+    "BYOLView": "views",
+    "LayerViews": "views",
 }
 # reachable as attributes, not star-imported
 _SUBMODULES = (
-    "augment", "byol", "callbacks", "cli", "cluster", "compat", "data", "decoding", "distribute", "embedding",
-    "encoders", "eval_data", "evaluation", "export", "fault_tolerance", "heads", "image_ops", "knn", "layers",
-    "losses", "onednn", "optimizers", "presets", "run_folder", "schedules", "sources", "subsets", "transfer", "validation",
+    "byol", "callbacks", "cli", "cluster", "compat", "data", "decoding", "distribute", "embedding", "encoders",
+    "eval_data", "export", "fault_tolerance", "heads", "knn", "layers", "losses", "onednn",
+    "optimizers", "preprocessing", "presets", "progress", "run_folder", "schedules", "sources", "subsets",
+    "transfer", "validation", "views",
 )
 
 __all__ = sorted(_EXPORTS)

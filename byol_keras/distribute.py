@@ -7,7 +7,7 @@ needs to do the same on one or many GPUs, several machines or a TPU, and to surv
 - `per_replica_batch_size`: the global batch split over the replicas (an uneven split is an error).
 - who writes: only the chief keeps checkpoints, logs and exports (`byol_keras.cluster`: `is_chief`,
   `worker_dir`).
-- `sync_batchnorm` (defined in `byol_keras.layers`): an encoder's BatchNorm layers made cross-replica.
+- cross-replica BatchNorm: `byol_keras.layers.sync_batchnorm(encoder)`.
 - `set_precision`, `resolve_jit_compile`: the dtype policy, and whether XLA can be used.
 - surviving a lost worker: `byol_keras.fault_tolerance` (`StepBackup`, `StopOnNonFiniteLoss`, `batches_done`).
 
@@ -38,7 +38,6 @@ import tensorflow as tf
 
 from byol_keras import compat
 from byol_keras.cluster import is_chief
-from byol_keras.layers import sync_batchnorm  # noqa: F401  (its home is layers.py; importable here too)
 from byol_keras.onednn import onednn_state, tell_if_off
 from byol_keras.validation import check_positive_int
 

@@ -46,8 +46,8 @@ import uuid
 import keras
 from keras import ops
 
-from byol_keras.augment import center_crop_resize
-from byol_keras.augment import normalize
+from byol_keras.preprocessing import center_crop_resize
+from byol_keras.preprocessing import normalize
 from byol_keras.decoding import DEFAULT_MAX_PIXELS
 from byol_keras.decoding import check_max_pixels
 from byol_keras.decoding import decode_image
@@ -118,7 +118,7 @@ def preprocess_image_bytes(image_bytes, image_size, crop_fraction=0.875, max_pix
 
     Each image is checked, decoded and cropped on its own (`tf.map_fn`, one image at a time, so that the memory
     of decoding is one image's however long the request), because images in one request may differ in size;
-    the result is what `byol_keras.augment.center_crop_resize` followed by `normalize` gives for each image
+    the result is what `byol_keras.preprocessing.center_crop_resize` followed by `normalize` gives for each image
     `byol_keras.decoding.decode_image` decodes.
 
     Args:

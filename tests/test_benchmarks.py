@@ -127,7 +127,7 @@ def test_the_peer_locations_are_flags():
 
 def _plain(value):
     """A call's argument in comparable form: a source by its name and size, views by their configuration."""
-    from byol_keras.augment import BYOLAugment
+    from byol_keras.views import BYOLAugment
     from byol_keras.sources import Source
 
     if isinstance(value, Source):

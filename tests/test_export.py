@@ -23,10 +23,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from byol_keras.augment import IMAGENET_MEAN
-from byol_keras.augment import IMAGENET_STD
-from byol_keras.augment import center_crop_resize
-from byol_keras.augment import normalize
+from byol_keras.preprocessing import IMAGENET_MEAN
+from byol_keras.preprocessing import IMAGENET_STD
+from byol_keras.preprocessing import center_crop_resize
+from byol_keras.preprocessing import normalize
 from byol_keras.export import export_encoder
 from byol_keras.export import export_version
 from byol_keras.export import l2_normalize
@@ -628,7 +628,7 @@ def test_export_of_model_built_under_mirrored_strategy(tmp_path, samples):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         import keras
-        from byol_keras.augment import center_crop_resize, normalize
+        from byol_keras.preprocessing import center_crop_resize, normalize
         from byol_keras.export import decode_images, export_encoder
 
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

@@ -163,7 +163,7 @@ def test_demo_command_end_to_end(demo_run):
     served = tf.saved_model.load(str(version_dir))
     pixels = np.random.default_rng(0).integers(0, 255, size=(2, 32, 32, 3), dtype=np.uint8)
     out = served.signatures["embed_pixels"](images=tf.constant(pixels))
-    from byol_keras.augment import center_crop_resize, normalize
+    from byol_keras.preprocessing import center_crop_resize, normalize
 
     expected = model(normalize(center_crop_resize(pixels, config["image_size"], config["crop_fraction"])))
     np.testing.assert_allclose(out["embedding"].numpy(), np.array(expected), atol=1e-4)
@@ -172,7 +172,7 @@ def test_demo_command_end_to_end(demo_run):
 def test_quality_benchmark_recipes_build():
     # Every recipe of benchmarks/quality.py resolves to a configuration whose views, encoder and
     # optimizer build, so a typo in a recipe fails here rather than ten minutes into a benchmark.
-    from byol_keras.augment import BYOLAugment
+    from byol_keras.views import BYOLAugment
     from byol_keras.cli.pretrain import build_encoder, build_optimizer
 
     from benchmarks import quality
