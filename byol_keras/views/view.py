@@ -286,7 +286,7 @@ class BYOLView(keras.layers.Layer):
         """Crop windows `(y1, x1, crop_height, crop_width)` in whole pixels of an image of the given size.
 
         Drawn on the image's own height and width, as both sources of `crop_style` do:
-        `image_ops.torchvision_crop_window` or `image_ops.official_crop_window`.
+        `views.geometry.torchvision_crop_window` or `views.geometry.official_crop_window`.
 
         Args:
             height, width: float scalars (or tensors broadcastable to the draws' leading axis).
@@ -355,7 +355,7 @@ class BYOLView(keras.layers.Layer):
 
         Channels first, each channel is a contiguous plane, which XLA's CPU loops vectorise better than
         interleaved RGB (figures in `docs/design.md`, "The stages after the crop run channels first"). The maths are the layout-independent
-        functions of `image_ops`, the same as KerasCV's `Grayscale` and `Solarization` layers (tested equal).
+        functions of `views.colour`, the same as KerasCV's `Grayscale` and `Solarization` layers (tested equal).
         """
         if self.jitter_prob > 0.0 and self.channels != 3:
             jittered = brightness_contrast(
