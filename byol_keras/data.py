@@ -282,7 +282,7 @@ def pretrain_dataset(
 
         # The views are finished in chunks of a few dozen images, then joined into batches: every stage is per
         # image, so a chunk computes what the whole batch would, with the compiled view's temporaries a chunk's
-        # size rather than a batch's (peak memory: benchmarks/README.md). Each chunk draws from its own key.
+        # size rather than a batch's (peak memory: docs/results.md). Each chunk draws from its own key.
         chunk = _view_chunk(batch_size)
 
         @_plain_graph

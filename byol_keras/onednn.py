@@ -25,7 +25,7 @@ The allocator comes with the kernels: with oneDNN on, TensorFlow allocates CPU t
 allocator (`MklCPUAllocator`, best-fit with coalescing over regions it keeps); with oneDNN off, from plain
 `malloc`, which hands every large buffer back to the system when it is freed, so that each step's tensors of
 megabytes are mapped and page-faulted afresh: every compiled stage of the views runs slower (measured in
-benchmarks/README.md, "Quiet, and the allocator that oneDNN brings").
+docs/results.md).
 
 - `use_bfc_allocator()`: sets `TF_CPU_ALLOCATOR_USE_BFC=true` (TensorFlow's own best-fit-with-coalescing
   allocator for CPU tensors, the same design as oneDNN's) unless the variable is set or TensorFlow's runtime

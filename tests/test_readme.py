@@ -40,7 +40,7 @@ def bring_your_own_blocks():
 
 @pytest.mark.slow
 def test_readme_bring_your_own_snippets_run(tmp_path, monkeypatch):
-    """Each snippet of "Bring your own" (issue 32), in a fresh namespace, in a folder holding a small run."""
+    """Each snippet of "Bring your own", in a fresh namespace, in a folder holding a small run."""
     import keras
 
     from byol_keras import BYOL, distribute

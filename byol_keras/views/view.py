@@ -103,7 +103,7 @@ class BYOLView(keras.layers.Layer):
         jit_compile: bool. When the layer runs inside a graph (a `tf.data` map, a `tf.function`),
             compile `apply_transform` with XLA, which fuses the colour jitter's hundred-odd
             elementwise passes over the batch into a few loops: several times the images per second of the
-            plain graph on CPU (`benchmarks/README.md`). The random draws (`sample_transform`) stay
+            plain graph on CPU (docs/results.md). The random draws (`sample_transform`) stay
             outside, so a seeded stream is the same either way; the maths agree to float rounding.
             Eager calls always run op by op (no compilation per new shape). Defaults to True.
         **kwargs: `keras.layers.Layer` arguments (`name`, ...). The layer computes in float32.
