@@ -29,7 +29,7 @@ Example:
 >>> png = tf.io.encode_png(tf.zeros((4, 6, 3), tf.uint8))
 >>> tuple(decode_image(png).shape)
 (4, 6, 3)
->>> [int(x) for x in image_size(png)]  # format (PNG), height, width, pixels: read from the header
+>>> [int(x) for x in image_header(png)]  # format (PNG), height, width, pixels: read from the header
 [2, 4, 6, 24]
 >>> decode_image(png, max_pixels=23)
 Traceback (most recent call last):
@@ -175,7 +175,7 @@ def _gif_frames(contents):
     return frames[first], areas[first]
 
 
-def image_size(contents):
+def image_header(contents):
     """Format, height, width and decoded pixel count of an encoded image, read from its header only.
 
     Nothing is decoded and nothing of the image's size is allocated. For a GIF, `pixels` is the larger
@@ -265,7 +265,7 @@ def checked(contents, max_pixels=DEFAULT_MAX_PIXELS, name=None):
         [name, "Unknown image file format. One of JPEG, PNG, GIF, BMP required."]
     )
     with tf.control_dependencies([_assert(known, unknown_message)]):
-        _, height, width, pixels = image_size(contents)
+        _, height, width, pixels = image_header(contents)
     kind = tf.gather(tf.constant(FORMAT_NAMES), code)
     too_large = tf.strings.join(
         [

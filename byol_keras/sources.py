@@ -60,7 +60,7 @@ import numpy as np
 import tensorflow as tf
 
 from byol_keras.decoding import DEFAULT_MAX_PIXELS, check_max_pixels, decode_image
-from byol_keras.decoding import image_size as header_size
+from byol_keras.decoding import image_header
 from byol_keras.validation import check_positive_int
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -401,7 +401,7 @@ def _header_sizes(paths, max_pixels):
     """
 
     def size_of(index, path):
-        code, height, width, pixels = header_size(tf.io.read_file(path))
+        code, height, width, pixels = image_header(tf.io.read_file(path))
         ok = (code != 0) & (height > 0) & (width > 0) & (pixels <= float(max_pixels))
         return index, ok, tf.stack([height, width])
 

@@ -28,7 +28,7 @@ def _photo(height, width, seed=0):
 
 
 def _size(encoded):
-    code, height, width, pixels = (t.numpy() for t in tf.function(decoding.image_size)(tf.constant(encoded)))
+    code, height, width, pixels = (t.numpy() for t in tf.function(decoding.image_header)(tf.constant(encoded)))
     return decoding.FORMAT_NAMES[code], int(height), int(width), float(pixels)
 
 
