@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -111,7 +112,9 @@ def demo_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("demo")
     run_dir, export = base / "run", base / "saved_models" / "demo"
     command = DEMO + ["--epochs", "2", "--out", str(run_dir), "--export", str(export)]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    # The console a user gets by default: without a TF_CPP_MIN_LOG_LEVEL of their own.
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "BYOL_KERAS_SET_TF_LOG_LEVEL")}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir, export, result
 
@@ -126,6 +129,12 @@ def test_demo_command_end_to_end(demo_run):
     assert [l.split()[:2] for l in lines[:2]] == [["epoch", "1/2"], ["epoch", "2/2"]], lines
     assert "knn_top1" in lines[1] and lines[2:4] == ["", RESULT_RULE] and lines[4].startswith("BYOL demo"), lines
     assert len(lines) == 7, lines
+    # No TensorFlow start-up log (C++ INFO lines, a failed cuInit without a GPU), no AutoGraph notice, no INFO line
+    # of another library's Python logger: byol_keras' own choices only.
+    noise = re.compile(r"^[IWE]\d{4} |cuInit|oneDNN custom operations are on|absl::InitializeLog|AutoGraph|"
+                       r"Sharding callback", re.MULTILINE)
+    assert not noise.search(result.stderr + result.stdout), result.stderr[-3000:]
+    assert "Distribution: --strategy auto" in result.stderr, result.stderr[-3000:]  # our INFO lines stay
     # The printed summary line with both accuracies and the export.
     line = [l for l in result.stdout.splitlines() if l.startswith("BYOL demo")][-1]
     assert "kNN top-1" in line and "(random init)" in line and "(pretrained)" in line, line
@@ -154,7 +163,7 @@ def test_demo_command_end_to_end(demo_run):
     assert (run_dir / "checkpoints" / "latest.keras").exists()
 
     # The final model loads and is the same embedder as the export's `.keras` twin.
-    import byol_keras  # noqa: F401  (registers BYOL, LARS, WarmupCosine for loading)
+    from byol_keras import BYOL  # noqa: F401  (registers BYOL, LARS, WarmupCosine for loading)
 
     model = keras.saving.load_model(str(run_dir / "model.keras"))
     assert int(model.optimizer.iterations.numpy()) == 4
@@ -274,7 +283,7 @@ def test_a_resume_runs_on_the_runs_own_configuration_with_the_changes_it_may_mak
         "epochs": [1, 2], "total_steps": [2, 4], "verbose": [0, 2], "knn_every_n_epochs": [25, 5]}
     assert "projection_dim" not in resume["changed"] and "batch_size" not in resume["changed"]
 
-    import byol_keras  # noqa: F401  (registers BYOL and its optimizer for loading)
+    from byol_keras import BYOL  # noqa: F401  (registers BYOL and its optimizer for loading)
 
     # τ's horizon is the extended run's, as the learning rate's (the backup's weights carried the first launch's 2).
     model = keras.saving.load_model(str(run_dir / "model.keras"))

@@ -15,8 +15,6 @@ import argparse
 import numpy as np
 
 from byol_keras import cli
-from byol_keras.subsets import balanced_subset, keep_elements
-from byol_keras.transfer import transfer
 
 
 def labelled_subset(train_data, fraction, seed, labels=None):
@@ -35,6 +33,8 @@ def labelled_subset(train_data, fraction, seed, labels=None):
         Tuple `(subset, indices)`: the subset in the form of `train_data`, and the kept indices.
     """
     import tensorflow as tf
+
+    from byol_keras.subsets import balanced_subset, keep_elements
 
     is_dataset = isinstance(train_data, tf.data.Dataset)
     if labels is None:
@@ -96,6 +96,8 @@ def run_finetune(
     Returns:
         Dict `{"top1": float, "top5": float, "num_labelled": int}`.
     """
+    from byol_keras.transfer import transfer
+
     subset, indices = labelled_subset(train_data, fraction, seed, labels=train_labels)
     results = transfer(encoder, subset, test_data, num_classes, image_size, freeze=False, epochs=epochs,
                        batch_size=batch_size, learning_rate=learning_rate, weight_decay=weight_decay,

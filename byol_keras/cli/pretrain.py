@@ -857,7 +857,10 @@ def main(argv=None, prog="byol-pretrain"):
     def pretrain(args):
         import logging
 
-        logging.basicConfig(level=logging.INFO, format="%(message)s")  # strategy and XLA choices
+        # byol_keras' own choices (strategy, precision, XLA) at INFO; other libraries' loggers only from WARNING
+        # (the root's level: TensorFlow's INFO lines, "Sharding callback duration" and the like, stay off).
+        logging.basicConfig(format="%(message)s")
+        logging.getLogger("byol_keras").setLevel(logging.INFO)
         config = resolve_config(args)
         config["verbose"] = args.verbose
         hint = short_run_hint(config)
