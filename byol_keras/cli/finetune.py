@@ -12,8 +12,6 @@ encoder trains, BatchNorm included. Prints top-1 / top-5 and writes them as JSON
 
 import argparse
 
-import numpy as np
-
 from byol_keras import cli
 
 
@@ -32,6 +30,7 @@ def labelled_subset(train_data, fraction, seed, labels=None):
     Returns:
         Tuple `(subset, indices)`: the subset in the form of `train_data`, and the kept indices.
     """
+    import numpy as np
     import tensorflow as tf
 
     from byol_keras.subsets import balanced_subset, keep_elements

@@ -22,7 +22,6 @@ changes no logging of the program that imports it.
 import os
 import re
 import sys
-import tempfile
 
 VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
 QUIET_LEVEL = "1"  # TensorFlow's C++ INFO lines off; its warnings (W) and errors (E) still shown
@@ -89,6 +88,8 @@ class _stderr_caught:
     A file rather than a pipe: no reader thread, and no writer blocked on a full pipe."""
 
     def __enter__(self):
+        import tempfile  # here: `--help` never needs it
+
         sys.stderr.flush()
         self._file = tempfile.TemporaryFile()
         self._saved = os.dup(2)
