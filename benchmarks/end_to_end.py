@@ -22,7 +22,8 @@ import tensorflow as tf  # noqa: E402
 
 
 def run(args):
-    from byol_keras.augment import BYOLAugment, normalize
+    from byol_keras.preprocessing import normalize
+    from byol_keras.views import BYOLAugment
     from byol_keras.data import load_source, pretrain_dataset
 
     report.set_threads(args.threads)

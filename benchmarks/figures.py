@@ -1,4 +1,4 @@
-"""Make the README's pictures from real data and a real run.
+"""Make the pictures of docs/ from real data and a real run.
 
     python -m benchmarks.figures views                       # docs/views.png from ../shared/data/cifar10
     python -m benchmarks.figures photo-views                 # docs/photo_views.png: windows on a 4:3 photo
@@ -29,7 +29,8 @@ def views_figure(data, out, seed=0):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from byol_keras.augment import IMAGENET_MEAN, IMAGENET_STD, BYOLAugment
+    from byol_keras.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+    from byol_keras.views import BYOLAugment
     from byol_keras.data import load_arrays, load_source
 
     source = load_source(data, split="test")
@@ -67,7 +68,7 @@ def photo_views_figure(data, out, seed=0, pairs=6):
     from PIL import Image
 
     from byol_keras import data as pipeline
-    from byol_keras.augment import BYOLAugment
+    from byol_keras.views import BYOLAugment
 
     folder = os.path.join(data, "test", "cat")
     with Image.open(os.path.join(folder, sorted(os.listdir(folder))[0])) as image:

@@ -182,7 +182,7 @@ class DeviceNormalize(keras.layers.Layer):
         super().__init__(dtype="float32", **kwargs)
 
     def call(self, images):
-        from byol_keras.image_ops import normalize
+        from byol_keras.preprocessing import normalize
 
         return normalize(images)
 
@@ -428,7 +428,7 @@ def run(args):
     precisions = tuple(args.precisions or supported_precisions(gpus))
     jits = tuple(bool(int(j)) for j in (args.jit or ("1", "0")))
 
-    from byol_keras.augment import BYOLAugment
+    from byol_keras.views import BYOLAugment
     from byol_keras.distribute import resolve_jit_compile
 
     r = Run(args, sizes, gpus)

@@ -17,8 +17,9 @@ its two calls, `byol_keras.data.run_source` and `run_views`), whatever path and 
 epoch is not timed on either side (the peer's first batch only). `pipeline96-cached` is `pipeline96`'s name in
 older notes.
 
-Each round starts the peer's script (`../shared/bench/`, run with `--peer-python`, default
-`/tmp/peer/bin/python`) and then ours as subprocesses, one after the other, so that both see the same
+Each round starts the peer's script (from `--peer-dir`, run with `--peer-python`; defaults: `$BYOL_PEER_DIR`
+and `$BYOL_PEER_PYTHON`, else `../shared/bench` beside the clone and `/tmp/peer/bin/python`, the set-up of
+`../shared/bench/README.md`) and then ours as subprocesses, one after the other, so that both see the same
 machine load in turn. Every subprocess prints one JSON line; its peak resident memory comes from
 `os.wait4` (the child's own `ru_maxrss`), measured the same way for both. Prints one JSON line per
 figure: the peer's and our per-run figures, their medians, min and max, the ratio of the medians, and
@@ -45,7 +46,6 @@ import time
 from benchmarks import report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PEER_DIR = os.path.normpath(os.path.join(report.ROOT, "..", "shared", "bench"))
 OURS_PYTHON = os.path.join(report.ROOT, ".venv", "bin", "python")
 
 
@@ -65,7 +65,7 @@ def figures(args):
     steps = str(args.steps)
     return {
         "step": (
-            [args.peer_python, os.path.join(PEER_DIR, "peer_step.py"), "--batch", "128", "--size", "32",
+            [args.peer_python, os.path.join(args.peer_dir, "peer_step.py"), "--batch", "128", "--size", "32",
              "--threads", "2", "--steps", steps, "--warmup", "1"],
             [OURS_PYTHON, "-m", "benchmarks.step", "--batch", "128", "--size", "32", "--threads", "2",
              "--steps", "1", "--runs", str(args.our_runs), "--warmup", "1", "--jit", str(args.jit)],
@@ -78,26 +78,26 @@ def figures(args):
              "--runs", str(args.our_runs), "--warmup", "1", "--jit", str(args.jit)],
         ),
         "pipeline32": (
-            [args.peer_python, os.path.join(PEER_DIR, "peer_augment.py"), cifar_train, "--size", "32",
+            [args.peer_python, os.path.join(args.peer_dir, "peer_augment.py"), cifar_train, "--size", "32",
              "--workers", "2", "--blur", "0"],
             [OURS_PYTHON, "-m", "benchmarks.pipeline", "--data", args.data, "--size", "32",
              "--runs", str(args.our_runs)],
         ),
         "pipeline96": (
-            [args.peer_python, os.path.join(PEER_DIR, "peer_augment.py"), cifar_train, "--size", "96",
+            [args.peer_python, os.path.join(args.peer_dir, "peer_augment.py"), cifar_train, "--size", "96",
              "--workers", "2"],
             [OURS_PYTHON, "-m", "benchmarks.pipeline", "--data", args.data, "--size", "96",
              "--runs", str(args.our_runs), "--batches", "5"],
         ),
         "pipeline224": (
-            [args.peer_python, os.path.join(PEER_DIR, "peer_augment.py"), args.photos_dir, "--size", "224",
+            [args.peer_python, os.path.join(args.peer_dir, "peer_augment.py"), args.photos_dir, "--size", "224",
              "--workers", "2", "--batches", "10"],
             [OURS_PYTHON, "-m", "benchmarks.pipeline", "--photos", "--photos-dir", args.photos_dir, "--size", "224",
              "--photos-per-class", str(args.photos_per_class),
              "--runs", str(args.our_runs), "--batches", "4"],
         ),
         "pipeline224-mixed": (
-            [args.peer_python, os.path.join(PEER_DIR, "peer_augment.py"), args.mixed_dir, "--size", "224",
+            [args.peer_python, os.path.join(args.peer_dir, "peer_augment.py"), args.mixed_dir, "--size", "224",
              "--workers", "2", "--batches", "10"],
             [OURS_PYTHON, "-m", "benchmarks.pipeline", "--mixed", "--photos-dir", args.mixed_dir, "--size", "224",
              "--photos-per-class", str(args.photos_per_class),
@@ -164,14 +164,19 @@ def compare(name, peer_command, our_command, rounds, isa=None, our_env=None):
     return result
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("figure", choices=("step", "step-demo", "pipeline32", "pipeline96", "pipeline96-cached",
                                            "pipeline224", "pipeline224-mixed", "all"))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--our-runs", dest="our_runs", type=int, default=5, help="timed runs inside each of our processes")
     parser.add_argument("--steps", type=int, default=2, help="timed steps of each peer train-step process")
-    parser.add_argument("--peer-python", dest="peer_python", default="/tmp/peer/bin/python")
+    parser.add_argument("--peer-python", dest="peer_python", default=report.PEER_PYTHON,
+                        help="the Python of the peer's environment (torch, lightly); default $BYOL_PEER_PYTHON, "
+                             "else %(default)s")
+    parser.add_argument("--peer-dir", dest="peer_dir", default=report.PEER_DIR,
+                        help="the folder of the peer's scripts peer_step.py and peer_augment.py; default "
+                             "$BYOL_PEER_DIR, else %(default)s")
     parser.add_argument("--data", default=report.DEFAULT_CIFAR)
     parser.add_argument("--photos-dir", dest="photos_dir",
                         default=os.path.join(tempfile.gettempdir(), "byol_keras_photos_400x300_q90"),
@@ -185,7 +190,11 @@ def main(argv=None):
     parser.add_argument("--isa", choices=("AVX2",), help="restrict both sides to this instruction set (see above)")
     parser.add_argument("--onednn", choices=("both", "off", "on"), default="both",
                         help="with --isa: ours with oneDNN off, on, or both (default)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     table = figures(args)
     table["pipeline96-cached"] = table["pipeline96"]  # the name of older notes
     names = ("pipeline32", "pipeline96", "pipeline224", "pipeline224-mixed", "step", "step-demo") \

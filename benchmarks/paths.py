@@ -34,7 +34,7 @@ PATHS = (("native", "native", True), ("per_image_cached", "per_image", True), ("
 
 def run_case(case, args):
     from benchmarks.photos import make_photos
-    from byol_keras.augment import BYOLAugment
+    from byol_keras.views import BYOLAugment
     from byol_keras.data import choose_path, load_source, pretrain_dataset
 
     size, view = case.split(":")

@@ -1,6 +1,8 @@
 """Step-by-step parity with the peer: the same BYOL network, weights and batches in byol_keras and lightly.
 
-    .venv/bin/python -m benchmarks.peer_parity    # needs the peer's Python (default /tmp/peer/bin/python)
+    .venv/bin/python -m benchmarks.peer_parity --peer-python /tmp/peer/bin/python   # the peer's Python (torch, lightly)
+
+`--peer-python` defaults to `$BYOL_PEER_PYTHON`, else `/tmp/peer/bin/python` (the set-up of `../shared/bench/README.md`).
 
 Builds byol_keras' quality-benchmark network at a small size (ResNet-18 of width 4 as lightly's
 benchmark backbone: no stem ReLU, PyTorch's padding of strided convolutions; heads 64 → 32), hands
@@ -24,6 +26,7 @@ import tempfile
 
 import numpy as np
 
+from benchmarks import report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -71,7 +74,9 @@ def update_difference(start, end, other):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--peer-python", default="/tmp/peer/bin/python")
+    parser.add_argument("--peer-python", default=report.PEER_PYTHON,
+                        help="the Python of the peer's environment (torch, lightly); default $BYOL_PEER_PYTHON, "
+                             "else %(default)s")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--total-steps", type=int, default=10, help="the τ schedule's length K")

@@ -155,14 +155,15 @@ def stages(args):
     """Milliseconds per image of the per-image stages and per batch of the batched ones."""
     import numpy as np
 
-    from byol_keras import augment as aug
+    from byol_keras import preprocessing
+    from byol_keras.views import BYOLAugment, colour
     from byol_keras import data
 
     report.set_threads(args.threads)
     folder = image_folder(args)
     paths = sorted(os.path.join(d, f) for d, _, files in os.walk(folder) for f in files)[: args.batch]
     contents = [open(path, "rb").read() for path in paths]
-    augment = aug.BYOLAugment(args.size, blur=args.blur != 0, seed=0)
+    augment = BYOLAugment(args.size, blur=args.blur != 0, seed=0)
     views = augment.views
     keys = tf.constant(np.random.default_rng(0).integers(0, 2**31, (len(contents), 2)), tf.int64)
 
@@ -198,14 +199,14 @@ def stages(args):
     batched = {
         "cast_transpose_flip": lambda: tf.where(
             transform["flip"][:, None, None, None], tf.reverse(planar, [3]), planar),
-        "color_jitter": lambda: aug.color_jitter(
+        "color_jitter": lambda: colour.color_jitter(
             planar, transform["brightness"], transform["contrast"], transform["saturation"],
             transform["hue"], transform["jitter_order"], channel_axis=1),
-        "grayscale": lambda: aug.grayscale(planar, channel_axis=1),
+        "grayscale": lambda: colour.grayscale(planar, channel_axis=1),
         "blur_view1": lambda: view._blur(planar, tf.ones_like(transform["blur"]), transform["blur_sigma"]),
         "blur_view2": lambda: views[1]._blur(planar, views[1].sample_transform(batch)["blur"], transform["blur_sigma"]),
-        "solarize": lambda: aug.solarize(planar, 0.5),
-        "normalize": lambda: aug.normalize(batch),
+        "solarize": lambda: colour.solarize(planar, 0.5),
+        "normalize": lambda: preprocessing.normalize(batch),
         "whole_view_after_crop": lambda: view.apply_after_crop(batch, transform),
     }
     per_batch = {

@@ -11,8 +11,7 @@ those 10,000 training images, queries = the 10,000 test images. The random-initi
 floor. Prints one JSON line; the run directory's `history.json` has kNN after every epoch.
 
 A recipe is a preset's optimisation, initialisation, τ and views (`RECIPES`: the preset's name and the
-fields it changes). The figures, with the per-epoch record of every recipe tried, are in
-`docs/results.md`.
+fields it changes). The figures, and the recipes tried, are in `docs/results.md`.
 """
 
 import argparse

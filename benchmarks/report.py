@@ -20,6 +20,12 @@ from byol_keras import onednn  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CIFAR = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "cifar10"))
+# Where the peer (lightly on PyTorch) lives: its virtual environment's Python and the folder of its scripts
+# (`peer_step.py`, `peer_augment.py`). Flags of the peer benchmarks (`--peer-python`, `--peer-dir`); these are only
+# their defaults: the environment variables, else the set-up of `../shared/bench/README.md` (a venv in /tmp/peer,
+# the scripts in a `shared/bench` folder beside the clone).
+PEER_PYTHON = os.environ.get("BYOL_PEER_PYTHON", "/tmp/peer/bin/python")
+PEER_DIR = os.environ.get("BYOL_PEER_DIR", os.path.normpath(os.path.join(ROOT, "..", "shared", "bench")))
 
 
 def set_threads(threads, inter_threads=None):

@@ -2,11 +2,12 @@
 
     from byol_keras import BYOL, LARS, WarmupCosine, BYOLAugment, resnet18
 
-Importing the package registers its Keras objects (BYOL, LARS, WarmupCosine, the augmentation layers),
-so that `keras.saving.load_model` finds them after `import byol_keras`; the other modules (data, callbacks,
-evaluation, export, distribute, presets, and `cli`, the command-line programs) load on first use, as
-attributes (`byol_keras.data`) or imports (`from byol_keras.data import load_source`). `__all__` names the
-public classes and functions.
+Importing the package imports neither TensorFlow nor Keras (the commands answer `--help` without them): every
+module loads on first use, as an attribute (`byol_keras.data`), an import (`from byol_keras.data import
+load_source`) or a public name (`from byol_keras import BYOL`). The first public name taken from the package
+registers all of its Keras objects (BYOL, LARS, WarmupCosine, the augmentation layers) with Keras'
+serialisation, so that `keras.saving.load_model` rebuilds a saved run after `from byol_keras import BYOL`;
+`byol_keras.run_folder` registers them itself before it loads. `__all__` names the public classes and functions.
 
 Imported before TensorFlow, the package turns TensorFlow's oneDNN CPU kernels on (`TF_ENABLE_ONEDNN_OPTS=1`)
 unless that variable is set, and TensorFlow's pooling allocator for CPU tensors (`TF_CPU_ALLOCATOR_USE_BFC=true`)
@@ -24,12 +25,6 @@ _onednn.use_onednn()
 # TensorFlow's BFC allocator for CPU tensors unless TF_CPU_ALLOCATOR_USE_BFC is set: with oneDNN off its
 # default is malloc, which slows every compiled stage of the views (byol_keras/onednn.py).
 _onednn.use_bfc_allocator()
-
-# Registration only: these modules define the serialisable classes a saved BYOL model refers to.
-from byol_keras import augment as _augment  # noqa: F401
-from byol_keras import byol as _byol  # noqa: F401
-from byol_keras import optimizers as _optimizers  # noqa: F401
-from byol_keras import schedules as _schedules  # noqa: F401
 
 # The one place the version is written: pyproject.toml reads it (setuptools `attr`) into the distribution's
 # metadata, so `importlib.metadata.version("byol-keras")` gives the same string.
@@ -49,22 +44,29 @@ _EXPORTS = {
     "WarmupCosine": "schedules",
     "scale_learning_rate": "schedules",
     "LARS": "optimizers",
-    "BYOLAugment": "augment",
-    "BYOLView": "augment",
-    "LayerViews": "augment",
+    "BYOLAugment": "views",
+    "BYOLView": "views",
+    "LayerViews": "views",
 }
 # reachable as attributes, not star-imported
 _SUBMODULES = (
-    "augment", "byol", "callbacks", "cli", "cluster", "compat", "data", "decoding", "distribute", "embedding",
-    "encoders", "eval_data", "evaluation", "export", "fault_tolerance", "heads", "image_ops", "knn", "layers",
-    "losses", "onednn", "optimizers", "presets", "run_folder", "schedules", "sources", "subsets", "transfer", "validation",
+    "byol", "callbacks", "cli", "cluster", "compat", "data", "decoding", "distribute", "embedding", "encoders",
+    "eval_data", "export", "fault_tolerance", "heads", "knn", "layers", "losses", "onednn",
+    "optimizers", "preprocessing", "presets", "progress", "run_folder", "schedules", "sources", "subsets",
+    "transfer", "validation", "views",
 )
 
 __all__ = sorted(_EXPORTS)
 
 
+# The modules that define the serialisable classes a saved BYOL model refers to.
+_REGISTERING = ("byol", "optimizers", "schedules", "views")
+
+
 def __getattr__(name):
     if name in _EXPORTS:
+        for module in _REGISTERING:  # a public name registers every Keras object (keras.saving.load_model)
+            importlib.import_module(f"byol_keras.{module}")
         return getattr(importlib.import_module(f"byol_keras.{_EXPORTS[name]}"), name)
     if name in _SUBMODULES:
         return importlib.import_module(f"byol_keras.{name}")

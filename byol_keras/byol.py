@@ -121,7 +121,7 @@ class BYOL(keras.Model):
         synchronized_bn: bool or None, cross-replica BatchNorm in the heads. None means "when the
             current `tf.distribute` strategy has more than one replica". Defaults to None.
         augment: a layer mapping a batch of uint8 (or [0, 255] float) images to the two views
-            `(view1, view2)`, e.g. `byol_keras.augment.BYOLAugment`; only with
+            `(view1, view2)`, e.g. `byol_keras.views.BYOLAugment`; only with
             `augment_on="device"`. Defaults to None.
         augment_on: `"data"` or `"device"`. `"data"`: batches arrive as views made in `tf.data`,
             `(view1, view2)` or `(view1, view2, labels)`. `"device"`: batches arrive from

@@ -14,7 +14,7 @@ concept, and is importable from here as well (`from byol_keras.data import load_
 Example:
 
 >>> source = load_source("digits", split="train", image_size=32)
->>> views = lambda x: (x, x[:, :, ::-1])  # a real run uses the augmentations in byol_keras.augment
+>>> views = lambda x: (x, x[:, :, ::-1])  # a real run uses the augmentations in byol_keras.views
 >>> ds = pretrain_dataset(source, views, batch_size=64, image_size=32, seed=0)
 >>> v1, v2, labels = next(iter(ds))
 >>> tuple(v1.shape), labels.dtype.name
@@ -24,7 +24,7 @@ Example:
 import numpy as np
 import tensorflow as tf
 
-from byol_keras.augment import center_crop_resize
+from byol_keras.preprocessing import center_crop_resize
 from byol_keras.decoding import DEFAULT_MAX_PIXELS  # noqa: F401  (re-exported)
 from byol_keras.decoding import JPEG_DCT_METHOD  # noqa: F401  (the decoders' IDCT; benchmarks read it here)
 from byol_keras.decoding import check_max_pixels  # noqa: F401  (re-exported)
@@ -65,7 +65,7 @@ def pretrain_dataset(
 ):
     """The BYOL pretraining pipeline: `(view1, view2, labels)` batches whose crops come from whole images.
 
-    With `views` a `byol_keras.augment.BYOLAugment`, each view's crop window is drawn on the image's own
+    With `views` a `byol_keras.views.BYOLAugment`, each view's crop window is drawn on the image's own
     height and width (`BYOLView.crop_window`, the official or torchvision law), as the official code and
     torchvision do, on one of two paths:
 
@@ -137,7 +137,7 @@ def pretrain_dataset(
         `tf.data.Dataset` of `(view1, view2, labels)`, or as `views_on="device"` / `views=None` say above;
         labels int32 `(batch,)`, `-1` when unlabelled.
     """
-    from byol_keras.augment import BYOLAugment
+    from byol_keras.views import BYOLAugment
 
     _check_source(source)
     augment = views if isinstance(views, BYOLAugment) else None
@@ -302,7 +302,7 @@ def pretrain_dataset(
 
         # The views are finished in chunks of a few dozen images, then joined into batches: every stage is per
         # image, so a chunk computes what the whole batch would, with the compiled view's temporaries a chunk's
-        # size rather than a batch's (peak memory: benchmarks/README.md). Each chunk draws from its own key.
+        # size rather than a batch's (peak memory: docs/results.md). Each chunk draws from its own key.
         chunk = _view_chunk(batch_size)
 
         @_plain_graph
@@ -384,7 +384,7 @@ def run_views(config, source, start_batch=0, **options):
     Returns:
         `(BYOLAugment, tf.data.Dataset of (view1, view2, labels))`.
     """
-    from byol_keras.augment import BYOLAugment
+    from byol_keras.views import BYOLAugment
 
     augment = BYOLAugment(config["image_size"], blur=config["blur"], seed=config["seed"], **config["augment"])
     dataset = pretrain_dataset(source, augment, config["batch_size"], seed=config["seed"], repeat=True,

@@ -29,7 +29,7 @@ Example:
 >>> png = tf.io.encode_png(tf.zeros((4, 6, 3), tf.uint8))
 >>> tuple(decode_image(png).shape)
 (4, 6, 3)
->>> [int(x) for x in image_size(png)]  # format (PNG), height, width, pixels: read from the header
+>>> [int(x) for x in image_header(png)]  # format (PNG), height, width, pixels: read from the header
 [2, 4, 6, 24]
 >>> decode_image(png, max_pixels=23)
 Traceback (most recent call last):
@@ -176,7 +176,7 @@ def _gif_frames(contents):
     return frames[first], areas[first]
 
 
-def image_size(contents):
+def image_header(contents):
     """Format, height, width and decoded pixel count of an encoded image, read from its header only.
 
     Nothing is decoded and nothing of the image's size is allocated. For a GIF, `pixels` is the larger
@@ -230,16 +230,16 @@ _JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}
 
 
-def file_image_size(path):
-    """`image_size` of a file's header, read in Python from its first bytes: `(format, height, width, pixels)`,
-    or None where only `image_size` can say.
+def file_image_header(path):
+    """`image_header` of a file's header, read in Python from its first bytes: `(format, height, width, pixels)`,
+    or None where only `image_header` can say.
 
-    The same fields as `image_size` on the whole file, for a folder's scan without TensorFlow's per-file cost: a
-    PNG's and a BMP's header fields as `image_size` reads them (a file shorter than 32 bytes zero-padded), zeros
+    The same fields as `image_header` on the whole file, for a folder's scan without TensorFlow's per-file cost: a
+    PNG's and a BMP's header fields as `image_header` reads them (a file shorter than 32 bytes zero-padded), zeros
     for an empty file and an unknown format; a JPEG's first frame header, found by walking its marker segments up
     to the start of scan as libjpeg does (`extract_jpeg_shape` reads that far), reading a few bytes a segment, not
-    the file. None for a GIF (its frames are counted by `image_size`) and for a JPEG whose markers this walk does
-    not follow to a start of scan (a truncated or damaged header): `image_size` (libjpeg) decides those.
+    the file. None for a GIF (its frames are counted by `image_header`) and for a JPEG whose markers this walk does
+    not follow to a start of scan (a truncated or damaged header): `image_header` (libjpeg) decides those.
 
     Args:
         path: str, the file.
@@ -339,7 +339,7 @@ def checked(contents, max_pixels=DEFAULT_MAX_PIXELS, name=None):
         [name, "Unknown image file format. One of JPEG, PNG, GIF, BMP required."]
     )
     with tf.control_dependencies([_assert(known, unknown_message)]):
-        _, height, width, pixels = image_size(contents)
+        _, height, width, pixels = image_header(contents)
     kind = tf.gather(tf.constant(FORMAT_NAMES), code)
     too_large = tf.strings.join(
         [

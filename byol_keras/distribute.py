@@ -7,7 +7,7 @@ needs to do the same on one or many GPUs, several machines or a TPU, and to surv
 - `per_replica_batch_size`: the global batch split over the replicas (an uneven split is an error).
 - who writes: only the chief keeps checkpoints, logs and exports (`byol_keras.cluster`: `is_chief`,
   `worker_dir`).
-- `sync_batchnorm` (defined in `byol_keras.layers`): an encoder's BatchNorm layers made cross-replica.
+- cross-replica BatchNorm: `byol_keras.layers.sync_batchnorm(encoder)`.
 - `set_precision`, `resolve_jit_compile`: the dtype policy, and whether XLA can be used.
 - surviving a lost worker: `byol_keras.fault_tolerance` (`StepBackup`, `StopOnNonFiniteLoss`, `batches_done`).
 
@@ -38,7 +38,6 @@ import tensorflow as tf
 
 from byol_keras import compat
 from byol_keras.cluster import is_chief
-from byol_keras.layers import sync_batchnorm  # noqa: F401  (its home is layers.py; importable here too)
 from byol_keras.onednn import onednn_state, tell_if_off
 from byol_keras.validation import check_positive_int
 
@@ -211,7 +210,7 @@ def set_precision(name):
 def resolve_jit_compile(strategy, requested="auto", augment_on_device=False):
     """Decide whether to compile the training step with XLA (`model.compile(jit_compile=...)`).
 
-    `"auto"` chooses what measured faster for the BYOL step (`benchmarks/README.md`):
+    `"auto"` chooses what measured faster for the BYOL step (docs/results.md, "oneDNN, XLA and the step"):
 
     - on a GPU: XLA on;
     - on a CPU-only host, from what is true in this process (`byol_keras.onednn`): with TensorFlow's
@@ -262,9 +261,8 @@ def resolve_jit_compile(strategy, requested="auto", augment_on_device=False):
 def _cpu_choice(onednn_enabled):
     """`(jit_compile, reason)` for the BYOL step on a CPU-only host, from whether oneDNN is on in this process.
 
-    Measured 2026-12-05 (`benchmarks/README.md`), 2 threads, AVX2, batch 128, images/s: with oneDNN on its
-    kernels beat XLA's (ResNet-18 w64 at 32 px 17.6 vs 13.5; the demo's ConvNet at 16 px 4,966 vs 4,846);
-    with oneDNN off XLA beats TensorFlow's Eigen kernels (12.4 vs 11.3; 4,569 vs 4,034).
+    The rule follows the measurements in docs/results.md ("oneDNN, XLA and the step"): with oneDNN on, its
+    kernels beat XLA's on the BYOL step; with oneDNN off, XLA beats TensorFlow's Eigen kernels.
     """
     if onednn_enabled:
         return False, (

@@ -253,7 +253,7 @@ def keras_hub_encoder(backbone, pooling="auto", input_shape=None, load_weights=T
     the weight that differs (keras-hub 0.32's `EfficientNetBackbone` omits `num_features`: only its default,
     1280, rebuilds).
 
-    The encoder receives byol_keras' views: ImageNet-normalised float32 images (`byol_keras.augment.normalize`),
+    The encoder receives byol_keras' views: ImageNet-normalised float32 images (`byol_keras.preprocessing.normalize`),
     the input KerasHub's ResNet and EfficientNet presets expect; its ViT presets were trained on [-1, 1] pixels,
     which a warm start then sees shifted.
 

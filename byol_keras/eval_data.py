@@ -13,8 +13,8 @@ The pretraining views are made elsewhere (`byol_keras.data.pretrain_dataset`).
 import numpy as np
 import tensorflow as tf
 
-from byol_keras.augment import center_crop_resize, normalize
-from byol_keras.image_ops import official_crop_window
+from byol_keras.preprocessing import center_crop_resize, normalize
+from byol_keras.views.geometry import official_crop_window
 from byol_keras.sources import _check_source, _decoded, warn_small_images
 from byol_keras.subsets import _first_per_class, keep_elements
 from byol_keras.validation import check_positive_int
@@ -29,7 +29,7 @@ def load_arrays(source, image_size, limit_per_class=None, crop_fraction=0.875):
     """Load labelled examples into memory, e.g. as a kNN bank: the first `limit_per_class` per class.
 
     Images get the evaluation transform (`center_crop_resize`) and are kept as uint8 so that a bank
-    stays small; normalise them with `byol_keras.augment.normalize` before the encoder. Examples
+    stays small; normalise them with `byol_keras.preprocessing.normalize` before the encoder. Examples
     without a label (`-1`) are left out when `limit_per_class` is given. For folders and digits the
     subset is picked from the record labels before decoding; for TFDS the source is read in order
     until every class is full.
@@ -88,7 +88,7 @@ def load_arrays(source, image_size, limit_per_class=None, crop_fraction=0.875):
 
 
 def _crop_window(height, width, shape=()):
-    """Random windows of the linear-evaluation training crop (`image_ops.official_crop_window`).
+    """Random windows of the linear-evaluation training crop (`views.geometry.official_crop_window`).
 
     Args:
         height, width: float32 scalar tensors (or numbers), the image size in pixels.

@@ -46,12 +46,13 @@ import uuid
 import keras
 from keras import ops
 
-from byol_keras.augment import center_crop_resize
-from byol_keras.augment import normalize
+from byol_keras.preprocessing import center_crop_resize
+from byol_keras.preprocessing import normalize
 from byol_keras.decoding import DEFAULT_MAX_PIXELS
 from byol_keras.decoding import check_max_pixels
 from byol_keras.decoding import decode_image
 from byol_keras.durable import as_write_error, atomic_write_json, fsync_dir, writing
+from byol_keras.losses import l2_normalize  # the served `*_normalized` outputs are the loss's normalisation
 from byol_keras.validation import check_number, check_positive_int
 
 SERVING_DEFAULT = "serving_default"
@@ -72,22 +73,6 @@ DESCRIPTION_FILENAME = "export.json"
 # a CPU's or a GPU's batch efficiency; the embeddings themselves (4 bytes x D per image) are the only part that
 # grows with the request.
 SERVING_CHUNK = 32
-
-
-def l2_normalize(x, epsilon=1e-12):
-    """Scale each row to unit L2 norm, as `tf.math.l2_normalize` does.
-
-    `x / sqrt(max(sum(x**2), epsilon))`: an all-zero row stays zero instead of becoming NaN.
-
-    Args:
-        x: float tensor `(batch, dim)`.
-        epsilon: float, lower bound on the squared norm. Defaults to 1e-12.
-
-    Returns:
-        Tensor `(batch, dim)` of the same dtype, each row of norm 1 (or 0).
-    """
-    # keras.ops.normalize bounds the norm, tf.math.l2_normalize the squared norm: hence the square root.
-    return ops.normalize(x, axis=-1, order=2, epsilon=epsilon**0.5)
 
 
 def decode_images(image_bytes, max_pixels=DEFAULT_MAX_PIXELS):
@@ -118,7 +103,7 @@ def preprocess_image_bytes(image_bytes, image_size, crop_fraction=0.875, max_pix
 
     Each image is checked, decoded and cropped on its own (`tf.map_fn`, one image at a time, so that the memory
     of decoding is one image's however long the request), because images in one request may differ in size;
-    the result is what `byol_keras.augment.center_crop_resize` followed by `normalize` gives for each image
+    the result is what `byol_keras.preprocessing.center_crop_resize` followed by `normalize` gives for each image
     `byol_keras.decoding.decode_image` decodes.
 
     Args:

@@ -7,7 +7,7 @@ Keras 3 computes BatchNormalization on TensorFlow from separate ops (`moments`, 
 the activation. TensorFlow's `FusedBatchNormV3` (oneDNN on CPU, cuDNN on GPU) computes the batch
 statistics and the output in one kernel and keeps only its input and two per-channel vectors for the
 backward pass. Same maths, same variables, same moving-statistics update as Keras' layer: the
-encoder's training step uses less memory and, without XLA, less time (`benchmarks/README.md`).
+encoder's training step uses less memory and, without XLA, less time (docs/results.md).
 
 `Conv2D`: Keras' Conv2D, but a strided 1×1 convolution (ResNet's projection shortcut) is computed as a
 subsampling followed by a stride-1 1×1 convolution, which keeps TensorFlow's oneDNN kernels away from a

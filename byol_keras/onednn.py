@@ -7,8 +7,8 @@ runs on Eigen kernels, about 1.6 times slower (issue 21: ResNet-18 w64, B128, 32
 8.0 images/s off, 13.1 on).
 
 - `use_onednn()`: sets `TF_ENABLE_ONEDNN_OPTS=1` unless the variable is set (the user's choice wins) or
-  TensorFlow is already imported (too late to matter). `byol_keras/__init__.py` calls it before it imports
-  TensorFlow, so the commands, `training/*.py`, the benchmarks and the tests, which all import byol_keras
+  TensorFlow is already imported (too late to matter). `byol_keras/__init__.py` (which imports no TensorFlow)
+  calls it, so the commands, `training/*.py`, the benchmarks and the tests, which all import byol_keras
   first, run with oneDNN on.
 - `onednn_state()`: the variable, who set it, and whether TensorFlow's oneDNN kernels are really on;
   `config.json` records it.
@@ -25,7 +25,7 @@ The allocator comes with the kernels: with oneDNN on, TensorFlow allocates CPU t
 allocator (`MklCPUAllocator`, best-fit with coalescing over regions it keeps); with oneDNN off, from plain
 `malloc`, which hands every large buffer back to the system when it is freed, so that each step's tensors of
 megabytes are mapped and page-faulted afresh: every compiled stage of the views runs slower (measured in
-benchmarks/README.md, "Quiet, and the allocator that oneDNN brings").
+docs/results.md).
 
 - `use_bfc_allocator()`: sets `TF_CPU_ALLOCATOR_USE_BFC=true` (TensorFlow's own best-fit-with-coalescing
   allocator for CPU tensors, the same design as oneDNN's) unless the variable is set or TensorFlow's runtime

@@ -9,12 +9,6 @@ every command.
 import json
 import os
 
-import keras
-
-# Registers BYOL (and, through its imports, the encoders, heads and augmentation layers) with Keras'
-# serialisation, so that `keras.saving.load_model` can rebuild a saved run.
-from byol_keras import byol as _byol  # noqa: F401
-
 CONFIG_FILENAME = "config.json"
 MODEL_FILENAME = "model.keras"
 
@@ -59,7 +53,7 @@ def load_run(run_dir):
     """
     config = read_config(run_dir)
     model_path = _path(run_dir, MODEL_FILENAME)
-    return keras.saving.load_model(model_path, compile=False), config
+    return _load_model(model_path), config
 
 
 def load_encoder(run_dir=None, encoder_path=None):
@@ -79,4 +73,16 @@ def load_encoder(run_dir=None, encoder_path=None):
         model, config = load_run(run_dir)
         return model.encoder, config
     config = read_config(run_dir) if run_dir is not None else {}
-    return keras.saving.load_model(encoder_path, compile=False), config
+    return _load_model(encoder_path), config
+
+
+def _load_model(path):
+    """`keras.saving.load_model(path, compile=False)`, BYOL's classes registered first. Keras is imported here,
+    not with this module: the commands read a run's folder names without TensorFlow."""
+    import keras
+
+    # Registers BYOL (and, through its imports, the encoders, heads and augmentation layers) with Keras'
+    # serialisation, so that `keras.saving.load_model` can rebuild a saved run.
+    from byol_keras import byol  # noqa: F401
+
+    return keras.saving.load_model(path, compile=False)

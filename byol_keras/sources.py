@@ -25,7 +25,7 @@ Bad input is reported, never silently dropped and never fatal for the whole run:
   refused before anything is decoded, as an unreadable file is: a decompression bomb (a small file that
   declares a huge image) costs neither the memory nor the time of decoding it.
 - A folder is opened from its files' headers (`verify=False`, the default): every file's format, size and pixel
-  count are read from its first bytes (`byol_keras.decoding.file_image_size`; GIFs by `image_size`), nothing is
+  count are read from its first bytes (`byol_keras.decoding.file_image_header`; GIFs by `image_header`), nothing is
   decoded, at a tenth of a millisecond a file. Files that are no image, empty, cut before their header or
   above `max_pixels` are skipped now; they are listed in `Source.skipped` with the reason (the size and the
   limit for a refused image) and their number is reported right away with `warnings.warn`, naming a few of
@@ -63,8 +63,8 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from byol_keras.decoding import DEFAULT_MAX_PIXELS, check_max_pixels, decode_image, file_image_size
-from byol_keras.decoding import image_size as header_size
+from byol_keras.decoding import DEFAULT_MAX_PIXELS, check_max_pixels, decode_image, file_image_header
+from byol_keras.decoding import image_header
 from byol_keras.validation import check_positive_int
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -422,8 +422,8 @@ def _header_sizes(paths, max_pixels):
     """Every file's size read from its header, nothing decoded: `(ok (n,) bool, sizes (n, 2) int)`.
 
     Not ok: a file that cannot be read, of no supported format, of zero size, or above `max_pixels`. JPEG, PNG and
-    BMP headers are read in Python (`decoding.file_image_size`, a few bytes a file); GIFs and the JPEGs that walk
-    does not follow go through `decoding.image_size` in a parallel tf.data pass.
+    BMP headers are read in Python (`decoding.file_image_header`, a few bytes a file); GIFs and the JPEGs that walk
+    does not follow go through `decoding.image_header` in a parallel tf.data pass.
     """
     ok = np.zeros(len(paths), dtype=bool)
     sizes = np.zeros((len(paths), 2), dtype=np.int64)
@@ -432,7 +432,7 @@ def _header_sizes(paths, max_pixels):
     for start, stop in _with_progress(ranges, len(paths), "Reading the image headers", lambda r: r[1] - r[0]):
         for index in range(start, stop):
             try:
-                found = file_image_size(paths[index])
+                found = file_image_header(paths[index])
             except OSError:
                 continue  # unreadable: not ok
             if found is None:
@@ -447,10 +447,10 @@ def _header_sizes(paths, max_pixels):
 
 
 def _graph_header_sizes(paths, max_pixels):
-    """`_header_sizes` by `decoding.image_size` on each whole file, in a parallel tf.data pass."""
+    """`_header_sizes` by `decoding.image_header` on each whole file, in a parallel tf.data pass."""
 
     def size_of(index, path):
-        code, height, width, pixels = header_size(tf.io.read_file(path))
+        code, height, width, pixels = image_header(tf.io.read_file(path))
         ok = (code != 0) & (height > 0) & (width > 0) & (pixels <= float(max_pixels))
         return index, ok, tf.stack([height, width])
 

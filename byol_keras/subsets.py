@@ -31,7 +31,18 @@ def keep_elements(dataset, keep):
     """
     keep = np.asarray(keep, dtype=bool)
     mask = tf.constant(keep)
-    kept = dataset.enumerate().filter(lambda index, element: mask[index]).map(lambda index, element: element)
+
+    # Traced as written (no Python control flow on tensors): AutoGraph could not read two lambdas on one line,
+    # and said so on the console at every call.
+    @tf.autograph.experimental.do_not_convert
+    def kept_index(index, element):
+        return mask[index]
+
+    @tf.autograph.experimental.do_not_convert
+    def without_index(index, element):
+        return element
+
+    kept = dataset.enumerate().filter(kept_index).map(without_index)
     return kept.apply(tf.data.experimental.assert_cardinality(int(keep.sum())))
 
 

@@ -1,4 +1,4 @@
-"""Tests for byol_keras/augment.py: the two BYOL views (paper Table 6) and their building blocks."""
+"""Tests for byol_keras/views/: the two BYOL views (paper Table 6) and their building blocks."""
 
 import doctest
 import itertools
@@ -12,23 +12,21 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_keras import augment
-from byol_keras.augment import (
-    BYOLAugment,
-    BYOLView,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
+from byol_keras.preprocessing import center_crop_resize, IMAGENET_MEAN, IMAGENET_STD, normalize
+from byol_keras import views
+from byol_keras.views import BYOLAugment, BYOLView, LayerViews, view_configs
+from byol_keras.views.blur import default_blur_kernel_size, gaussian_blur, gaussian_blur_matrix
+from byol_keras.views.colour import (
     adjust_brightness,
+    adjust_brightness_torchvision,
     adjust_contrast,
+    adjust_contrast_torchvision,
     adjust_saturation_hue,
-    center_crop_resize,
+    adjust_saturation_torchvision,
     color_jitter,
-    gaussian_blur_matrix,
-    interpolation_matrix,
-    normalize,
-    separable_transform,
-    view_configs,
 )
+from byol_keras.views.geometry import interpolation_matrix, separable_transform
+from byol_keras.views.view import rare_subset_size
 from helpers import ALL_OFF  # everything off but the stage under test; the crop an exact identity map
 from helpers import official_crop_sizes, official_window_reference, torchvision_window_reference
 
@@ -284,8 +282,8 @@ def test_block_blur_equals_the_dense_banded_matrix(size, kernel_size, block):
     sigma = np.array([0.1, 0.9, 2.0], "float32")
     matrix = np.asarray(gaussian_blur_matrix(sigma, size, kernel_size)).astype("float64")
     expected = np.einsum("btw,bcsw->bcst", matrix, np.einsum("bsh,bchw->bcsw", matrix, images))
-    np.testing.assert_allclose(np.asarray(augment.gaussian_blur(images, sigma, kernel_size, block)), expected, atol=2e-6)
-    compiled = tf.function(lambda x, s: augment.gaussian_blur(x, s, kernel_size, block), jit_compile=True)
+    np.testing.assert_allclose(np.asarray(gaussian_blur(images, sigma, kernel_size, block)), expected, atol=2e-6)
+    compiled = tf.function(lambda x, s: gaussian_blur(x, s, kernel_size, block), jit_compile=True)
     np.testing.assert_allclose(np.asarray(compiled(images, sigma)), expected, atol=2e-6)
 
 
@@ -318,9 +316,9 @@ def test_torchvision_style_jitter_applies_each_images_order():
     s = rng.uniform(0.0, 1.6, 24).astype("float32")
     h = rng.uniform(-0.1, 0.1, 24).astype("float32")
     steps = {
-        0: lambda x, i: augment.adjust_brightness_torchvision(x, 1.0 + b[i : i + 1]),
-        1: lambda x, i: augment.adjust_contrast_torchvision(x, c[i : i + 1], channel_axis=1),
-        2: lambda x, i: augment.adjust_saturation_torchvision(x, s[i : i + 1], channel_axis=1),
+        0: lambda x, i: adjust_brightness_torchvision(x, 1.0 + b[i : i + 1]),
+        1: lambda x, i: adjust_contrast_torchvision(x, c[i : i + 1], channel_axis=1),
+        2: lambda x, i: adjust_saturation_torchvision(x, s[i : i + 1], channel_axis=1),
         3: lambda x, i: adjust_saturation_hue(x, np.ones(1), h[i : i + 1], channel_axis=1),
     }
     out = np.asarray(color_jitter(images, b, c, s, h, orders, style="torchvision", channel_axis=1))
@@ -334,7 +332,7 @@ def test_torchvision_style_jitter_applies_each_images_order():
 
 
 def test_default_blur_kernel_is_a_tenth_of_the_image_and_odd():
-    assert [augment.default_blur_kernel_size(s) for s in (224, 128, 96, 32, 16)] == [23, 13, 9, 3, 1]
+    assert [default_blur_kernel_size(s) for s in (224, 128, 96, 32, 16)] == [23, 13, 9, 3, 1]
     assert BYOLView(224).blur_kernel_size == 23
 
 
@@ -416,7 +414,7 @@ def test_grayscale_and_solarize_values():
 def test_grayscale_and_solarize_equal_the_keras_cv_layers_in_both_layouts():
     import keras_cv
 
-    from byol_keras.image_ops import grayscale, solarize
+    from byol_keras.views.colour import grayscale, solarize
 
     images = _noise((4, 9, 7, 3), seed=4).astype("float32")
     expected = np.asarray(keras_cv.layers.Grayscale(output_channels=3)(images))
@@ -436,7 +434,7 @@ def test_blur_of_a_gathered_subset_equals_blurring_the_whole_batch(batch_size, c
     view = BYOLView(16, **{**ALL_OFF, "blur_prob": 0.1})
     rng = np.random.default_rng(batch_size)
     images = rng.uniform(0, 1, (batch_size, 3, 16, 16)).astype("float32")
-    bound = augment.rare_subset_size(batch_size, 0.1)
+    bound = rare_subset_size(batch_size, 0.1)
     scattered = rng.permutation(batch_size)  # the chosen images anywhere in the batch, not only first
     mask = {"rare": rng.uniform(size=batch_size) < 0.1, "all": np.ones(batch_size, bool),
             "none": np.zeros(batch_size, bool), "at the bound": np.isin(np.arange(batch_size), scattered[:bound]),
@@ -452,14 +450,14 @@ def test_blur_of_a_gathered_subset_equals_blurring_the_whole_batch(batch_size, c
 
 def test_the_rare_blurs_subset_has_the_least_expected_work():
     # s + n * P(Binomial(n, p) > s), minimised: golden values from the binomial's tail computed apart.
-    assert augment.rare_subset_size(32, 0.1) == 6 and augment.rare_subset_size(256, 0.1) == 37
-    assert augment.rare_subset_size(64, 0.1) == 11 and augment.rare_subset_size(8, 0.1) == 2
-    assert augment.rare_subset_size(10, 0.0) == 0 and augment.rare_subset_size(10, 1.0) == 10
+    assert rare_subset_size(32, 0.1) == 6 and rare_subset_size(256, 0.1) == 37
+    assert rare_subset_size(64, 0.1) == 11 and rare_subset_size(8, 0.1) == 2
+    assert rare_subset_size(10, 0.0) == 0 and rare_subset_size(10, 1.0) == 10
     from scipy.stats import binom
 
     for n, p in ((32, 0.1), (128, 0.1), (50, 0.3), (4096, 0.1)):
         costs = [s + n * binom.sf(s, n, p) for s in range(n + 1)]
-        assert augment.rare_subset_size(n, p) == int(np.argmin(costs)), (n, p)
+        assert rare_subset_size(n, p) == int(np.argmin(costs)), (n, p)
 
 
 def test_inference_mode_is_resize_and_normalise():
@@ -608,10 +606,10 @@ def test_compiled_matches_eager_and_xla_compiles():
 
 
 def test_docstring_examples_run():
-    for obj in (augment.BYOLView, augment.view_configs, augment.BYOLAugment, augment.LayerViews):
+    for obj in (BYOLView, view_configs, BYOLAugment, LayerViews):
         finder = doctest.DocTestFinder(recurse=False)
         runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-        for test in finder.find(obj, globs={**vars(augment), "np": np, "tf": tf}):
+        for test in finder.find(obj, globs={**vars(views), "keras": keras, "np": np, "tf": tf}):
             assert test.examples, obj
             runner.run(test)
         assert runner.failures == 0, obj
@@ -695,9 +693,9 @@ def test_torchvision_style_jitter_matches_torchvision():
     s = np.array([1.15, 0.6], "float32")
     h = np.array([0.07, -0.08], "float32")
     golden = {k: np.array(v, "float32").reshape(images.shape) for k, v in TORCHVISION_GOLDEN.items()}
-    np.testing.assert_allclose(augment.adjust_brightness_torchvision(images, 1.0 + b), golden["brightness"], atol=1e-5)
-    np.testing.assert_allclose(augment.adjust_contrast_torchvision(images, c), golden["contrast"], atol=1e-5)
-    np.testing.assert_allclose(augment.adjust_saturation_torchvision(images, s), golden["saturation"], atol=1e-5)
+    np.testing.assert_allclose(adjust_brightness_torchvision(images, 1.0 + b), golden["brightness"], atol=1e-5)
+    np.testing.assert_allclose(adjust_contrast_torchvision(images, c), golden["contrast"], atol=1e-5)
+    np.testing.assert_allclose(adjust_saturation_torchvision(images, s), golden["saturation"], atol=1e-5)
     np.testing.assert_allclose(adjust_saturation_hue(images, np.ones(2), h), golden["hue"], atol=1e-5)
     orders = np.array([[2, 0, 3, 1], [3, 1, 0, 2]], "int32")
     out = np.asarray(color_jitter(images, b, c, s, h, orders, style="torchvision"))
@@ -787,7 +785,7 @@ def test_keyed_draws_follow_the_views_laws_and_depend_on_the_key_alone():
     the same draws on a new view, whatever was drawn before."""
     from scipy import stats
 
-    from byol_keras.augment import BYOLView, keyed_draw
+    from byol_keras.views import BYOLView, keyed_draw
 
     view = BYOLView(16, seed=0, jit_compile=False)
     images = np.zeros((256, 16, 16, 3), "float32")
@@ -807,7 +805,8 @@ def test_keyed_draws_follow_the_views_laws_and_depend_on_the_key_alone():
 
 
 def test_layer_views_round_trip_their_config_and_normalise_any_channel_count():
-    from byol_keras.augment import LayerViews, channel_stats
+    from byol_keras.preprocessing import channel_stats
+    from byol_keras.views import LayerViews
 
     def views():
         return LayerViews([keras.layers.RandomFlip("horizontal", seed=0)],
@@ -830,7 +829,7 @@ def test_layer_views_round_trip_their_config_and_normalise_any_channel_count():
 
 @pytest.mark.parametrize("style", ["tensorflow", "torchvision"])
 def test_brightness_contrast_is_the_colour_jitter_of_a_gray_image(style):
-    from byol_keras.image_ops import brightness_contrast, color_jitter
+    from byol_keras.views.colour import brightness_contrast, color_jitter
 
     rng = np.random.default_rng(0)
     gray = rng.uniform(size=(6, 5, 5, 1)).astype("float32")

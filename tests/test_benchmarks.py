@@ -106,9 +106,28 @@ def test_peer_help_runs(name, peers):
     assert result["out"].startswith("usage:"), result["out"]
 
 
+def test_the_peer_locations_are_flags():
+    """The peer's Python and the folder of its scripts come from `--peer-python` and `--peer-dir` (defaults: the
+    environment variables, else the documented set-up), never from a path written into a script."""
+    from benchmarks import paired
+
+    args = paired.parse_args(["all", "--peer-python", "/envs/lightly/bin/python", "--peer-dir", "/src/peer-bench"])
+    table = paired.figures(args)
+    assert set(table) == {"step", "step-demo", "pipeline32", "pipeline96", "pipeline224", "pipeline224-mixed"}
+    for name, (peer, ours) in table.items():
+        assert peer[0] == "/envs/lightly/bin/python", (name, peer)
+        assert os.path.dirname(peer[1]) == ("/src/peer-bench" if name != "step-demo" else FOLDER), (name, peer)
+    # Their defaults, from the environment variables when set.
+    script = "from benchmarks import paired; a = paired.parse_args(['step']); print(a.peer_python); print(a.peer_dir)"
+    env = dict(os.environ, BYOL_PEER_PYTHON="/opt/peer/bin/python", BYOL_PEER_DIR="/opt/bench", PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.split() == ["/opt/peer/bin/python", "/opt/bench"], out.stderr[-2000:]
+
+
 def _plain(value):
     """A call's argument in comparable form: a source by its name and size, views by their configuration."""
-    from byol_keras.augment import BYOLAugment
+    from byol_keras.views import BYOLAugment
     from byol_keras.sources import Source
 
     if isinstance(value, Source):

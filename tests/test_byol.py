@@ -508,7 +508,7 @@ def test_resnet18_downsample_padding_is_checked():
 def test_views_made_on_the_device_are_keyed_by_the_seed_and_the_global_step():
     """With `augment_on="device"`, a seeded augment draws from (seed, global step): a model rebuilt from a backup
     (the same step, a new augment whose seed generators start over) makes the uninterrupted model's views."""
-    from byol_keras.augment import BYOLAugment
+    from byol_keras.views import BYOLAugment
     from byol_keras.encoders import convnet
 
     def model_at(step, seed=3):

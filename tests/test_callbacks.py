@@ -12,19 +12,20 @@ import tensorflow as tf
 from keras import ops
 
 from byol_keras import callbacks as byol_callbacks
-from byol_keras.augment import BYOLAugment, normalize
+from byol_keras.preprocessing import normalize
+from byol_keras.views import BYOLAugment
 from byol_keras.byol import BYOL
-from byol_keras.evaluation import knn_accuracy
+from byol_keras.knn import knn_accuracy
 from byol_keras.callbacks import (
     EmbeddingProjector,
     KNNMonitor,
-    RunProgress,
     StepScalars,
     ViewGrid,
     make_callbacks,
     tile_images,
     unnormalize,
 )
+from byol_keras.progress import RunProgress
 
 BYOL_KEYS = {"loss", "tau", "learning_rate", "representation_std"}
 

@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 
 from byol_keras import data
-from byol_keras.augment import BYOLAugment
-from byol_keras.augment import center_crop_resize
-from byol_keras.augment import normalize
+from byol_keras.views import BYOLAugment
+from byol_keras.preprocessing import center_crop_resize
+from byol_keras.preprocessing import normalize
 from helpers import class_folder as _class_folder
 from helpers import flip_views
 from helpers import pattern as _pattern
@@ -226,7 +226,7 @@ def test_views_from_keras_and_keras_cv_layers_run_in_the_pipeline_and_on_the_dev
     import keras_cv
 
     from byol_keras import BYOL
-    from byol_keras.augment import LayerViews
+    from byol_keras.views import LayerViews
     from byol_keras.encoders import convnet
 
     source = data.load_source("digits", split="train", image_size=16)

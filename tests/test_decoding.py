@@ -28,7 +28,7 @@ def _photo(height, width, seed=0):
 
 
 def _size(encoded):
-    code, height, width, pixels = (t.numpy() for t in tf.function(decoding.image_size)(tf.constant(encoded)))
+    code, height, width, pixels = (t.numpy() for t in tf.function(decoding.image_header)(tf.constant(encoded)))
     return decoding.FORMAT_NAMES[code], int(height), int(width), float(pixels)
 
 
@@ -217,7 +217,7 @@ def re_escape(text):
     return re.escape(text)
 
 
-def test_file_image_size_reads_what_image_size_reads(tmp_path):
+def test_file_image_header_reads_what_image_size_reads(tmp_path):
     # The folder scan's Python reader against the graph's `image_size` on the whole file: the same fields for every
     # JPEG, PNG and BMP it answers, None (the graph decides) for GIFs and for JPEGs whose markers it cannot follow,
     # and at every length a JPEG can be cut to: an answer only where libjpeg's header read agrees.
@@ -250,9 +250,9 @@ def test_file_image_size_reads_what_image_size_reads(tmp_path):
     for name, data in files.items():
         path = tmp_path / name
         path.write_bytes(data)
-        found = decoding.file_image_size(str(path))
+        found = decoding.file_image_header(str(path))
         try:
-            expected = tuple(x.numpy().item() for x in decoding.image_size(tf.constant(data)))
+            expected = tuple(x.numpy().item() for x in decoding.image_header(tf.constant(data)))
         except tf.errors.InvalidArgumentError:
             expected = None  # libjpeg refuses the header
         if found is None:
@@ -264,4 +264,4 @@ def test_file_image_size_reads_what_image_size_reads(tmp_path):
     assert set(files) - answered == {f"cut_{n}.jpg" for n in range(97, header_end, 97)}
     gif = tmp_path / "a.gif"
     gif.write_bytes(_gif([np.zeros((4, 4), np.uint8)]))
-    assert decoding.file_image_size(str(gif)) is None
+    assert decoding.file_image_header(str(gif)) is None

@@ -6,7 +6,7 @@ import tensorflow as tf
 from PIL import Image
 
 from byol_keras import eval_data
-from byol_keras.augment import center_crop_resize, normalize
+from byol_keras.preprocessing import center_crop_resize, normalize
 from byol_keras.eval_data import classification_dataset, default_crop_fraction, load_arrays
 from byol_keras.sources import load_source
 from helpers import class_folder, colour_images, official_crop_sizes

@@ -1,5 +1,5 @@
-"""Tests for the linear-evaluation and fine-tuning commands (byol_keras/cli/), and for byol_keras.evaluation,
-which gathers the evaluation functions of byol_keras.embedding, knn, transfer, eval_data and subsets."""
+"""Tests for the linear-evaluation and fine-tuning commands (byol_keras/cli/) and the evaluation functions they
+call (byol_keras.embedding, knn, transfer, eval_data, subsets)."""
 
 import json
 import os
@@ -9,20 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_keras import embedding, eval_data, evaluation, knn, subsets, transfer
 from helpers import colour_images, small_encoder
-
-
-def test_evaluation_gathers_the_functions_of_their_modules():
-    # `from byol_keras.evaluation import knn_accuracy` (README, user code) is the function itself, not a copy.
-    homes = {"embed": embedding, "embed_labelled": embedding, "knn_votes": knn, "knn_predict": knn,
-             "knn_accuracy": knn, "linear_probe": transfer, "classifier_on_encoder": transfer,
-             "train_classifier": transfer, "evaluate_classifier": transfer, "transfer": transfer,
-             "classification_dataset": eval_data, "default_crop_fraction": eval_data, "load_arrays": eval_data,
-             "balanced_subset": subsets}
-    assert sorted(evaluation.__all__) == sorted(homes)
-    for name, module in homes.items():
-        assert getattr(evaluation, name) is getattr(module, name), name
 
 
 # --- the commands -------------------------------------------------------------------------------------

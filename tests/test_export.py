@@ -23,10 +23,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from byol_keras.augment import IMAGENET_MEAN
-from byol_keras.augment import IMAGENET_STD
-from byol_keras.augment import center_crop_resize
-from byol_keras.augment import normalize
+from byol_keras.preprocessing import IMAGENET_MEAN
+from byol_keras.preprocessing import IMAGENET_STD
+from byol_keras.preprocessing import center_crop_resize
+from byol_keras.preprocessing import normalize
 from byol_keras.export import export_encoder
 from byol_keras.export import export_version
 from byol_keras.export import l2_normalize
@@ -210,9 +210,15 @@ def small_limit_served(byol_model, tmp_path_factory):
 # Pure functions
 
 
-def test_l2_normalize_golden():
-    out = keras.ops.convert_to_numpy(l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0], [-2.0, 0.0]], "float32")))
-    np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0], [-1.0, 0.0]], atol=1e-7)
+def test_the_signatures_l2_normalize_is_the_librarys_golden():
+    # The served `*_normalized` outputs are the loss's normalisation (byol_keras.losses), the same on a tiny
+    # vector as on any other: a norm of 5e-8 is still divided out (an epsilon on the squared norm would not).
+    from byol_keras import losses
+
+    assert l2_normalize is losses.l2_normalize
+    x = np.array([[3.0, 4.0], [0.0, 0.0], [-2.0, 0.0], [3e-8, 4e-8]], "float32")
+    out = keras.ops.convert_to_numpy(l2_normalize(x))
+    np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0], [-1.0, 0.0], [0.6, 0.8]], rtol=1e-6, atol=1e-7)
 
 
 def test_preprocess_constant_images_golden():
@@ -628,7 +634,7 @@ def test_export_of_model_built_under_mirrored_strategy(tmp_path, samples):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         import keras
-        from byol_keras.augment import center_crop_resize, normalize
+        from byol_keras.preprocessing import center_crop_resize, normalize
         from byol_keras.export import decode_images, export_encoder
 
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

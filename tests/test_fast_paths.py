@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_keras.augment import BYOLAugment, BYOLView, normalize, view_configs
+from byol_keras.preprocessing import normalize
+from byol_keras.views import BYOLAugment, BYOLView, view_configs
 from byol_keras.byol import BYOL
 from byol_keras.data import load_source, pretrain_dataset
 from helpers import ALL_OFF  # every stage off, the crop an exact identity map

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from byol_keras import knn
-from byol_keras.augment import normalize
+from byol_keras.preprocessing import normalize
 from byol_keras.knn import knn_accuracy, knn_predict, knn_votes
 from helpers import pooling_encoder, signed_images
 

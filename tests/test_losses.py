@@ -60,6 +60,13 @@ def test_float16_inputs_give_float32_loss():
     assert float(out[0]) == pytest.approx(2.0 - np.sqrt(2.0), abs=1e-3)
 
 
+def test_l2_normalize_golden():
+    # Each row over its norm; a zero row stays zero; a row of norm 5e-8 is above the 1e-12 bound on the norm.
+    x = np.array([[3.0, 4.0], [0.0, 0.0], [-2.0, 0.0], [3e-8, 4e-8]], "float32")
+    np.testing.assert_allclose(_np(l2_normalize(x)), [[0.6, 0.8], [0.0, 0.0], [-1.0, 0.0], [0.6, 0.8]],
+                               rtol=1e-6, atol=1e-7)
+
+
 def test_l2_normalize_unit_norm():
     x = np.random.default_rng(2).normal(size=(4, 9)).astype("float32")
     np.testing.assert_allclose(np.linalg.norm(_np(l2_normalize(x)), axis=1), 1.0, atol=1e-6)

@@ -13,7 +13,8 @@ import tensorflow as tf
 from PIL import Image
 
 from byol_keras import data
-from byol_keras.augment import IMAGENET_MEAN, IMAGENET_STD, BYOLAugment
+from byol_keras.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from byol_keras.views import BYOLAugment
 from helpers import official_window_reference, torchvision_window_reference
 
 # Every stage after the crop off: a view is its crop, resized and normalised.

@@ -52,7 +52,7 @@ def _field(config, dotted):
 
 def _with_view_defaults(config):
     """The preset's view arguments as `view_configs` resolves them (defaults where a preset is silent)."""
-    from byol_keras.augment import view_configs
+    from byol_keras.views import view_configs
 
     first, second = view_configs(config["image_size"], blur=config["blur"], **config["augment"])
     return first, second

@@ -40,7 +40,7 @@ def bring_your_own_blocks():
 
 @pytest.mark.slow
 def test_readme_bring_your_own_snippets_run(tmp_path, monkeypatch):
-    """Each snippet of "Bring your own" (issue 32), in a fresh namespace, in a folder holding a small run."""
+    """Each snippet of "Bring your own", in a fresh namespace, in a folder holding a small run."""
     import keras
 
     from byol_keras import BYOL, distribute
@@ -66,3 +66,64 @@ def test_readme_bring_your_own_snippets_run(tmp_path, monkeypatch):
     assert (tmp_path / "saved_models" / "scans" / "1" / "saved_model.pb").is_file()
     assert "loss" in downstream["classifier"].history.history
     assert not any(w.trainable for w in downstream["encoder"].weights) and keras.Model
+
+
+def test_readme_is_a_manual():
+    """At most 10 KB, and no team's notes: no dated lines, no issue numbers, no placeholder for the repository."""
+    with open(README, "rb") as f:
+        raw = f.read()
+    text = raw.decode()
+    assert len(raw) <= 10 * 1024, f"README.md is {len(raw)} bytes"
+    assert not re.findall(r"\b20\d\d-\d\d-\d\d\b", text), "dates belong in docs/results.md and CHANGELOG.md"
+    assert not re.findall(r"\bissues? \d+", text), "issue numbers belong in CHANGELOG.md"
+    assert "OWNER" not in text
+
+
+# The README's command lines, as `python -m training.X` or the console command `byol-x` runs them.
+COMMANDS = {"training.pretrain": "pretrain", "training.linear_eval": "linear_eval", "training.finetune": "finetune",
+            "training.export": "export", "byol-pretrain": "pretrain", "byol-linear-eval": "linear_eval",
+            "byol-finetune": "finetune", "byol-export": "export"}
+
+
+def readme_command_lines():
+    """(module name, argument list) for every call of one of our commands in the README's bash blocks."""
+    import shlex
+
+    with open(README) as f:
+        blocks = re.findall(r"```bash\n(.*?)```", f.read(), flags=re.S)
+    calls = []
+    for line in "\n".join(blocks).splitlines():
+        for part in line.split("&&"):
+            words = shlex.split(part, comments=True)
+            for i, word in enumerate(words):
+                name = words[i + 1] if word == "-m" and i + 1 < len(words) else word
+                if name in COMMANDS:
+                    calls.append((COMMANDS[name], words[i + (2 if word == "-m" else 1):]))
+                    break
+    return calls
+
+
+def test_every_command_in_the_readme_parses(tmp_path, monkeypatch):
+    """Each command line of the README is accepted by that command's own parser (flags and values), its folders
+    made first under a temporary directory (the parsers check that the inputs exist)."""
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    calls = readme_command_lines()
+    assert {name for name, _ in calls} == {"pretrain", "linear_eval", "finetune", "export"}, calls
+    for name, argv in calls:
+        argv = [str(tmp_path / word.lstrip("/")) if "/" in word and not word.startswith("-") else word for word in argv]
+        for word in argv:
+            if word.startswith(str(tmp_path)) and not word.endswith(".json"):
+                os.makedirs(word, exist_ok=True)
+        parser = importlib.import_module(f"byol_keras.cli.{name}").build_parser()
+        try:
+            parser.parse_args(argv)
+        except SystemExit as error:
+            raise AssertionError(f"README: {name} {' '.join(argv)} is refused by its parser") from error
+    with pytest.raises(AssertionError, match="refused"):  # the check itself: a flag no command has
+        for name, argv in [("pretrain", ["--preset", "demo", "--no-such-flag"])]:
+            try:
+                importlib.import_module(f"byol_keras.cli.{name}").build_parser().parse_args(argv)
+            except SystemExit as error:
+                raise AssertionError("refused") from error

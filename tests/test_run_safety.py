@@ -64,7 +64,7 @@ def _stop_line(log_path, name):
 
 
 def _final_weights(run_dir):
-    import byol_keras  # noqa: F401  (registers BYOL for loading)
+    from byol_keras import BYOL  # noqa: F401  (registers BYOL for loading)
 
     return keras.saving.load_model(os.path.join(run_dir, "model.keras"), compile=False).get_weights()
 
@@ -232,7 +232,7 @@ def test_a_non_finite_loss_keeps_the_last_good_files_and_names_them(tmp_path, st
     newest = run_dir / "backup" / f"step-{steps[-1]:09d}"
     assert f"Kept: the backup of global step {steps[-1]} in {newest}" in message, message
     assert not (run_dir / "model.keras").exists()
-    import byol_keras  # noqa: F401
+    from byol_keras import BYOL  # noqa: F401  (registers BYOL for loading)
 
     latest = keras.saving.load_model(str(run_dir / "checkpoints" / "latest.keras"), compile=False)
     assert all(np.isfinite(w).all() for w in latest.get_weights())

@@ -12,7 +12,7 @@ import tensorflow as tf
 from PIL import Image
 
 from byol_keras import sources
-from byol_keras.augment import BYOLAugment
+from byol_keras.views import BYOLAugment
 from byol_keras.data import pretrain_dataset
 from byol_keras.decoding import DEFAULT_MAX_PIXELS, decode_image
 from byol_keras.eval_data import load_arrays

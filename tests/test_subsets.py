@@ -24,6 +24,24 @@ def test_keep_elements_keeps_order_and_length():
     assert [(int(a), int(b)) for a, b in kept] == [(0, 0), (3, 30), (4, 40)]
 
 
+def test_keep_elements_is_traced_without_an_autograph_notice():
+    # AutoGraph could not read the two lambdas it once had on one line, and said so on the console at every
+    # call ("AutoGraph could not transform ... To silence this warning ..."), during a run's data loading.
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    tf.get_logger().addHandler(handler)  # where AutoGraph writes its notices
+    try:
+        dataset = tf.data.Dataset.from_tensor_slices(np.arange(4))
+        assert [int(x) for x in keep_elements(dataset, [False, True, True, False])] == [1, 2]
+    finally:
+        tf.get_logger().removeHandler(handler)
+    notices = [record.getMessage() for record in records if "AutoGraph" in record.getMessage()]
+    assert notices == [], notices
+
+
 def test_subset_per_class_keeps_the_first_records_of_each_class_in_order():
     source = load_source("digits", split="train")
     subset = subset_per_class(source, 3)

@@ -8,12 +8,18 @@ thin entry points).
 A command-line user gets one line on stderr and exit status 2 (argparse's convention) for a bad flag,
 naming the flag and the value given, whether argparse or the library found the problem; a traceback only
 with `--debug` or for an error the program did not expect.
+
+The flags are parsed without TensorFlow (`--help` and a bad flag value answer at once); `run` then starts
+TensorFlow without its start-up log on the console (`byol_keras.cli.quiet`), which `--debug` or the user's own
+`TF_CPP_MIN_LOG_LEVEL` bring back.
 """
 
 import argparse
 import os
 import re
 import sys
+
+from byol_keras.cli.quiet import start_tensorflow
 
 
 def positive_int(text):
@@ -95,7 +101,8 @@ def verbosity(text):
 
 
 def add_debug_flag(parser):
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error, and TensorFlow's start-up log")
 
 
 def run(main, parser, argv=None):
@@ -108,6 +115,7 @@ def run(main, parser, argv=None):
         argv: list of str or None (sys.argv).
     """
     args = parser.parse_args(argv)
+    start_tensorflow(show_log=getattr(args, "debug", False))
     try:
         return main(args)
     except (ValueError, TypeError, OSError) as error:

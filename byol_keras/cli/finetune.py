@@ -12,11 +12,7 @@ encoder trains, BatchNorm included. Prints top-1 / top-5 and writes them as JSON
 
 import argparse
 
-import numpy as np
-
 from byol_keras import cli
-from byol_keras.subsets import balanced_subset, keep_elements
-from byol_keras.transfer import transfer
 
 
 def labelled_subset(train_data, fraction, seed, labels=None):
@@ -34,7 +30,10 @@ def labelled_subset(train_data, fraction, seed, labels=None):
     Returns:
         Tuple `(subset, indices)`: the subset in the form of `train_data`, and the kept indices.
     """
+    import numpy as np
     import tensorflow as tf
+
+    from byol_keras.subsets import balanced_subset, keep_elements
 
     is_dataset = isinstance(train_data, tf.data.Dataset)
     if labels is None:
@@ -96,6 +95,8 @@ def run_finetune(
     Returns:
         Dict `{"top1": float, "top5": float, "num_labelled": int}`.
     """
+    from byol_keras.transfer import transfer
+
     subset, indices = labelled_subset(train_data, fraction, seed, labels=train_labels)
     results = transfer(encoder, subset, test_data, num_classes, image_size, freeze=False, epochs=epochs,
                        batch_size=batch_size, learning_rate=learning_rate, weight_decay=weight_decay,

@@ -16,7 +16,6 @@ choice). Prints top-1 / top-5 and writes them as JSON.
 import argparse
 
 from byol_keras import cli
-from byol_keras.transfer import transfer
 
 
 def run_linear_eval(
@@ -39,6 +38,8 @@ def run_linear_eval(
     Returns:
         Dict `{"top1": float, "top5": float}` on the test set.
     """
+    from byol_keras.transfer import transfer
+
     return transfer(encoder, train_data, test_data, num_classes, image_size, freeze=True, epochs=epochs,
                     batch_size=batch_size, learning_rate=learning_rate, weight_decay=0.0,
                     crop_fraction=crop_fraction, seed=seed, verbose=verbose)

@@ -595,7 +595,7 @@ def make_data(config, source, resumed=None):
 
 
 def _labelled_arrays(source, image_size, per_class, crop_fraction):
-    from byol_keras.augment import normalize
+    from byol_keras.preprocessing import normalize
     from byol_keras.eval_data import load_arrays
 
     images, labels = load_arrays(source, image_size, per_class, crop_fraction=crop_fraction)
@@ -639,6 +639,7 @@ def make_monitors(config, data, out_dir, resumed=None):
 
     from byol_keras import callbacks as monitors
     from byol_keras.fault_tolerance import LatestModel, StepBackup, StopOnNonFiniteLoss
+    from byol_keras.progress import RunProgress
 
     # Backups every N global steps (write, then rename); running the same command again resumes from
     # the newest complete one with its global step (hence τ and the learning rate) and epoch.
@@ -684,7 +685,7 @@ def make_monitors(config, data, out_dir, resumed=None):
         every = config["knn_every_n_epochs"] if knn is not None else None
         if every is not None and config["epochs"] > 50 * every:
             every = None
-        callbacks.append(monitors.RunProgress(every_n_epochs=every))
+        callbacks.append(RunProgress(every_n_epochs=every))
     return Monitors(callbacks=callbacks, stopper=stopper, knn=knn, random_init_path=random_init_path, backup=backup,
                     latest=latest)
 
@@ -866,7 +867,10 @@ def main(argv=None, prog="byol-pretrain"):
     def pretrain(args):
         import logging
 
-        logging.basicConfig(level=logging.INFO, format="%(message)s")  # strategy and XLA choices
+        # byol_keras' own choices (strategy, precision, XLA) at INFO; other libraries' loggers only from WARNING
+        # (the root's level: TensorFlow's INFO lines, "Sharding callback duration" and the like, stay off).
+        logging.basicConfig(format="%(message)s")
+        logging.getLogger("byol_keras").setLevel(logging.INFO)
         config = resolve_config(args)
         config["verbose"] = args.verbose
         hint = short_run_hint(config)

@@ -1,245 +1,36 @@
-"""The two asymmetric BYOL views as Keras layers: `BYOLAugment` (both views), `BYOLView` (one view) and
-`view_configs` (the paper's Table 6 as constructor arguments).
+"""One BYOL augmentation view as a Keras layer: `BYOLView` (crop, flip, colour jitter, grayscale, blur, solarize,
+normalise), one column of the paper's Table 6.
 
-Images enter as uint8 (or float in [0, 255]) batches `(batch, height, width, 3)` and leave as float32,
+Images enter as uint8 (or float in [0, 255]) batches `(batch, height, width, channels)` and leave as float32,
 normalised with the ImageNet mean and standard deviation (on the [0, 1] scale), as the paper does after
-augmenting. The maths (and the evaluation preprocessing `normalize`, `center_crop_resize`) live in
-`byol_keras.image_ops` and are importable from here too.
+augmenting. The maths live beside it: `geometry` (crop boxes, resizes), `colour`, `blur`; the random numbers in
+`randomness`.
 """
 
 import functools
-import itertools
 import math
 
 import keras
 from keras import ops
 
+from byol_keras.preprocessing import center_crop_resize, normalize
 from byol_keras.validation import check_bool, check_number, check_pair, check_positive_int, check_seed
-from byol_keras.image_ops import (  # the maths the views are made of; importable from here as before
-    GRAYSCALE_WEIGHTS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    JITTER_STYLES,
-    _blend,
-    _keys_cubic,
-    _luma,
-    _select,
-    adjust_brightness,
-    adjust_brightness_torchvision,
-    adjust_contrast,
-    adjust_contrast_torchvision,
-    adjust_saturation_hue,
-    adjust_saturation_torchvision,
-    brightness_contrast,
-    center_crop_resize,
-    channel_stats,
-    color_jitter,
-    default_blur_kernel_size,
-    gaussian_blur,
-    gaussian_blur_matrix,
+from byol_keras.views.blur import default_blur_kernel_size, gaussian_blur
+from byol_keras.views.colour import JITTER_STYLES, brightness_contrast, color_jitter, grayscale, select, solarize
+from byol_keras.views.geometry import (
+    TORCHVISION_CROP_ATTEMPTS,
     interpolation_matrix,
-    normalize,
-    grayscale,
     official_crop_window,
     separable_transform,
-    solarize,
     torchvision_crop_window,
-    TORCHVISION_CROP_ATTEMPTS,
 )
+from byol_keras.views.randomness import Columns, executing_eagerly
 
+# Everything below is per image: every image in a batch draws its own crop, flip, jitter parameters and order,
+# and its own apply decisions. Random draws (`BYOLView.sample_transform`) are kept apart from the deterministic
+# maths (`BYOLView.apply_transform` and the pure functions it calls), so that a test can read the decisions and a
+# faster path can reuse either half.
 
-@keras.saving.register_keras_serializable(package="byol_keras")
-class BYOLAugment(keras.layers.Layer):
-    """Both BYOL views of a batch: `(view1, view2) = augment(images)`.
-
-    Holds two `BYOLView`s built from `view_configs(image_size, blur, **overrides)`. With a seed, view 1
-    uses `seed` and view 2 `seed + 1`, so the two views draw independently yet reproducibly.
-
-    Args:
-        image_size: int > 0, side of the augmented images.
-        blur: bool, `False` drops the blur from both views (32 px). Defaults to `True`.
-        seed: int or `None`. Defaults to `None`.
-        **overrides: `BYOLView` arguments shared by both views (see `view_configs`; `channels=1` makes
-            grayscale views, without saturation, hue or grayscale conversion), plus
-            `keras.layers.Layer` arguments (`name`, ...).
-
-    Returns (when called):
-        A tuple of two float32 `(batch, image_size, image_size, 3)` ImageNet-normalised tensors.
-
-    Example:
-
-    >>> augment = BYOLAugment(32, blur=False, seed=0)
-    >>> images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype="uint8")
-    >>> dataset = tf.data.Dataset.from_tensor_slices(images).batch(4).map(augment)
-    >>> view1, view2 = next(iter(dataset))
-    >>> tuple(view1.shape), tuple(view2.shape)
-    ((4, 32, 32, 3), (4, 32, 32, 3))
-    """
-
-    def __init__(self, image_size, blur=True, seed=None, **overrides):
-        layer_kwargs = {k: overrides.pop(k) for k in list(overrides) if k not in _VIEW_ARGS}
-        layer_kwargs.setdefault("dtype", "float32")
-        super().__init__(**layer_kwargs)
-        check_seed("seed", seed)
-        self.image_size = image_size
-        self.blur = blur
-        self.seed = seed
-        self.overrides = dict(overrides)
-        first, second = view_configs(image_size, blur=blur, **overrides)
-        self.view1 = BYOLView(**first, seed=seed, name="view1")
-        self.view2 = BYOLView(**second, seed=None if seed is None else seed + 1, name="view2")
-        self.built = True
-
-    def call(self, images, training=True):
-        return self.view1(images, training=training), self.view2(images, training=training)
-
-    @property
-    def views(self):
-        """`(view1, view2)`, the two `BYOLView`s."""
-        return self.view1, self.view2
-
-    def augment_images(self, images, key):
-        """Both views of a batch with every random draw keyed by `key` (`keyed_draw`), not the seed generators.
-
-        The same `key` gives the same views in every run, whatever runs in parallel: `pretrain_dataset` keys
-        each batch by its position in the stream, so that a resumed run makes the views an uninterrupted
-        run makes. View `i` draws from `stateless_fold_in(key, i)`.
-
-        Args:
-            images: uint8 or float `(batch, height, width, 3)` in [0, 255].
-            key: int `(2,)` tensor, a stateless random key.
-
-        Returns:
-            A tuple of two float32 `(batch, image_size, image_size, 3)` ImageNet-normalised tensors.
-        """
-        return tuple(view.augment(images, keyed_draw(_fold_in(key, i))) for i, view in enumerate(self.views))
-
-    def augment_crops(self, crops1, crops2, key=None):
-        """Both views from crops already cut and resized per view (`BYOLView.augment_crops`).
-
-        `byol_keras.data.pretrain_dataset` cuts each view's window from the whole image (decoding only
-        that window of a JPEG) and hands the two batches of crops here, or to the model when the views are
-        made on the accelerator (`BYOL(augment=..., augment_on="device")`).
-
-        Args:
-            crops1, crops2: uint8 or float `(batch, image_size, image_size, 3)`, view 1's and view 2's crops.
-            key: int `(2,)` tensor or None. A key makes every draw stateless, as `augment_images`; None
-                draws from the views' seed generators. Defaults to None.
-
-        Returns:
-            A tuple of two float32 `(batch, image_size, image_size, 3)` ImageNet-normalised tensors.
-        """
-        if key is None:
-            return self.view1.augment_crops(crops1), self.view2.augment_crops(crops2)
-        return tuple(
-            view.augment_crops(crops, keyed_draw(_fold_in(key, i)))
-            for i, (view, crops) in enumerate(zip(self.views, (crops1, crops2)))
-        )
-
-    def compute_output_shape(self, input_shape):
-        shape = (input_shape[0], self.image_size, self.image_size, self.view1.channels)
-        return shape, shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {"image_size": self.image_size, "blur": self.blur, "seed": self.seed, **self.overrides}
-        )
-        return config
-
-
-@keras.saving.register_keras_serializable(package="byol_keras")
-class LayerViews(keras.layers.Layer):
-    """Two views from any Keras 3 or KerasCV preprocessing layers: `(view1, view2) = views(images)`.
-
-    Each view is its layers applied in order to the images (cast to float32, in [0, 255]), clipped to [0, 255]
-    and normalised as byol_keras' own views are (`normalize`), so that an encoder sees the same input in
-    training, in the kNN monitor and in the export. Random layers draw afresh on every call, so the two views
-    differ even when `view2` is `view1`'s layers.
-
-    What a user's own views give up against `BYOLAugment` (the paper's): their draws come from the layers' own
-    seed generators, which `pretrain_dataset` cannot key by the batch's position in the stream (a resumed run
-    sees other views than an uninterrupted one, and two runs with one seed may differ); their crops are cut
-    from the `image_size` square `pretrain_dataset` hands them, not from the whole image; and they run as the
-    layers run (KerasCV's, image by image in Python-converted graphs, are several times slower).
-
-    Args:
-        view1: a `keras.layers.Layer` or a list of them (Keras 3 core: `RandomFlip`, `RandomColorJitter`,
-            `RandomGrayscale`, `RandomGaussianBlur`, `Solarization`, `RandAugment`, ...; KerasCV's layers), each
-            taking and returning `(batch, height, width, channels)` images in [0, 255].
-        view2: the same for the second view, or None for `view1`'s layers. Defaults to None.
-        **kwargs: `keras.layers.Layer` arguments (`name`).
-
-    Returns (when called):
-        A tuple of two float32 `(batch, height, width, channels)` normalised tensors.
-
-    Example:
-
-    >>> views = LayerViews([keras.layers.RandomFlip("horizontal", seed=0), keras.layers.RandomGrayscale(0.2, seed=1)])
-    >>> view1, view2 = views(np.zeros((2, 8, 8, 3), "uint8"))
-    >>> tuple(view1.shape)
-    (2, 8, 8, 3)
-    """
-
-    def __init__(self, view1, view2=None, **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        self.view1_layers = _layer_list("view1", view1)
-        self.view2_layers = self.view1_layers if view2 is None else _layer_list("view2", view2)
-        self._same = view2 is None
-        self.built = True
-
-    def _view(self, layers, images):
-        x = ops.cast(images, "float32")
-        for layer in layers:
-            x = ops.cast(layer(x, training=True), "float32")
-        return normalize(ops.clip(x, 0.0, 255.0))
-
-    def call(self, images, training=True):
-        return self._view(self.view1_layers, images), self._view(self.view2_layers, images)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape), tuple(input_shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config["view1"] = [keras.saving.serialize_keras_object(layer) for layer in self.view1_layers]
-        config["view2"] = None if self._same else [keras.saving.serialize_keras_object(l) for l in self.view2_layers]
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("view1", "view2"):
-            if config.get(key) is not None:
-                config[key] = [keras.saving.deserialize_keras_object(layer) for layer in config[key]]
-        return cls(**config)
-
-
-def _layer_list(name, layers):
-    layers = list(layers) if isinstance(layers, (list, tuple)) else [layers]
-    for layer in layers:
-        if not isinstance(layer, keras.layers.Layer):
-            raise TypeError(
-                f"`{name}` must be a keras.layers.Layer or a list of them. Received: {name}={layer!r} of type "
-                f"{type(layer).__name__}"
-            )
-    return layers
-
-
-# --- The BYOL views -------------------------------------------------------------------------------
-#
-# Paper Table 6 (and the official `utils/augmentations.py`). Everything below is per image: every
-# image in a batch draws its own crop, flip, jitter parameters and order, and its own apply decisions.
-# Random draws (`BYOLView.sample_transform`) are kept apart from the deterministic maths
-# (`BYOLView.apply_transform` and the pure functions it calls), so that a test can read the decisions
-# and a faster path can reuse either half.
-
-# The per-view probabilities of Table 6; everything else is shared by the two views.
-PAPER_VIEW_PROBS = (
-    {"blur_prob": 1.0, "solarize_prob": 0.0},
-    {"blur_prob": 0.1, "solarize_prob": 0.2},
-)
 # Index of each colour-jitter operation in `jitter_order`.
 JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
 # Attempts at drawing a crop that fits in the image before torchvision's fallback (`crop_style="torchvision"`).
@@ -312,7 +103,7 @@ class BYOLView(keras.layers.Layer):
         jit_compile: bool. When the layer runs inside a graph (a `tf.data` map, a `tf.function`),
             compile `apply_transform` with XLA, which fuses the colour jitter's hundred-odd
             elementwise passes over the batch into a few loops: several times the images per second of the
-            plain graph on CPU (`benchmarks/README.md`). The random draws (`sample_transform`) stay
+            plain graph on CPU (docs/results.md). The random draws (`sample_transform`) stay
             outside, so a seeded stream is the same either way; the maths agree to float rounding.
             Eager calls always run op by op (no compilation per new shape). Defaults to True.
         **kwargs: `keras.layers.Layer` arguments (`name`, ...). The layer computes in float32.
@@ -451,7 +242,7 @@ class BYOLView(keras.layers.Layer):
         batch_size = shape[0]
         height = ops.cast(shape[1], "float32")
         width = ops.cast(shape[2], "float32")
-        draw = _Columns(self._uniform((batch_size, self.draws_per_image), draw=draw))
+        draw = Columns(self._uniform((batch_size, self.draws_per_image), draw=draw))
         y1, x1, box_h, box_w = self.crop_window(height, width, self.crop_uniforms(batch_size, draw))
         crop_box = ops.stack([y1 / height, x1 / width, (y1 + box_h) / height, (x1 + box_w) / width], axis=-1)
         transform = {
@@ -495,7 +286,7 @@ class BYOLView(keras.layers.Layer):
         """Crop windows `(y1, x1, crop_height, crop_width)` in whole pixels of an image of the given size.
 
         Drawn on the image's own height and width, as both sources of `crop_style` do:
-        `image_ops.torchvision_crop_window` or `image_ops.official_crop_window`.
+        `views.geometry.torchvision_crop_window` or `views.geometry.official_crop_window`.
 
         Args:
             height, width: float scalars (or tensors broadcastable to the draws' leading axis).
@@ -564,14 +355,14 @@ class BYOLView(keras.layers.Layer):
 
         Channels first, each channel is a contiguous plane, which XLA's CPU loops vectorise better than
         interleaved RGB (figures in `docs/design.md`, "The stages after the crop run channels first"). The maths are the layout-independent
-        functions of `image_ops`, the same as KerasCV's `Grayscale` and `Solarization` layers (tested equal).
+        functions of `views.colour`, the same as KerasCV's `Grayscale` and `Solarization` layers (tested equal).
         """
         if self.jitter_prob > 0.0 and self.channels != 3:
             jittered = brightness_contrast(
                 images, transform["brightness"], transform["contrast"], transform["jitter_order"],
                 style=self.jitter_style, channel_axis=1,
             )
-            images = _select(transform["jitter"], jittered, images)
+            images = select(transform["jitter"], jittered, images)
         elif self.jitter_prob > 0.0:
             jittered = color_jitter(
                 images,
@@ -583,13 +374,13 @@ class BYOLView(keras.layers.Layer):
                 style=self.jitter_style,
                 channel_axis=1,
             )
-            images = _select(transform["jitter"], jittered, images)
+            images = select(transform["jitter"], jittered, images)
         if self.grayscale_prob > 0.0 and self.channels == 3:
-            images = _select(transform["grayscale"], grayscale(images, channel_axis=1), images)
+            images = select(transform["grayscale"], grayscale(images, channel_axis=1), images)
         if self.blur_prob > 0.0 and self.blur_kernel_size > 1:
             images = self._blur(images, transform["blur"], transform["blur_sigma"])
         if self.solarize_prob > 0.0:
-            images = _select(transform["solarize"], solarize(images, self.solarize_threshold), images)
+            images = select(transform["solarize"], solarize(images, self.solarize_threshold), images)
         return ops.clip(images, 0.0, 1.0)
 
     def _blur(self, images, chosen, sigma):
@@ -604,7 +395,7 @@ class BYOLView(keras.layers.Layer):
             return gaussian_blur(x, s, self.blur_kernel_size)
 
         def everything():
-            return _select(chosen, blur(images, sigma), images)
+            return select(chosen, blur(images, sigma), images)
 
         batch_size = images.shape[0]
         if batch_size is None or self.blur_prob >= 1.0:
@@ -618,7 +409,7 @@ class BYOLView(keras.layers.Layer):
             positions = ops.arange(batch_size, dtype="int32")
             order = ops.argsort(ops.where(chosen, positions, positions + batch_size))[:subset_size]
             picked = ops.take(images, order, axis=0)
-            blurred = _select(ops.take(chosen, order, axis=0), blur(picked, ops.take(sigma, order, axis=0)), picked)
+            blurred = select(ops.take(chosen, order, axis=0), blur(picked, ops.take(sigma, order, axis=0)), picked)
             return ops.scatter_update(images, ops.expand_dims(order, -1), blurred)
 
         count = ops.sum(ops.cast(chosen, "int32"))
@@ -641,7 +432,7 @@ class BYOLView(keras.layers.Layer):
         """
         self._check_channels(images)
         transform = self.sample_transform(images, draw)
-        if self.jit_compile and not _executing_eagerly():
+        if self.jit_compile and not executing_eagerly():
             return _xla_apply()(self, "_view", images, transform)
         return self._view(images, transform)
 
@@ -665,7 +456,7 @@ class BYOLView(keras.layers.Layer):
             )
         self._check_channels(crops)
         transform = self.sample_transform(crops, draw)
-        if self.jit_compile and not _executing_eagerly():
+        if self.jit_compile and not executing_eagerly():
             return _xla_apply()(self, "_view_of_crops", crops, transform)
         return self._view_of_crops(crops, transform)
 
@@ -746,68 +537,6 @@ def rare_subset_size(batch_size, probability):
     return best
 
 
-class _Columns:
-    """A `draw(shape)` that hands out the next columns of one `(batch, n)` block of uniforms, in order.
-
-    `shape` is `(batch,)` or `(batch, k)`: one column or the next `k`. `check_used_up` fails unless every
-    column was handed out (a stage added to `sample_transform` must be counted in `draws_per_image`).
-    """
-
-    def __init__(self, block):
-        self.block = block
-        self.taken = 0
-
-    def __call__(self, shape):
-        width = 1 if len(shape) == 1 else shape[1]
-        if len(shape) > 2 or self.taken + width > self.block.shape[1]:
-            raise ValueError(f"No {width} columns of shape {tuple(shape)} left in a block of {self.block.shape[1]}")
-        columns = self.block[:, self.taken:self.taken + width]
-        self.taken += width
-        return columns[:, 0] if len(shape) == 1 else columns
-
-    def check_used_up(self):
-        if self.taken != self.block.shape[1]:
-            raise ValueError(f"{self.taken} of the block's {self.block.shape[1]} columns were drawn")
-
-
-def _executing_eagerly():
-    import tensorflow as tf
-
-    return tf.executing_eagerly()
-
-
-def _fold_in(key, data):
-    import tensorflow as tf
-
-    return tf.random.experimental.stateless_fold_in(key, data)
-
-
-def keyed_draw(key):
-    """A `draw(shape)` of stateless uniforms in [0, 1) from `key`: its first call draws from `key` itself, its
-    i-th from `fold_in(key, i)` (`sample_transform` calls it once: each fold is one more random-number
-    operation to compile).
-
-    Pass it to `BYOLView.sample_transform` (or `augment`, `augment_crops`, `crop_uniforms`): the draws then
-    depend on the key alone, not on a generator's state, so the same key gives the same views in every
-    run and in any order of parallel calls.
-
-    Args:
-        key: int32 or int64 `(2,)` tensor.
-
-    Returns:
-        callable `shape -> float32 tensor of that shape`.
-    """
-    import tensorflow as tf
-
-    counter = itertools.count()
-
-    def draw(shape):
-        index = next(counter)
-        return tf.random.stateless_uniform(shape, seed=key if index == 0 else _fold_in(key, index))
-
-    return draw
-
-
 @functools.cache
 def _xla_apply():
     """`apply(view, method_name, images, transform)` as one XLA-compiled function, shared by every view.
@@ -824,52 +553,8 @@ def _xla_apply():
     return tf.function(apply, jit_compile=True)
 
 
-_VIEW_ARGS = (
+VIEW_ARGS = (
     "crop_area", "crop_aspect_ratio", "crop_style", "interpolation", "flip_prob", "jitter_prob", "brightness",
     "contrast", "saturation", "hue", "jitter_style", "grayscale_prob", "blur_prob", "blur_sigma",
     "blur_kernel_size", "solarize_prob", "solarize_threshold", "jit_compile", "channels",
 )
-# What views of images that are not RGB (`channels` other than 3) go without.
-_RGB_ONLY = {"saturation": 0.0, "hue": 0.0, "grayscale_prob": 0.0}
-
-
-def view_configs(image_size, blur=True, **overrides):
-    """The constructor arguments of the paper's two views (Table 6), optionally overridden.
-
-    View 1 always blurs and never solarizes; view 2 blurs with probability 0.1 and solarizes with
-    probability 0.2. Everything else is shared.
-
-    Args:
-        image_size: int, side of the augmented images.
-        blur: bool, `False` drops the blur from both views (the usual practice at 32 px, where a
-            blur destroys the image). Defaults to `True`.
-        **overrides: `BYOLView` arguments (not `image_size` or `seed`), applied to both views.
-
-    Returns:
-        `(view1_kwargs, view2_kwargs)`, two dicts of `BYOLView` keyword arguments (without `seed`).
-
-    Example:
-
-    >>> first, second = view_configs(224)
-    >>> (first["blur_prob"], first["solarize_prob"], second["blur_prob"], second["solarize_prob"])
-    (1.0, 0.0, 0.1, 0.2)
-    >>> BYOLView(**first).blur_kernel_size
-    23
-    """
-    unknown = sorted(set(overrides) - set(_VIEW_ARGS))
-    if unknown:
-        raise TypeError(
-            f"Unknown view argument(s) {unknown}; expected some of {list(_VIEW_ARGS)}. "
-            f"Received: overrides={overrides}"
-        )
-    check_bool("blur", blur)
-    configs = []
-    for probs in PAPER_VIEW_PROBS:
-        config = {"image_size": image_size, **probs}
-        if overrides.get("channels", 3) != 3:
-            config.update(_RGB_ONLY)  # grayscale views: brightness and contrast only
-        if not blur:
-            config["blur_prob"] = 0.0
-        config.update(overrides)
-        configs.append(config)
-    return tuple(configs)
