@@ -217,8 +217,8 @@ def re_escape(text):
     return re.escape(text)
 
 
-def test_file_image_header_reads_what_image_size_reads(tmp_path):
-    # The folder scan's Python reader against the graph's `image_size` on the whole file: the same fields for every
+def test_file_image_header_reads_what_image_header_reads(tmp_path):
+    # The folder scan's Python reader against the graph's `image_header` on the whole file: the same fields for every
     # JPEG, PNG and BMP it answers, None (the graph decides) for GIFs and for JPEGs whose markers it cannot follow,
     # and at every length a JPEG can be cut to: an answer only where libjpeg's header read agrees.
     rgb = _photo(30, 41)
