@@ -55,3 +55,90 @@ def test_the_rgb_default_reads_the_same_pixels_as_before(tmp_path):
            "arrays": _digest(*arrays)}
     assert crops[0].shape == (4, 16, 16, 3) and native[0].shape == (8, 12, 12, 3) and arrays[0].shape == (6, 16, 16, 3)
     assert got == RGB_GOLDEN
+
+
+# --- a grayscale folder -------------------------------------------------------------------------------------
+
+
+def _gray_image(height, width, seed):
+    y, x = np.mgrid[:height, :width]
+    return ((x * (3 + seed % 5) + y * (7 - seed % 3) + 29 * seed) % 256).astype(np.uint8)
+
+
+def _gray_folder(root, splits=(("train", 4), ("test", 2)), sizes=((22, 30), (28, 20))):
+    """`root/<split>/<class>/*`: grayscale ('L') PNGs and JPEGs of non-square `sizes`, three classes. Returns root."""
+    from PIL import Image
+
+    for split, count in splits:
+        for label, name in enumerate("abc"):
+            for i in range(count):
+                height, width = sizes[i % len(sizes)]
+                path = os.path.join(root, split, name, f"{i}.{'jpg' if i % 2 else 'png'}")
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                image = Image.fromarray(_gray_image(height, width, 10 * label + i))
+                assert image.mode == "L"
+                image.save(path, **({"quality": 90} if path.endswith(".jpg") else {}))
+    return str(root)
+
+
+@pytest.fixture
+def step_without_xla(monkeypatch):
+    """The training step without XLA (as tests/test_pretrain.py's fixture): a compilation per launch costs seconds."""
+    from byol_keras import distribute
+
+    monkeypatch.setattr(distribute, "_onednn_enabled", lambda: True)
+
+
+def test_a_grayscale_folder_stays_one_channel_from_the_command_line_to_the_served_model(tmp_path, capsys,
+                                                                                        step_without_xla):
+    from PIL import Image
+
+    from byol_keras.augment import center_crop_resize, normalize
+    from byol_keras.cli import export as export_cli
+    from byol_keras.cli import finetune, linear_eval, pretrain
+    from byol_keras.run_folder import load_encoder
+    from helpers import assert_clean_error, main_in_process
+
+    folder = _gray_folder(tmp_path / "scans")
+    run_dir, export = tmp_path / "run", tmp_path / "export"
+    flags = ["--preset", "demo", "--data", folder, "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "6",
+             "--width", "4", "--out", str(run_dir), "--export", str(export), "--verbose", "0"]
+    summary = pretrain.main(flags + ["--channels", "1"])
+    assert summary["steps"] == 2 and summary["knn_top1_pretrained"] is not None
+
+    # The run's record says it once; the encoder, the views and the kNN arrays were built for it.
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["channels"] == 1 and config["augment"]["saturation"] == config["augment"]["hue"] == 0.0
+    encoder, _ = load_encoder(str(run_dir))
+    assert tuple(encoder.input_shape) == (None, 16, 16, 1)
+    # The view grid in TensorBoard: one channel.
+    event_files = list((run_dir / "logs" / "views").glob("events.*"))
+    grids = [tf.io.decode_png(value.tensor.string_val[2]) for event in tf.compat.v1.train.summary_iterator(
+        str(event_files[0])) for value in event.summary.value]
+    assert len(grids) == 1 and grids[0].shape[-1] == 1
+
+    # The export: grayscale bytes and grayscale pixels in, the embedding of what the encoder saw in training.
+    served = tf.saved_model.load(summary["export_dir"])
+    assert served.signatures["embed_pixels"].structured_input_signature[1]["images"].shape.as_list() == [
+        None, None, None, 1]
+    path = os.path.join(folder, "test", "b", "0.png")
+    pixels = np.asarray(Image.open(path))[None, :, :, None]
+    from_bytes = served.signatures["serving_default"](image_bytes=tf.constant([open(path, "rb").read()]))
+    from_pixels = served.signatures["embed_pixels"](images=tf.constant(pixels))
+    expected = encoder(normalize(center_crop_resize(pixels, 16, config["crop_fraction"])), training=False)
+    np.testing.assert_allclose(from_bytes["embedding"], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(from_pixels["embedding"], expected, rtol=1e-5, atol=1e-5)
+    # byol-export on the run reads its channels from the run (the encoder it saved).
+    description = export_cli.main([str(run_dir), "--out", str(export)])
+    assert description["version"] == 2 and description["channels"] == 1
+
+    # The evaluations on the run: the folder read as one channel, as the encoder takes it.
+    for command, extra in ((linear_eval, []), (finetune, ["--fraction", "0.5"])):
+        results = command.main([str(run_dir), "--data", folder, "--epochs", "1", "--batch-size", "6"] + extra)
+        assert 0.0 <= results["top1"] <= 1.0
+
+    # A resume must keep the run's channel count: another one stops before any work, naming the flag.
+    code, stderr = main_in_process("training.pretrain", capsys, *flags, "--channels", "3")
+    assert_clean_error(code, stderr, "--channels", "the run has --channels 1", "this command asks for --channels 3")
+    code, stderr = main_in_process("training.pretrain", capsys, *flags)  # the default is 3: the same error
+    assert_clean_error(code, stderr, "the run has --channels 1", "this command asks for --channels 3")
