@@ -89,6 +89,87 @@ def step_without_xla(monkeypatch):
     monkeypatch.setattr(distribute, "_onednn_enabled", lambda: True)
 
 
+def _first(source, augment, batch_size=6, **kwargs):
+    dataset = data.pretrain_dataset(source, augment, batch_size, seed=5, repeat=True, **kwargs)
+    return [np.asarray(t) for t in next(iter(dataset))]
+
+
+def _augment(channels):
+    return BYOLAugment(16, seed=3, blur=False, jit_compile=False, channels=channels)
+
+
+@pytest.mark.parametrize("path", ["per_image", "native"])
+def test_one_channel_crops_are_the_first_channel_of_the_rgb_crops_on_both_paths(tmp_path, path):
+    """A grayscale folder read with `channels=1` gives, draw for draw, the first channel of what the RGB default
+    gives (three equal channels): the same windows, JPEG windows and whole PNGs alike, one channel."""
+    sizes = ((22, 30), (28, 20)) if path == "per_image" else ((18, 24),)
+    root = _gray_folder(tmp_path / "scans", splits=(("train", 4),), sizes=sizes)
+    rgb, gray = data.load_source(root), data.load_source(root, channels=1)
+    assert gray.channels == 1 and rgb.channels == 3 and data.choose_path(gray, 16) == path
+    got, reference = _first(gray, _augment(1), views_on="device"), _first(rgb, _augment(3), views_on="device")
+    for one, three in zip(got[:-1], reference[:-1]):  # (crops1, crops2) or the native-size images
+        assert one.shape[-1] == 1 and three.shape[-1] == 3 and one.dtype == np.uint8
+        np.testing.assert_array_equal(np.repeat(one, 3, -1), three)
+    np.testing.assert_array_equal(got[-1], reference[-1])  # the labels
+    if path == "per_image":  # the evaluation arrays (whatever the path) too
+        np.testing.assert_array_equal(np.repeat(load_arrays(gray, 16)[0], 3, -1), load_arrays(rgb, 16)[0])
+    else:  # the views themselves (the per-image path's: the command line's test), the squares of `views=None`
+        view1, view2, _ = _first(gray, _augment(1))
+        assert view1.shape == view2.shape == (6, 16, 16, 1) and view1.dtype == np.float32
+        squares, _ = _first(gray, None, image_size=16)
+        assert squares.shape == (6, 16, 16, 1)
+    with pytest.raises(ValueError, match=r"source's 1 channel\(s\).*Received: views with channels=3"):
+        data.pretrain_dataset(gray, _augment(3), 6)
+
+
+def test_one_channel_views_and_the_view_grid():
+    from byol_keras.augment import normalize
+    from byol_keras.callbacks import ViewGrid, unnormalize
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 20, 20, 1), dtype=np.uint8)
+    np.testing.assert_allclose(unnormalize(normalize(images)), images / 255.0, atol=1e-6)
+    grid = ViewGrid("unused", images, _augment(1)).make_grid()
+    assert grid.shape == (4 * 18, 3 * 18, 1)  # 16-px tiles with 2 px of padding
+    with pytest.raises(ValueError, match=r"\(n, h, w, 1\).*images.shape=\(4, 20, 20, 2\)"):
+        ViewGrid("unused", np.zeros((4, 20, 20, 2)), _augment(1))
+
+
+def test_one_channel_runs_drop_the_rgb_stages_of_a_preset_and_a_resume_keeps_the_channels(tmp_path):
+    from byol_keras.cli.pretrain import parse_args, resolve_config, resume_config
+    from byol_keras.decoding import DEFAULT_MAX_PIXELS
+
+    # The CIFAR preset's RGB views (saturation, hue, grayscale stage) become one-channel views, recorded as such.
+    config = resolve_config(parse_args(["--preset", "cifar10-resnet18", "--channels", "1"]))
+    assert config["channels"] == 1
+    assert {k: config["augment"][k] for k in ("saturation", "hue", "grayscale_prob", "brightness")} == {
+        "saturation": 0.0, "hue": 0.0, "grayscale_prob": 0.0, "brightness": 0.4}
+    augment, _ = data.run_views(config, data.load_source("digits", image_size=32, channels=1))
+    assert augment.view1.channels == augment.view2.channels == 1
+    rgb = resolve_config(parse_args(["--preset", "cifar10-resnet18"]))
+    assert rgb["channels"] == 3 and rgb["augment"]["saturation"] == 0.2  # the default: the preset's own views
+
+    # A config.json from before the field read RGB: resumed as such, and not with --channels 1.
+    flags = ["--preset", "demo", "--out", str(tmp_path), "--export", "none"]
+    stored = json.loads(json.dumps(dict(resolve_config(parse_args(flags)), max_pixels=DEFAULT_MAX_PIXELS)))
+    del stored["channels"]
+    assert resume_config(resolve_config(parse_args(flags)), stored)["channels"] == 3
+    with pytest.raises(ValueError, match="the run has --channels 3, this command asks for --channels 1"):
+        resume_config(resolve_config(parse_args(flags + ["--channels", "1"])), stored)
+
+
+def test_an_export_takes_the_runs_channels_only_when_they_are_the_encoders(tmp_path):
+    from byol_keras.encoders import convnet
+    from byol_keras.export import export_encoder
+
+    encoder = convnet((4,), input_shape=(16, 16, 1))
+    with pytest.raises(ValueError, match=r"`channels` must match the encoder's input channels \(1\). "
+                                         r"Received: channels=3"):
+        export_encoder(encoder, tmp_path / "rgb", 16, channels=3)
+    assert not (tmp_path / "rgb").exists()
+    assert export_encoder(encoder, tmp_path / "gray", 16, channels=1)["channels"] == 1
+
+
+@pytest.mark.slow
 def test_a_grayscale_folder_stays_one_channel_from_the_command_line_to_the_served_model(tmp_path, capsys,
                                                                                         step_without_xla):
     from PIL import Image
