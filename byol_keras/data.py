@@ -100,8 +100,9 @@ def pretrain_dataset(
     Args:
         source: `Source` from `load_source`.
         views: a `BYOLAugment` (of the source's `channels`); or any callable mapping a uint8 batch
-            `(batch, image_size, image_size, channels)` (the source's channels) to two float32 tensors `(view1, view2)`; or None to yield uint8 `(images, labels)` batches of
-            `image_size` squares for a model that augments them itself.
+            `(batch, image_size, image_size, channels)` (the source's channels) to two float32 tensors
+            `(view1, view2)`; or None to yield uint8 `(images, labels)` batches of `image_size` squares for a model
+            that augments them itself.
         batch_size: int, positive, at most `source.num_examples`.
         image_size: int or None. Only for a `views` that is not a `BYOLAugment` (or None): the side of the
             square images it receives. A `BYOLAugment` crops whole images to its own `image_size`.
@@ -328,9 +329,9 @@ def run_source(config):
     """The training `Source` of a pretraining run, opened as `byol-pretrain` opens it from its configuration.
 
     `load_source(config["data"], split=config["train_split"], data_dir=config["data_dir"],
-    max_pixels=config["max_pixels"], verify=False, channels=config["channels"])`, then the first `limit_per_class` images of each class when
-    that is set. The command line and the benchmarks call this one function, so a benchmark measures the data a
-    user's command reads.
+    max_pixels=config["max_pixels"], verify=False, channels=config["channels"])`, then the first `limit_per_class`
+    images of each class when that is set. The command line and the benchmarks call this one function, so a
+    benchmark measures the data a user's command reads.
 
     A folder is not verified: its start-up is reading each file's header (its size, the pixel limit, a file
     that is no image), a fraction of decoding every file once (docs/design.md, "Choosing the path"), and the

@@ -361,7 +361,8 @@ def _load_folder(root, verify, max_pixels, channels=3):
         image_sizes=image_sizes,
         skipped=skipped,
         records=records,
-        decode=lambda path, label: (decode_image(tf.io.read_file(path), max_pixels, name=path, channels=channels), label),
+        decode=lambda path, label: (
+            decode_image(tf.io.read_file(path), max_pixels, name=path, channels=channels), label),
         file_backed=True,
         exact_count=verify,
         max_pixels=max_pixels,

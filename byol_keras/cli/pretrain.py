@@ -3,6 +3,7 @@
     byol-pretrain --preset demo
     byol-pretrain --preset cifar10-resnet18 --data path/to/cifar10 --epochs 100 --out runs/cifar10
     byol-pretrain --preset imagenet-resnet50 --data imagenet2012 --data-dir /data/tfds --out runs/in1k
+    byol-pretrain --preset cifar10-resnet18 --data path/to/xrays --channels 1 --out runs/xrays   # one channel
 
 Flags left unset keep the preset's value (`byol_keras/presets.py`). The run directory (`--out`, default
 `runs/<preset>`) receives:
