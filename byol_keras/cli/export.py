@@ -7,7 +7,8 @@ Usage:
 Reads `RUN_DIR/config.json` (needs "image_size"; "channels", 3 or 1, says whether the signatures take RGB or
 grayscale images) and `RUN_DIR/model.keras` (the saved BYOL model, or any Keras encoder), and writes
 `OUT/VERSION/` in the layout TF Serving expects. `--out` defaults to `saved_models/<name of RUN_DIR>`;
-`--version` defaults to one more than the highest existing version. An existing version is never overwritten. Serve it with:
+`--version` defaults to one more than the highest existing version. An existing version is never overwritten.
+Serve it with:
 
     tensorflow_model_server --rest_api_port=8501 --model_name=cifar10_byol \
         --model_base_path=$PWD/saved_models/cifar10_byol
