@@ -1,8 +1,10 @@
 """Images of one channel kept as one channel end to end (`--channels 1`), and the RGB default left as it was.
 
 A grayscale folder (PNG and JPEG files of mode 'L', a few classes, two non-square sizes) goes through the command
-line's own calls: `byol-pretrain --channels 1` -> the export's byte and pixel signatures -> `byol-linear-eval`,
-and a resume with another channel count stops with a message naming the flag.
+line's own calls: `byol-pretrain --channels 1` -> the export's byte and pixel signatures -> `byol-export`,
+`byol-linear-eval` and `byol-finetune` on the run, and a resume with another channel count stops with a message
+naming the flag. The library's pieces (both pipeline paths, the view grid, a preset's RGB stages, an old record,
+the export's check) have tests of their own, each a few seconds.
 """
 
 import hashlib
