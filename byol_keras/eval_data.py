@@ -43,7 +43,8 @@ def load_arrays(source, image_size, limit_per_class=None, crop_fraction=0.875):
             CIFAR, where the crop would cut away an eighth of a tiny image.
 
     Returns:
-        `(images, labels)`: uint8 numpy `(n, image_size, image_size, 3)` and int32 numpy `(n,)`.
+        `(images, labels)`: uint8 numpy `(n, image_size, image_size, channels)` (the source's channels) and int32
+        numpy `(n,)`.
     """
     _check_source(source)
     check_positive_int("image_size", image_size)
@@ -105,11 +106,11 @@ def _random_resized_crop(image, image_size):
     """The official linear-evaluation training crop of one image (`_crop_window`), resized.
 
     Args:
-        image: float32 tensor `(h, w, 3)` in [0, 255].
+        image: float32 tensor `(h, w, channels)` in [0, 255].
         image_size: int.
 
     Returns:
-        float32 tensor `(image_size, image_size, 3)` in [0, 255].
+        float32 tensor `(image_size, image_size, channels)` in [0, 255].
     """
     shape = tf.shape(image)
     window = _crop_window(tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32))
@@ -140,9 +141,9 @@ def classification_dataset(
     out of data" warning and the cosine schedule has no horizon.
 
     Args:
-        data: `(images, labels)` arrays (uint8 or float in [0, 255], `(n, h, w, 3)`) or an unbatched
-            `tf.data.Dataset` of `(image, label)` pairs (images may differ in size), preferably of
-            known cardinality.
+        data: `(images, labels)` arrays (uint8 or float in [0, 255], `(n, h, w, channels)`: 3, or 1 for
+            grayscale) or an unbatched `tf.data.Dataset` of `(image, label)` pairs (images may differ in size, of
+            one known number of channels), preferably of known cardinality.
         image_size: int, side of the square output images.
         batch_size: int.
         training: bool, selects the transform; training also shuffles.
@@ -153,7 +154,7 @@ def classification_dataset(
         seed: int or None, shuffle seed. Defaults to None.
 
     Returns:
-        `tf.data.Dataset` of `(images, labels)`: float32 `(batch, image_size, image_size, 3)`, int64
+        `tf.data.Dataset` of `(images, labels)`: float32 `(batch, image_size, image_size, channels)`, int64
         `(batch,)`.
     """
     check_positive_int("image_size", image_size)
@@ -169,6 +170,9 @@ def classification_dataset(
             "`data` must be an `(images, labels)` tuple or a tf.data.Dataset of (image, label). "
             f"Received: data={type(data).__name__}"
         )
+    # Known before the crops, whose sizes are computed at run time: `normalize` standardises per channel.
+    image_shape = dataset.element_spec[0].shape
+    channels = image_shape[-1] if image_shape.rank else None
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
 
@@ -179,7 +183,7 @@ def classification_dataset(
             image = tf.image.random_flip_left_right(image)
         else:
             image = center_crop_resize(image, image_size, crop_fraction)
-        return image, tf.cast(label, tf.int64)
+        return tf.ensure_shape(image, (image_size, image_size, channels)), tf.cast(label, tf.int64)
 
     dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
     if repeat:

@@ -3,6 +3,7 @@
     byol-pretrain --preset demo
     byol-pretrain --preset cifar10-resnet18 --data path/to/cifar10 --epochs 100 --out runs/cifar10
     byol-pretrain --preset imagenet-resnet50 --data imagenet2012 --data-dir /data/tfds --out runs/in1k
+    byol-pretrain --preset cifar10-resnet18 --data path/to/xrays --channels 1 --out runs/xrays   # one channel
 
 Flags left unset keep the preset's value (`byol_keras/presets.py`). The run directory (`--out`, default
 `runs/<preset>`) receives:
@@ -50,6 +51,10 @@ def build_parser(prog="byol-pretrain"):
     parser.add_argument("--epochs", type=cli.positive_int)
     parser.add_argument("--batch-size", dest="batch_size", type=cli.positive_int, help="global batch size")
     parser.add_argument("--image-size", dest="image_size", type=cli.positive_int)
+    parser.add_argument("--channels", type=int, choices=(3, 1),
+                        help="3: RGB (grayscale files replicated; the presets' default); 1: every image kept as one "
+                             "channel (its luma: X-rays, scans, microscopy), through the views (no saturation, hue "
+                             "or grayscale stage), the encoder, the kNN monitor and the export")
     parser.add_argument("--learning-rate", dest="base_learning_rate", type=cli.positive_float,
                         help="base LR for batch 256")
     parser.add_argument("--weight-decay", dest="weight_decay", type=cli.non_negative_float)
@@ -108,9 +113,15 @@ def resolve_config(args):
     overrides = {
         key: getattr(args, key)
         for key in ("data", "data_dir", "epochs", "batch_size", "image_size", "base_learning_rate",
-                    "weight_decay", "base_tau", "optimizer", "limit_per_class", "knn_every_n_epochs")
+                    "weight_decay", "base_tau", "optimizer", "limit_per_class", "knn_every_n_epochs", "channels")
     }
     config = get_preset(args.preset, **overrides)
+    if config["channels"] != 3:
+        from byol_keras.views.paper import RGB_ONLY
+
+        # Saturation, hue and the grayscale stage are RGB notions: one-channel views go without them, whatever
+        # the preset's RGB views say (recorded as such in config.json).
+        config["augment"] = dict(config["augment"], **RGB_ONLY)
     if args.encoder is not None:
         from byol_keras.encoders import encoder_spec
 
@@ -215,6 +226,7 @@ RESUME_MUST_KEEP = {
     "batch_size": "--batch-size",
     "steps_per_epoch_cap": "--steps-per-epoch",
     "image_size": "--image-size",
+    "channels": "--channels",
     "encoder": "--width",
     "optimizer": "--optimizer",
     "base_learning_rate": "--learning-rate",
@@ -224,6 +236,8 @@ RESUME_MUST_KEEP = {
     "precision": "--precision",
     "max_pixels": "--max-pixels",
 }
+# What a config.json written before a field existed meant by its absence.
+BEFORE_A_FIELD = {"channels": 3}  # every run read RGB
 # Facts of one launch, not of the run (where the folder is now, the machine, the installed versions): found
 # again by every launch, and recorded.
 LAUNCH_VALUES = ("run_dir", "replicas", "onednn", "cpu_allocator", "jit_compile", "jit_compile_reason", "versions")
@@ -265,6 +279,7 @@ def resume_config(requested, stored):
     from byol_keras.decoding import DEFAULT_MAX_PIXELS
 
     requested = _as_json(dict(requested, max_pixels=requested.get("max_pixels") or DEFAULT_MAX_PIXELS))
+    stored = dict(BEFORE_A_FIELD, **stored)
     differ = [key for key in RESUME_MUST_KEEP if key in stored and requested.get(key) != stored[key]]
     if "preset" in differ:
         differ = ["preset"]  # the other differences follow from it
@@ -580,7 +595,7 @@ def make_data(config, source, resumed=None):
         else:
             bank_source = source
             test_source = load_source(config["data"], split=config["test_split"], data_dir=config["data_dir"],
-                                      max_pixels=config["max_pixels"])
+                                      max_pixels=config["max_pixels"], channels=config["channels"])
         bank_raw, bank_x, bank_y = _labelled_arrays(bank_source, image_size, config["knn_bank_per_class"], crop)
         query_raw, query_x, query_y = _labelled_arrays(test_source, image_size,
                                                        None if config["knn_queries"] == HELD_OUT
@@ -612,7 +627,7 @@ def make_model(config, strategy, num_classes, device_views=None):
     from byol_keras.layers import sync_batchnorm
 
     with strategy.scope():
-        encoder = build_encoder(config["encoder"], config["image_size"])
+        encoder = build_encoder(config["encoder"], config["image_size"], config["channels"])
         if config["sync_bn"]:
             encoder = sync_batchnorm(encoder)  # the paper's cross-replica BatchNorm
         model = BYOL(
@@ -705,7 +720,7 @@ def fit(config, model, data, monitors):
 
 
 def finish(config, model, history, data, monitors, out_dir, resumed, started):
-    """The `finish` step: model.keras, the export (the run's image size, crop fraction and pixel limit),
+    """The `finish` step: model.keras, the export (the run's image size, channels, crop fraction and pixel limit),
     history.json and summary.json; returns the summary.
 
     Raises:
@@ -723,7 +738,8 @@ def finish(config, model, history, data, monitors, out_dir, resumed, started):
     export_dir = None
     if config["export_base_path"] and out_dir == config["run_dir"]:  # the chief exports
         info = export_version(model, config["export_base_path"], config["image_size"],
-                              crop_fraction=config["crop_fraction"], max_pixels=config["max_pixels"])
+                              crop_fraction=config["crop_fraction"], max_pixels=config["max_pixels"],
+                              channels=config["channels"])
         export_dir = info.get("export_dir")
 
     knn = monitors.knn
