@@ -4,8 +4,9 @@
   transform) into uint8 NumPy arrays: the kNN monitor's bank and queries, the raw-pixel reference.
 - `classification_dataset`: the paper's linear-evaluation transforms as a batched `tf.data` pipeline, a
   random resized crop and a flip for training, the centre crop for testing (`byol_keras.transfer`).
-- `default_crop_fraction`: the test centre crop for an image size, which a pretraining run records in its
-  `config.json` for every later step to read.
+
+The test centre crop: `crop_fraction=None` is `byol_keras.preprocessing.default_crop_fraction(image_size)`; a
+pretraining run records its value in `config.json` for every later step to read.
 
 The pretraining views are made elsewhere (`byol_keras.data.pretrain_dataset`).
 """
@@ -13,7 +14,7 @@ The pretraining views are made elsewhere (`byol_keras.data.pretrain_dataset`).
 import numpy as np
 import tensorflow as tf
 
-from byol_keras.preprocessing import center_crop_resize, normalize
+from byol_keras.preprocessing import center_crop_resize, normalize, resolve_crop_fraction
 from byol_keras.views.geometry import official_crop_window
 from byol_keras.sources import _check_source, _decoded, warn_small_images
 from byol_keras.subsets import _first_per_class, keep_elements
@@ -25,7 +26,7 @@ _CROP_AREA_RANGE = (0.08, 1.0)
 _CROP_ASPECT_RANGE = (3.0 / 4.0, 4.0 / 3.0)
 
 
-def load_arrays(source, image_size, limit_per_class=None, crop_fraction=0.875):
+def load_arrays(source, image_size, limit_per_class=None, crop_fraction=None):
     """Load labelled examples into memory, e.g. as a kNN bank: the first `limit_per_class` per class.
 
     Images get the evaluation transform (`center_crop_resize`) and are kept as uint8 so that a bank
@@ -39,8 +40,8 @@ def load_arrays(source, image_size, limit_per_class=None, crop_fraction=0.875):
         image_size: int, side of the output images.
         limit_per_class: int or None, keep the first this many examples of each class in source
             order; None keeps everything. Defaults to None.
-        crop_fraction: float in (0, 1]. Defaults to 0.875 (the paper's 224/256). Use 1.0 for 32 px
-            CIFAR, where the crop would cut away an eighth of a tiny image.
+        crop_fraction: float in (0, 1], or None. Defaults to None: `default_crop_fraction(image_size)` (the
+            paper's 224/256 from 96 px up; 1.0 below, where the crop would cut away an eighth of a tiny image).
 
     Returns:
         `(images, labels)`: uint8 numpy `(n, image_size, image_size, channels)` (the source's channels) and int32
@@ -48,7 +49,7 @@ def load_arrays(source, image_size, limit_per_class=None, crop_fraction=0.875):
     """
     _check_source(source)
     check_positive_int("image_size", image_size)
-    _check_crop_fraction(crop_fraction)
+    crop_fraction = resolve_crop_fraction(crop_fraction, image_size)
     if limit_per_class is not None:
         check_positive_int("limit_per_class", limit_per_class)
         if source.num_classes == 0:
@@ -126,7 +127,7 @@ def classification_dataset(
     image_size,
     batch_size,
     training,
-    crop_fraction=0.875,
+    crop_fraction=None,
     shuffle_buffer=10_000,
     repeat=False,
     seed=None,
@@ -147,8 +148,8 @@ def classification_dataset(
         image_size: int, side of the square output images.
         batch_size: int.
         training: bool, selects the transform; training also shuffles.
-        crop_fraction: float in (0, 1], the test transform's centre-crop fraction. Defaults to 0.875
-            (the paper's 224 / 256); 1.0 keeps the whole image, as usual for 32 px CIFAR.
+        crop_fraction: float in (0, 1], the test transform's centre-crop fraction, or None. Defaults to None:
+            `default_crop_fraction(image_size)` (the paper's 224 / 256 from 96 px up, the whole image below).
         shuffle_buffer: int. Defaults to 10 000.
         repeat: bool, repeat indefinitely (then pass `steps_per_epoch` to `fit`). Defaults to False.
         seed: int or None, shuffle seed. Defaults to None.
@@ -192,26 +193,3 @@ def classification_dataset(
         lambda images, labels: (normalize(images), labels), num_parallel_calls=tf.data.AUTOTUNE
     )
     return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-def default_crop_fraction(image_size):
-    """The test transform's centre-crop fraction for an image size: 0.875 from 96 px up, else 1.0.
-
-    The paper's 224 / 256 crop at ImageNet resolution; at CIFAR's 32 px the usual practice (solo-learn,
-    lightly) is no crop at all, since an eighth of a tiny image is too much to lose.
-
-    Args:
-        image_size: int.
-
-    Returns:
-        float.
-    """
-    return 0.875 if image_size >= 96 else 1.0
-
-
-
-def _check_crop_fraction(crop_fraction):
-    if not isinstance(crop_fraction, (int, float)) or not 0.0 < crop_fraction <= 1.0:
-        raise ValueError(
-            f"`crop_fraction` must be in (0, 1]. Received: crop_fraction={crop_fraction!r}"
-        )

@@ -44,9 +44,8 @@ import shutil
 import uuid
 
 import keras
-from keras import ops
 
-from byol_keras.preprocessing import center_crop_resize
+from byol_keras.preprocessing import center_crop_resize, resolve_crop_fraction
 from byol_keras.preprocessing import normalize
 from byol_keras.decoding import DEFAULT_MAX_PIXELS
 from byol_keras.decoding import check_channels
@@ -54,7 +53,7 @@ from byol_keras.decoding import check_max_pixels
 from byol_keras.decoding import decode_image
 from byol_keras.durable import as_write_error, atomic_write_json, fsync_dir, writing
 from byol_keras.losses import l2_normalize  # the served `*_normalized` outputs are the loss's normalisation
-from byol_keras.validation import check_number, check_positive_int
+from byol_keras.validation import check_positive_int
 
 SERVING_DEFAULT = "serving_default"
 EMBED_PIXELS = "embed_pixels"
@@ -99,7 +98,7 @@ def decode_images(image_bytes, max_pixels=DEFAULT_MAX_PIXELS, channels=3):
     ]
 
 
-def preprocess_image_bytes(image_bytes, image_size, crop_fraction=0.875, max_pixels=DEFAULT_MAX_PIXELS, first_index=0,
+def preprocess_image_bytes(image_bytes, image_size, crop_fraction=None, max_pixels=DEFAULT_MAX_PIXELS, first_index=0,
                            channels=3):
     """Decode, resize, centre-crop and normalise a batch of encoded images of possibly different sizes.
 
@@ -111,7 +110,8 @@ def preprocess_image_bytes(image_bytes, image_size, crop_fraction=0.875, max_pix
     Args:
         image_bytes: tf.string tensor `(batch,)` of JPEG, PNG, BMP or GIF files.
         image_size: int, side of the square crop the encoder sees.
-        crop_fraction: float in (0, 1], crop side over resized shorter side. Defaults to 0.875.
+        crop_fraction: float in (0, 1], crop side over resized shorter side, or None. Defaults to None:
+            `default_crop_fraction(image_size)`.
         max_pixels: int, images declaring more pixels are refused before decoding. Defaults to
             `DEFAULT_MAX_PIXELS`.
         first_index: int or int32 scalar, the request index of `image_bytes[0]`, for error messages
@@ -164,13 +164,13 @@ def _in_chunks(images, fn, dim):
     return tf.ensure_shape(outputs.concat(), (None, dim))
 
 
-def preprocess_pixels(images, image_size, crop_fraction=0.875, channels=3):
+def preprocess_pixels(images, image_size, crop_fraction=None, channels=3):
     """Resize, centre-crop and normalise a batch of equally sized uint8 images.
 
     Args:
         images: uint8 tensor `(batch, height, width, channels)`, values in [0, 255].
         image_size: int, side of the square crop the encoder sees.
-        crop_fraction: float in (0, 1]. Defaults to 0.875.
+        crop_fraction: float in (0, 1] or None. Defaults to None: `default_crop_fraction(image_size)`.
         channels: int, the images' channels (the encoder's). Defaults to 3.
 
     Returns:
@@ -260,7 +260,7 @@ def export_encoder(
     model_or_encoder,
     export_dir,
     image_size,
-    crop_fraction=0.875,
+    crop_fraction=None,
     include_projector=True,
     keras_path=None,
     verbose=False,
@@ -288,8 +288,9 @@ def export_encoder(
         export_dir: str or path-like, the SavedModel folder to create (e.g.
             `saved_models/NAME/1`). Must not exist or be empty.
         image_size: int, the side the encoder sees (32 for CIFAR-10, 224 for ImageNet).
-        crop_fraction: float in (0, 1], centre-crop side over resized shorter side. Defaults to 0.875
-            (the paper's 224/256).
+        crop_fraction: float in (0, 1], centre-crop side over resized shorter side (a run's is its config's
+            "crop_fraction"), or None. Defaults to None: `default_crop_fraction(image_size)` (the paper's 224/256
+            from 96 px up).
         include_projector: bool, add the `project` signature (BYOL's projection space) when
             `model_or_encoder` has a projector; ignored for a plain encoder. Defaults to True.
         keras_path: str or path-like, where to save the encoder as `.keras`. Defaults to
@@ -311,7 +312,7 @@ def export_encoder(
 
     encoder, projector = _unpack(model_or_encoder, include_projector)
     image_size = check_positive_int("image_size", image_size)
-    crop_fraction = check_number("crop_fraction", crop_fraction, 0, 1, low_open=True)
+    crop_fraction = resolve_crop_fraction(crop_fraction, image_size)
     max_pixels = check_max_pixels(max_pixels)
     export_dir = os.fspath(export_dir)
     if os.path.exists(export_dir) and os.listdir(export_dir):

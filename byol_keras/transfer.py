@@ -14,7 +14,7 @@ input pipeline is `byol_keras.eval_data.classification_dataset`.
 import keras
 import numpy as np
 
-from byol_keras.eval_data import classification_dataset, default_crop_fraction
+from byol_keras.eval_data import classification_dataset
 from byol_keras.validation import check_positive_float, check_positive_int
 
 
@@ -301,15 +301,13 @@ def transfer(
         learning_rate: float, peak SGD learning rate. Defaults to 0.1.
         weight_decay: float. Defaults to 0.0 (the paper's linear protocol has none).
         crop_fraction: float or None, the test centre-crop fraction; a run's is its config's
-            "crop_fraction". Defaults to None: `default_crop_fraction(image_size)`.
+            "crop_fraction". Defaults to None: `preprocessing.default_crop_fraction(image_size)`.
         seed: int, the training shuffle and crops. Defaults to 0.
         verbose: int, 1 shows progress bars. Defaults to 1.
 
     Returns:
         Dict `{"top1": float, "top5": float}` on the test set.
     """
-    if crop_fraction is None:
-        crop_fraction = default_crop_fraction(image_size)
     train = classification_dataset(train_data, image_size, batch_size, training=True, seed=seed)
     test = classification_dataset(test_data, image_size, batch_size, training=False, crop_fraction=crop_fraction)
     model = classifier_on_encoder(encoder, num_classes, freeze=freeze, image_size=image_size)

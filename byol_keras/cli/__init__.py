@@ -185,7 +185,7 @@ def load_evaluation_inputs(args):
 
     The image size and the crop fraction are the flags', else the run's `config.json` (read, not recomputed);
     a crop fraction of None (a standalone encoder, or a run evaluated at another size) is
-    `eval_data.default_crop_fraction` of the size. The data is read with the encoder's channels (RGB, or one
+    `preprocessing.default_crop_fraction` of the size. The data is read with the encoder's channels (RGB, or one
     channel for an encoder of grayscale images: `byol-pretrain --channels 1`).
     """
     from byol_keras.run_folder import load_encoder

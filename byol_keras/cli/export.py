@@ -32,7 +32,7 @@ def export_run(run_dir, out=None, version=None, crop_fraction=None, include_proj
         version: int or None, the version folder. Defaults to the next free version.
         crop_fraction: float in (0, 1], evaluation centre-crop fraction. Defaults to the run's
             `config.json` "crop_fraction" (what its kNN monitor used), else the default for its image size
-            (`byol_keras.eval_data.default_crop_fraction`).
+            (`byol_keras.preprocessing.default_crop_fraction`, for a run recorded before the field).
         include_projector: bool, add the `project` signature when the model has a projector.
             Defaults to True.
         max_pixels: int or None, the serving signatures refuse larger images before decoding them.
@@ -42,7 +42,6 @@ def export_run(run_dir, out=None, version=None, crop_fraction=None, include_proj
     Returns:
         dict, the export description (see `byol_keras.export.export_version`).
     """
-    from byol_keras.eval_data import default_crop_fraction
     from byol_keras.export import export_version
 
     run_dir = os.fspath(run_dir)
@@ -56,7 +55,7 @@ def export_run(run_dir, out=None, version=None, crop_fraction=None, include_proj
     print(f"Loaded {type(model).__name__} from {os.path.join(run_dir, MODEL_FILENAME)} "
           f"(image_size={config['image_size']})", flush=True)
     if crop_fraction is None:
-        crop_fraction = config.get("crop_fraction") or default_crop_fraction(int(config["image_size"]))
+        crop_fraction = config.get("crop_fraction")  # None: the library's rule, in export_encoder
     if max_pixels is None:
         from byol_keras.decoding import DEFAULT_MAX_PIXELS
 

@@ -504,7 +504,7 @@ def resolve(config, strategy, resumed=None, stored=None):
     from byol_keras.data import run_source
     from byol_keras.decoding import DEFAULT_MAX_PIXELS
     from byol_keras.distribute import resolve_jit_compile
-    from byol_keras.eval_data import default_crop_fraction
+    from byol_keras.preprocessing import default_crop_fraction
     from byol_keras.onednn import allocator_state, onednn_state
 
     config = dict(config)
