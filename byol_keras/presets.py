@@ -1,12 +1,15 @@
 """Named pretraining configurations, as data.
 
-A preset is a plain dict of the arguments `byol_keras/cli/pretrain.py` needs; `get_preset(name, **overrides)`
+A preset is a plain dict of the arguments a run (`byol_keras/experiment.py`) needs; `get_preset(name, **overrides)`
 returns a copy with fields replaced, which is also how tests shrink one. The paper's values are the
 named constants below, read from the official code (deepmind-research `byol/configs/byol.py`) and the
 paper (Grill et al., 2020, arXiv 2006.07733).
 """
 
 import copy
+
+# The optimizers a configuration can name (`optimizers.build_optimizer` builds each).
+OPTIMIZERS = ("lars", "sgd-l2", "sgd")
 
 # Official BYOL presets by number of pretraining epochs (configs/byol.py).
 PAPER_LR_PRESETS = {40: 0.45, 100: 0.45, 300: 0.3, 1000: 0.2}
@@ -15,7 +18,7 @@ PAPER_EMA_PRESETS = {40: 0.97, 100: 0.99, 300: 0.99, 1000: 0.996}
 PAPER_BATCH_SIZE = 4096
 PAPER_WARMUP_EPOCHS = 10
 
-# Every field a preset has, with its meaning. `byol_keras.cli.pretrain` reads exactly these.
+# Every field a preset has, with its meaning. `byol_keras.experiment` reads exactly these.
 FIELDS = {
     "source": "where the values come from",
     "data": "TFDS name, image folder or 'digits'",

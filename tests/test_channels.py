@@ -137,7 +137,8 @@ def test_one_channel_views_and_the_view_grid():
 
 
 def test_one_channel_runs_drop_the_rgb_stages_of_a_preset_and_a_resume_keeps_the_channels(tmp_path):
-    from byol_keras.cli.pretrain import parse_args, resolve_config, resume_config
+    from byol_keras.cli.pretrain import parse_args, resolve_config
+    from byol_keras.experiment import resume_config
     from byol_keras.decoding import DEFAULT_MAX_PIXELS
 
     # The CIFAR preset's RGB views (saturation, hue, grayscale stage) become one-channel views, recorded as such.

@@ -156,7 +156,7 @@ def _damage(path, how):
 @pytest.mark.slow
 def test_damaged_backups_and_records_are_named_and_the_older_backup_resumes(tmp_path, caplog, capsys,
                                                                             step_without_xla):
-    from byol_keras.cli.pretrain import RunRecordError, run
+    from byol_keras.experiment import RunRecordError, run
 
     run_dir = tmp_path / "run"
     backups = run_dir / "backup"
@@ -221,7 +221,7 @@ def test_latest_backup_state_names_what_does_not_read(tmp_path):
 
 @pytest.mark.slow
 def test_a_non_finite_loss_keeps_the_last_good_files_and_names_them(tmp_path, step_without_xla):
-    from byol_keras.cli.pretrain import NonFiniteLossError, run
+    from byol_keras.experiment import NonFiniteLossError, run
 
     run_dir = tmp_path / "run"
     with pytest.raises(NonFiniteLossError) as error:
@@ -283,7 +283,7 @@ def small_disk(tmp_path):
 @pytest.mark.slow
 def test_a_full_disk_while_backing_up_is_one_error_line_and_the_next_run_resumes(tmp_path, capsys, monkeypatch,
                                                                                  small_disk, step_without_xla):
-    from byol_keras.cli.pretrain import run
+    from byol_keras.experiment import run
 
     run_dir = (small_disk or tmp_path) / "run"
     assert run(_tiny(run_dir, "--epochs", "1"))["steps"] == 2
@@ -347,7 +347,7 @@ def test_two_exports_never_share_a_version(tmp_path, monkeypatch):
 def test_a_labelled_folder_without_a_test_split_holds_queries_out_of_the_knn_bank(tmp_path, capsys):
     import tensorflow as tf
 
-    from byol_keras.cli.pretrain import HELD_OUT, make_data, resolve
+    from byol_keras.experiment import HELD_OUT, make_data, resolve
 
     for label in range(2):
         for i in range(10):
