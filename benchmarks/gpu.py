@@ -7,7 +7,7 @@ replicas, the input pipeline and memory.
     python -m benchmarks.gpu --no-tiny --size 64 --batches 32 --threads 2   # ResNet-50 on a CPU, smaller views
 
 The model and the data are built as `byol-pretrain --preset imagenet-resnet50` builds them (the preset, then
-`cli.pretrain.build_encoder` and `build_optimizer`: LARS, the paper's heads, the online probe on 1,000 classes,
+`encoders.build_encoder` and `optimizers.build_optimizer`: LARS, the paper's heads, the online probe on 1,000 classes,
 synchronised BatchNorm with several replicas), with the views made on the device:
 `BYOL(augment=BYOLAugment(...), augment_on="device")` fed `(crops1, crops2, labels)` as
 `pretrain_dataset(..., views_on="device")` yields them. Each configuration is timed with `fit` (one untimed
@@ -168,8 +168,8 @@ def pretrain_config(sizes, replicas=1):
 
 
 def byol_model(config, strategy, augment, jit_compile):
-    """`cli.pretrain.make_model` itself, with the views made on the device and this configuration's XLA choice."""
-    from byol_keras.cli.pretrain import make_model
+    """`experiment.make_model` itself, with the views made on the device and this configuration's XLA choice."""
+    from byol_keras.experiment import make_model
 
     return make_model(dict(config, jit_compile=jit_compile), strategy, NUM_CLASSES if config["probe"] else 0,
                       device_views=augment)
@@ -189,7 +189,7 @@ class DeviceNormalize(keras.layers.Layer):
 
 def supervised_model(config, jit_compile):
     """The same encoder with a softmax head: `transfer.classifier_on_encoder` and `train_classifier`'s loss."""
-    from byol_keras.cli.pretrain import build_encoder
+    from byol_keras.encoders import build_encoder
     from byol_keras.transfer import classifier_on_encoder
 
     size = config["image_size"]

@@ -56,7 +56,7 @@ def recipe_fields(name):
 
 
 def build_config(recipe_name, data, epochs=None, seed=0, out=None):
-    """The `byol_keras.cli.pretrain.run` configuration of a recipe on the fixed budget."""
+    """The `byol_keras.experiment.run` configuration of a recipe on the fixed budget."""
     from byol_keras.presets import get_preset
 
     recipe = recipe_fields(recipe_name)
@@ -103,7 +103,7 @@ def main(argv=None):
     if not os.path.isdir(os.path.join(args.data, "train")):
         raise SystemExit(f"error: no CIFAR-10 image folder at {args.data!r} (expected train/ and test/)")
 
-    from byol_keras.cli.pretrain import run  # first: byol_keras turns oneDNN on before TensorFlow starts
+    from byol_keras.experiment import run  # first: byol_keras turns oneDNN on before TensorFlow starts
 
     import keras
     import tensorflow as tf

@@ -14,6 +14,11 @@ from byol_keras.onednn import tell_if_off
 from byol_keras.schedules import target_tau
 from byol_keras.validation import check_int, check_number, check_positive_int
 
+# A saved BYOL refers to these modules' Keras objects (LARS, WarmupCosine, the views' layers): wherever BYOL is
+# imported from, they are registered too, so that `keras.saving.load_model` rebuilds a whole run.
+from byol_keras import optimizers as _optimizers  # noqa: F401, E402
+from byol_keras import views as _view_layers  # noqa: F401, E402
+
 
 def _clone_structure(layer):
     """A new layer with the same configuration (and fresh variables) as `layer`."""

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from byol_keras.preprocessing import IMAGENET_MEAN, IMAGENET_STD, normalize
+from byol_keras.preprocessing import channel_stats, normalize
 from byol_keras.embedding import embed
 from byol_keras.knn import knn_accuracy
 from byol_keras.validation import check_positive_int
@@ -45,13 +45,15 @@ def unnormalize(images):
     """Undo `byol_keras.preprocessing.normalize`: ImageNet-standardised images back to [0, 1], clipped.
 
     Args:
-        images: float tensor `(batch, h, w, 3)`, ImageNet-standardised.
+        images: float tensor `(batch, h, w, channels)`, standardised as `normalize` does for its channels (3:
+            ImageNet's per-channel values; 1: their average, `channel_stats`).
 
     Returns:
-        float32 tensor `(batch, h, w, 3)` in [0, 1].
+        float32 tensor `(batch, h, w, channels)` in [0, 1].
     """
-    mean = ops.convert_to_tensor(IMAGENET_MEAN, dtype="float32")
-    std = ops.convert_to_tensor(IMAGENET_STD, dtype="float32")
+    mean, std = channel_stats(images.shape[-1] or 3)
+    mean = ops.convert_to_tensor(mean, dtype="float32")
+    std = ops.convert_to_tensor(std, dtype="float32")
     return ops.clip(ops.cast(images, "float32") * std + mean, 0.0, 1.0)
 
 
@@ -308,9 +310,10 @@ class ViewGrid(keras.callbacks.Callback):
 
     Args:
         log_dir: str, TensorBoard directory.
-        images: uint8 (or float in [0, 255]) array `(n, h, w, 3)`; a few images (8 is plenty).
-        augment: callable `images -> (view1, view2)` returning ImageNet-normalised float32 views
-            `(n, size, size, 3)`, such as the pretraining augmentation of `byol_keras.views`.
+        images: uint8 (or float in [0, 255]) array `(n, h, w, 3)`, or `(n, h, w, 1)` for grayscale images kept
+            as one channel; a few images (8 is plenty).
+        augment: callable `images -> (view1, view2)` returning normalised float32 views `(n, size, size,
+            channels)` (`normalize`), such as the pretraining augmentation of `byol_keras.views`.
         name: str, the image summary tag. Defaults to "views".
         padding: int, pixels between tiles. Defaults to 2.
     """
@@ -319,9 +322,9 @@ class ViewGrid(keras.callbacks.Callback):
         super().__init__()
         if not callable(augment):
             raise TypeError(f"`augment` must be callable. Received: augment={augment!r}")
-        if np.ndim(images) != 4 or np.shape(images)[-1] != 3:
+        if np.ndim(images) != 4 or np.shape(images)[-1] not in (1, 3):
             raise ValueError(
-                "`images` must be a batch of RGB images (n, h, w, 3). "
+                "`images` must be a batch of RGB images (n, h, w, 3) or grayscale images (n, h, w, 1). "
                 f"Received: images.shape={np.shape(images)}"
             )
         self.log_dir = log_dir
@@ -335,14 +338,14 @@ class ViewGrid(keras.callbacks.Callback):
         """Augment `images` once and tile originals, view 1 and view 2 side by side.
 
         Returns:
-            float32 array `(rows, cols, 3)` in [0, 1], one row of three tiles per image.
+            float32 array `(rows, cols, channels)` in [0, 1], one row of three tiles per image.
         """
         view1, view2 = _as_pair(self.augment(ops.convert_to_tensor(self.images)))
         view1, view2 = unnormalize(view1), unnormalize(view2)
         size = ops.shape(view1)[1:3]
         originals = ops.image.resize(ops.cast(self.images, "float32") / 255.0, size)
         originals = ops.clip(originals, 0.0, 1.0)
-        # (n, 3, h, w, 3) -> (3n, h, w, 3): original, view 1, view 2 of each image in a row.
+        # (n, 3, h, w, c) -> (3n, h, w, c): original, view 1, view 2 of each image in a row.
         triples = ops.stack([originals, view1, view2], axis=1)
         triples = ops.reshape(triples, (-1, *ops.shape(view1)[1:]))
         grid = tile_images(triples, columns=3, padding=self.padding, pad_value=1.0)
@@ -369,8 +372,8 @@ class EmbeddingProjector(keras.callbacks.Callback):
 
     Args:
         log_dir: str, TensorBoard directory.
-        images: uint8 (or float in [0, 255]) array `(n, h, w, 3)`, the evaluation-sized images; they
-            are ImageNet-normalised before encoding.
+        images: uint8 (or float in [0, 255]) array `(n, h, w, 3)` (or `1`, grayscale: a grayscale sprite), the
+            evaluation-sized images; they are normalised (`normalize`) before encoding.
         labels: int array `(n,)`.
         class_names: list of str or None, names indexed by label. Defaults to None (the label).
         batch_size: int, images per forward pass. Defaults to 256.
@@ -386,9 +389,10 @@ class EmbeddingProjector(keras.callbacks.Callback):
         super().__init__()
         images = np.asarray(images)
         labels = np.asarray(labels).reshape(-1)
-        if images.ndim != 4 or images.shape[-1] != 3:
+        if images.ndim != 4 or images.shape[-1] not in (1, 3):
             raise ValueError(
-                f"`images` must be a batch of RGB images (n, h, w, 3). Received: images.shape={images.shape}"
+                "`images` must be a batch of RGB images (n, h, w, 3) or grayscale images (n, h, w, 1). "
+                f"Received: images.shape={images.shape}"
             )
         if len(images) != len(labels):
             raise ValueError(

@@ -100,9 +100,10 @@ def pretrain_dataset(
 
     Args:
         source: `Source` from `load_source`.
-        views: a `BYOLAugment`; or any callable mapping a uint8 batch `(batch, image_size, image_size, 3)`
-            to two float32 tensors `(view1, view2)`; or None to yield uint8 `(images, labels)` batches of
-            `image_size` squares for a model that augments them itself.
+        views: a `BYOLAugment` (of the source's `channels`); or any callable mapping a uint8 batch
+            `(batch, image_size, image_size, channels)` (the source's channels) to two float32 tensors
+            `(view1, view2)`; or None to yield uint8 `(images, labels)` batches of `image_size` squares for a model
+            that augments them itself.
         batch_size: int, positive, at most `source.num_examples`.
         image_size: int or None. Only for a `views` that is not a `BYOLAugment` (or None): the side of the
             square images it receives. A `BYOLAugment` crops whole images to its own `image_size`.
@@ -157,6 +158,11 @@ def pretrain_dataset(
             f"`image_size` must be None or the BYOLAugment's own image_size ({augment.image_size}): the views "
             f"crop whole images to it. Received: image_size={image_size!r}"
         )
+    if augment is not None and augment.view1.channels != source.channels:
+        raise ValueError(
+            f"`views` must make views of the source's {source.channels} channel(s) (load_source(..., channels=)): "
+            f"BYOLAugment(..., channels={source.channels}). Received: views with channels={augment.view1.channels}"
+        )
     if views_on not in ("data", "device"):
         raise ValueError(f"`views_on` must be 'data' or 'device'. Received: views_on={views_on!r}")
     if views_on == "device" and augment is None:
@@ -195,9 +201,9 @@ def pretrain_dataset(
     else:
         native = path == "native"
     if augment is None:
-        decoded_bytes = source.num_examples * image_size * image_size * 3
+        decoded_bytes = source.num_examples * image_size * image_size * source.channels
     elif source.image_sizes is not None:
-        decoded_bytes = int(np.sum(np.prod(source.image_sizes, axis=1))) * 3
+        decoded_bytes = int(np.sum(np.prod(source.image_sizes, axis=1))) * source.channels
     else:
         decoded_bytes = None  # unknown sizes: never cached automatically
     if cache == "auto":
@@ -250,7 +256,7 @@ def pretrain_dataset(
             @_plain_graph
             def crop(record, key_where):
                 (path, label), (key, where) = record, key_where
-                crops = _crop_views_from_file(path, key, augment.views, source.max_pixels)
+                crops = _crop_views_from_file(path, key, augment.views, source.max_pixels, source.channels)
                 return crops, tf.cast(label, tf.int32), key, where
         else:
             @_plain_graph
@@ -342,9 +348,9 @@ def run_source(config):
     """The training `Source` of a pretraining run, opened as `byol-pretrain` opens it from its configuration.
 
     `load_source(config["data"], split=config["train_split"], data_dir=config["data_dir"],
-    max_pixels=config["max_pixels"], verify=False)`, then the first `limit_per_class` images of each class when
-    that is set. The command line and the benchmarks call this one function, so a benchmark measures the data a
-    user's command reads.
+    max_pixels=config["max_pixels"], verify=False, channels=config["channels"])`, then the first `limit_per_class`
+    images of each class when that is set. The command line and the benchmarks call this one function, so a
+    benchmark measures the data a user's command reads.
 
     A folder is not verified: its start-up is reading each file's header (its size, the pixel limit, a file
     that is no image), a fraction of decoding every file once (docs/design.md, "Choosing the path"), and the
@@ -354,13 +360,15 @@ def run_source(config):
 
     Args:
         config: mapping, a run's configuration (`byol_keras.presets.get_preset` plus the command line's values):
-            `data`, `train_split`, `data_dir`, `max_pixels` (None: `DEFAULT_MAX_PIXELS`), `limit_per_class`.
+            `data`, `train_split`, `data_dir`, `max_pixels` (None: `DEFAULT_MAX_PIXELS`), `limit_per_class`,
+            `channels` (3 when absent: a configuration from before the field).
 
     Returns:
         `Source`.
     """
     source = load_source(config["data"], split=config["train_split"], data_dir=config["data_dir"],
-                         max_pixels=config.get("max_pixels") or DEFAULT_MAX_PIXELS, verify=False)
+                         max_pixels=config.get("max_pixels") or DEFAULT_MAX_PIXELS, verify=False,
+                         channels=config.get("channels", 3))
     if config.get("limit_per_class"):
         source = subset_per_class(source, config["limit_per_class"])
     return source
@@ -369,13 +377,13 @@ def run_source(config):
 def run_views(config, source, start_batch=0, **options):
     """The views of a pretraining run, built as `byol-pretrain` builds them: `(augment, dataset)`.
 
-    `BYOLAugment(image_size, blur=blur, seed=seed, **augment)` and the endless stream
+    `BYOLAugment(image_size, blur=blur, seed=seed, **augment, channels=channels)` and the endless stream
     `pretrain_dataset(source, augment, batch_size, seed=seed, repeat=True, start_batch=start_batch)`, every other
     argument of `pretrain_dataset` at its default. The command line and the benchmarks call this one function.
 
     Args:
         config: mapping, a run's configuration: `image_size`, `blur`, `seed`, `augment` (dict of `BYOLView`
-            overrides), `batch_size`.
+            overrides), `batch_size`, `channels` (3 when absent).
         source: `Source`, from `run_source`.
         start_batch: int >= 0, where the stream starts (a resumed run's global step). Defaults to 0.
         **options: other `pretrain_dataset` arguments (`cache`, `path`, `views_on`), for measuring what a
@@ -386,7 +394,8 @@ def run_views(config, source, start_batch=0, **options):
     """
     from byol_keras.views import BYOLAugment
 
-    augment = BYOLAugment(config["image_size"], blur=config["blur"], seed=config["seed"], **config["augment"])
+    overrides = dict(config["augment"], channels=config.get("channels", 3))
+    augment = BYOLAugment(config["image_size"], blur=config["blur"], seed=config["seed"], **overrides)
     dataset = pretrain_dataset(source, augment, config["batch_size"], seed=config["seed"], repeat=True,
                                start_batch=start_batch, **options)
     return augment, dataset
@@ -518,11 +527,11 @@ def _one_size(source):
 
 
 def _resize_square(image, image_size):
-    """Shorter side to `image_size`, centre square, uint8 `(image_size, image_size, 3)`.
+    """Shorter side to `image_size`, centre square, uint8 `(image_size, image_size, channels)`.
 
     Images already of that size pass through untouched (CIFAR at 32 px is not resampled).
     """
-    shape = tf.shape(image)
+    shape, channels = tf.shape(image), image.shape[-1]
     same = tf.logical_and(shape[0] == image_size, shape[1] == image_size)
 
     def resized():
@@ -530,7 +539,7 @@ def _resize_square(image, image_size):
         return tf.cast(tf.round(square), tf.uint8)
 
     image = tf.cond(same, lambda: tf.cast(image, tf.uint8), resized)
-    return tf.ensure_shape(image, [image_size, image_size, 3])
+    return tf.ensure_shape(image, [image_size, image_size, channels])
 
 
 def _check_pair(pair, views):
@@ -564,20 +573,22 @@ def _resize_crop(crop, view):
 
 
 def _crop_views_from_image(image, key, views):
-    """Each view's window cut from a decoded `(h, w, 3)` image and resized: a tuple of uint8 crops."""
+    """Each view's window cut from a decoded `(h, w, channels)` image and resized: a tuple of uint8 crops."""
     shape = tf.shape(image)
     windows = _view_windows(shape[0], shape[1], key, views)
+    channels = views[0].channels
     return tuple(
-        _resize_crop(tf.slice(image, [window[0], window[1], 0], [window[2], window[3], 3]), view)
+        _resize_crop(tf.slice(image, [window[0], window[1], 0], [window[2], window[3], channels]), view)
         for window, view in zip(windows, views)
     )
 
 
-def _crop_views_from_file(path, key, views, max_pixels):
+def _crop_views_from_file(path, key, views, max_pixels, channels=3):
     """Each view's window of an image file, resized: a JPEG decodes only the windows, others decode once.
 
     The file is checked first (`byol_keras.decoding.checked`: supported, not above `max_pixels`), by the same
     code as every other decode; a refused file raises an error naming it, which the pipeline skips and logs.
+    `channels`: 3 (RGB) or 1 (the luma, as `byol_keras.decoding.decode_image` converts).
     """
     contents = tf.io.read_file(path)
 
@@ -586,11 +597,12 @@ def _crop_views_from_file(path, key, views, max_pixels):
         shape = tf.image.extract_jpeg_shape(checked_contents)
         windows = _view_windows(shape[0], shape[1], key, views)
         return tuple(
-            _resize_crop(decode_jpeg_window(checked_contents, window), view) for window, view in zip(windows, views)
+            _resize_crop(decode_jpeg_window(checked_contents, window, channels), view)
+            for window, view in zip(windows, views)
         )
 
     def whole_image():
-        return _crop_views_from_image(decode_image(contents, max_pixels, name=path), key, views)
+        return _crop_views_from_image(decode_image(contents, max_pixels, name=path, channels=channels), key, views)
 
     if not DECODE_JPEG_WINDOWS:
         return whole_image()

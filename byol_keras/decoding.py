@@ -1,4 +1,4 @@
-"""Encoded image files to RGB pixels: the one decoder of training, evaluation and serving.
+"""Encoded image files to RGB (or grayscale) pixels: the one decoder of training, evaluation and serving.
 
 Every path that turns JPEG/PNG/GIF/BMP bytes into pixels goes through this module: the folder loaders and
 the per-image pretraining path of `byol_keras.data` (whole images and JPEG windows) and the serving
@@ -23,6 +23,11 @@ this module does not read); images above `max_pixels`; malformed or truncated fi
 error). Palette BMPs (8 bits per pixel or fewer) are decoded with Pillow where Python is available
 (`python=True`, the training loaders), because TensorFlow's BMP decoder ignores their palette and returns
 wrong colours without an error; a graph that must run without Python (a SavedModel) refuses them.
+
+Images are RGB (`channels=3`, grayscale files replicated) or grayscale (`channels=1`, for images kept as one
+channel): the luma of the RGB pixels, ITU-R 601 (`tf.image.rgb_to_grayscale`), which gives a grayscale file its own
+pixels back and an RGB file its luma. Every path converts the same way: training's whole images and JPEG windows,
+the evaluation arrays and the serving signatures.
 
 Example:
 
@@ -303,6 +308,28 @@ def check_max_pixels(max_pixels):
     return check_positive_int("max_pixels", max_pixels)
 
 
+CHANNELS = (3, 1)  # what files decode to: RGB, or grayscale kept as one channel
+
+
+def check_channels(channels):
+    """Validate a decoded image's channels: 3 (RGB) or 1 (grayscale). Returns it."""
+    if isinstance(channels, bool) or channels not in CHANNELS:
+        raise ValueError(
+            "`channels` must be 3 (RGB) or 1 (grayscale kept as one channel): image files decode to one of the two. "
+            f"Received: channels={channels!r}"
+        )
+    return int(channels)
+
+
+def to_channels(image, channels):
+    """An RGB uint8 image `(..., 3)` as `channels` channels: itself (3) or its ITU-R 601 luma (1).
+
+    The luma is `tf.image.rgb_to_grayscale`'s, rounded back to uint8: a grayscale file decoded to three equal
+    channels gets its own pixels back.
+    """
+    return image if channels == 3 else tf.image.rgb_to_grayscale(image)
+
+
 def _assert(condition, message):
     if tf.executing_eagerly():
         # The same error as the graph's assertion, without TensorFlow's eager wrapper around the message.
@@ -359,12 +386,12 @@ def _palette_bmp(contents):
     return tf.logical_and(tf.equal(image_format(contents), BMP), _little_endian(header[28:30]) < 24)
 
 
-def decode_image(contents, max_pixels=DEFAULT_MAX_PIXELS, python=True, name=None):
-    """Decode JPEG/PNG/GIF/BMP bytes to an RGB uint8 image, after the checks of `checked`.
+def decode_image(contents, max_pixels=DEFAULT_MAX_PIXELS, python=True, name=None, channels=3):
+    """Decode JPEG/PNG/GIF/BMP bytes to an RGB (or grayscale) uint8 image, after the checks of `checked`.
 
     Grayscale is replicated, palettes are expanded, 16-bit PNGs keep their high byte, alpha is dropped (not
     composited), a GIF gives its first frame, a CMYK JPEG is converted to RGB. JPEGs decode with the
-    accurate IDCT (`JPEG_DCT_METHOD`).
+    accurate IDCT (`JPEG_DCT_METHOD`). With `channels=1`, that RGB image's luma (`to_channels`).
 
     Args:
         contents: scalar tf.string, the encoded file.
@@ -373,11 +400,14 @@ def decode_image(contents, max_pixels=DEFAULT_MAX_PIXELS, python=True, name=None
             must run without Python (a SavedModel): they are refused with `InvalidArgumentError`. Defaults
             to True.
         name: str or scalar tf.string naming the image in error messages, or None. Defaults to None.
+        channels: 3 (RGB) or 1 (grayscale: the luma, `to_channels`). Defaults to 3.
 
     Returns:
-        uint8 tensor `(height, width, 3)`. Raises `InvalidArgumentError` for what it refuses or cannot decode.
+        uint8 tensor `(height, width, channels)`. Raises `InvalidArgumentError` for what it refuses or cannot
+        decode.
     """
     max_pixels = check_max_pixels(max_pixels)
+    channels = check_channels(channels)
     contents, code = checked(contents, max_pixels, name)
     palette_bmp = _palette_bmp(contents)
     if not python:
@@ -406,10 +436,10 @@ def decode_image(contents, max_pixels=DEFAULT_MAX_PIXELS, python=True, name=None
     else:
         not_jpeg = other
     image = tf.cond(tf.equal(code, JPEG), jpeg, not_jpeg)
-    return tf.ensure_shape(image, [None, None, 3])
+    return to_channels(tf.ensure_shape(image, [None, None, 3]), channels)
 
 
-def decode_jpeg_window(contents, window):
+def decode_jpeg_window(contents, window, channels=3):
     """Decode only the window `(y, x, height, width)` of a JPEG, with the accurate IDCT.
 
     Check the bytes first (`checked`, or `image_size` for the window's bounds): only the window is
@@ -418,11 +448,13 @@ def decode_jpeg_window(contents, window):
     Args:
         contents: scalar tf.string, a JPEG.
         window: int32 `(4,)`, `(y, x, crop_height, crop_width)` inside the image.
+        channels: 3 (RGB) or 1 (grayscale: the luma of the RGB window, as `decode_image`). Defaults to 3.
 
     Returns:
-        uint8 tensor `(crop_height, crop_width, 3)`.
+        uint8 tensor `(crop_height, crop_width, channels)`.
     """
-    return tf.io.decode_and_crop_jpeg(contents, window, channels=3, dct_method=JPEG_DCT_METHOD)
+    window_pixels = tf.io.decode_and_crop_jpeg(contents, window, channels=3, dct_method=JPEG_DCT_METHOD)
+    return to_channels(window_pixels, check_channels(channels))
 
 
 def _decode_with_pillow(contents):

@@ -1,6 +1,6 @@
 """Choosing and entering a `tf.distribute` strategy, and the pieces that let a long run survive.
 
-The paper trains on 512 TPU cores with cross-replica BatchNorm. This module holds what `byol_keras/cli/pretrain.py`
+The paper trains on 512 TPU cores with cross-replica BatchNorm. This module holds what `byol_keras/experiment.py`
 needs to do the same on one or many GPUs, several machines or a TPU, and to survive a lost worker:
 
 - `make_strategy`: `auto | mirrored | multi-worker | tpu | one-device` → a `tf.distribute.Strategy`.

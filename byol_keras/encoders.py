@@ -377,6 +377,19 @@ def encoder_spec(text):
 OWN_ENCODERS = ("resnet18", "resnet50", "convnet")
 
 
+def with_width(spec, width):
+    """The encoder spec with its width set: ResNet-18's first stage, or a ConvNet's first layer (doubling)."""
+    if spec["name"] not in ("resnet18", "convnet"):
+        raise ValueError(
+            f"`width` sets the width of byol_keras' resnet18 and convnet; the {spec['name']} encoder has its own. "
+            f"Received: width={width}, encoder={spec}"
+        )
+    if spec["name"] == "convnet":
+        depth = len(spec.get("widths", (32, 64, 128)))
+        return dict(spec, widths=tuple(width * 2**i for i in range(depth)))
+    return dict(spec, width=width)
+
+
 def build_encoder(spec, image_size, channels=3):
     """The encoder a spec describes (a preset's `"encoder"`, or `encoder_spec` of a command-line `--encoder`).
 

@@ -4,8 +4,9 @@
   transform) into uint8 NumPy arrays: the kNN monitor's bank and queries, the raw-pixel reference.
 - `classification_dataset`: the paper's linear-evaluation transforms as a batched `tf.data` pipeline, a
   random resized crop and a flip for training, the centre crop for testing (`byol_keras.transfer`).
-- `default_crop_fraction`: the test centre crop for an image size, which a pretraining run records in its
-  `config.json` for every later step to read.
+
+The test centre crop: `crop_fraction=None` is `byol_keras.preprocessing.default_crop_fraction(image_size)`; a
+pretraining run records its value in `config.json` for every later step to read.
 
 The pretraining views are made elsewhere (`byol_keras.data.pretrain_dataset`).
 """
@@ -13,7 +14,7 @@ The pretraining views are made elsewhere (`byol_keras.data.pretrain_dataset`).
 import numpy as np
 import tensorflow as tf
 
-from byol_keras.preprocessing import center_crop_resize, normalize
+from byol_keras.preprocessing import center_crop_resize, normalize, resolve_crop_fraction
 from byol_keras.views.geometry import official_crop_window
 from byol_keras.sources import _check_source, _decoded, warn_small_images
 from byol_keras.subsets import _first_per_class, keep_elements
@@ -25,7 +26,7 @@ _CROP_AREA_RANGE = (0.08, 1.0)
 _CROP_ASPECT_RANGE = (3.0 / 4.0, 4.0 / 3.0)
 
 
-def load_arrays(source, image_size, limit_per_class=None, crop_fraction=0.875):
+def load_arrays(source, image_size, limit_per_class=None, crop_fraction=None):
     """Load labelled examples into memory, e.g. as a kNN bank: the first `limit_per_class` per class.
 
     Images get the evaluation transform (`center_crop_resize`) and are kept as uint8 so that a bank
@@ -39,15 +40,16 @@ def load_arrays(source, image_size, limit_per_class=None, crop_fraction=0.875):
         image_size: int, side of the output images.
         limit_per_class: int or None, keep the first this many examples of each class in source
             order; None keeps everything. Defaults to None.
-        crop_fraction: float in (0, 1]. Defaults to 0.875 (the paper's 224/256). Use 1.0 for 32 px
-            CIFAR, where the crop would cut away an eighth of a tiny image.
+        crop_fraction: float in (0, 1], or None. Defaults to None: `default_crop_fraction(image_size)` (the
+            paper's 224/256 from 96 px up; 1.0 below, where the crop would cut away an eighth of a tiny image).
 
     Returns:
-        `(images, labels)`: uint8 numpy `(n, image_size, image_size, 3)` and int32 numpy `(n,)`.
+        `(images, labels)`: uint8 numpy `(n, image_size, image_size, channels)` (the source's channels) and int32
+        numpy `(n,)`.
     """
     _check_source(source)
     check_positive_int("image_size", image_size)
-    _check_crop_fraction(crop_fraction)
+    crop_fraction = resolve_crop_fraction(crop_fraction, image_size)
     if limit_per_class is not None:
         check_positive_int("limit_per_class", limit_per_class)
         if source.num_classes == 0:
@@ -105,11 +107,11 @@ def _random_resized_crop(image, image_size):
     """The official linear-evaluation training crop of one image (`_crop_window`), resized.
 
     Args:
-        image: float32 tensor `(h, w, 3)` in [0, 255].
+        image: float32 tensor `(h, w, channels)` in [0, 255].
         image_size: int.
 
     Returns:
-        float32 tensor `(image_size, image_size, 3)` in [0, 255].
+        float32 tensor `(image_size, image_size, channels)` in [0, 255].
     """
     shape = tf.shape(image)
     window = _crop_window(tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32))
@@ -125,7 +127,7 @@ def classification_dataset(
     image_size,
     batch_size,
     training,
-    crop_fraction=0.875,
+    crop_fraction=None,
     shuffle_buffer=10_000,
     repeat=False,
     seed=None,
@@ -140,20 +142,20 @@ def classification_dataset(
     out of data" warning and the cosine schedule has no horizon.
 
     Args:
-        data: `(images, labels)` arrays (uint8 or float in [0, 255], `(n, h, w, 3)`) or an unbatched
-            `tf.data.Dataset` of `(image, label)` pairs (images may differ in size), preferably of
-            known cardinality.
+        data: `(images, labels)` arrays (uint8 or float in [0, 255], `(n, h, w, channels)`: 3, or 1 for
+            grayscale) or an unbatched `tf.data.Dataset` of `(image, label)` pairs (images may differ in size, of
+            one known number of channels), preferably of known cardinality.
         image_size: int, side of the square output images.
         batch_size: int.
         training: bool, selects the transform; training also shuffles.
-        crop_fraction: float in (0, 1], the test transform's centre-crop fraction. Defaults to 0.875
-            (the paper's 224 / 256); 1.0 keeps the whole image, as usual for 32 px CIFAR.
+        crop_fraction: float in (0, 1], the test transform's centre-crop fraction, or None. Defaults to None:
+            `default_crop_fraction(image_size)` (the paper's 224 / 256 from 96 px up, the whole image below).
         shuffle_buffer: int. Defaults to 10 000.
         repeat: bool, repeat indefinitely (then pass `steps_per_epoch` to `fit`). Defaults to False.
         seed: int or None, shuffle seed. Defaults to None.
 
     Returns:
-        `tf.data.Dataset` of `(images, labels)`: float32 `(batch, image_size, image_size, 3)`, int64
+        `tf.data.Dataset` of `(images, labels)`: float32 `(batch, image_size, image_size, channels)`, int64
         `(batch,)`.
     """
     check_positive_int("image_size", image_size)
@@ -169,6 +171,9 @@ def classification_dataset(
             "`data` must be an `(images, labels)` tuple or a tf.data.Dataset of (image, label). "
             f"Received: data={type(data).__name__}"
         )
+    # Known before the crops, whose sizes are computed at run time: `normalize` standardises per channel.
+    image_shape = dataset.element_spec[0].shape
+    channels = image_shape[-1] if image_shape.rank else None
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
 
@@ -179,7 +184,7 @@ def classification_dataset(
             image = tf.image.random_flip_left_right(image)
         else:
             image = center_crop_resize(image, image_size, crop_fraction)
-        return image, tf.cast(label, tf.int64)
+        return tf.ensure_shape(image, (image_size, image_size, channels)), tf.cast(label, tf.int64)
 
     dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
     if repeat:
@@ -188,26 +193,3 @@ def classification_dataset(
         lambda images, labels: (normalize(images), labels), num_parallel_calls=tf.data.AUTOTUNE
     )
     return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-def default_crop_fraction(image_size):
-    """The test transform's centre-crop fraction for an image size: 0.875 from 96 px up, else 1.0.
-
-    The paper's 224 / 256 crop at ImageNet resolution; at CIFAR's 32 px the usual practice (solo-learn,
-    lightly) is no crop at all, since an eighth of a tiny image is too much to lose.
-
-    Args:
-        image_size: int.
-
-    Returns:
-        float.
-    """
-    return 0.875 if image_size >= 96 else 1.0
-
-
-
-def _check_crop_fraction(crop_fraction):
-    if not isinstance(crop_fraction, (int, float)) or not 0.0 < crop_fraction <= 1.0:
-        raise ValueError(
-            f"`crop_fraction` must be in (0, 1]. Received: crop_fraction={crop_fraction!r}"
-        )

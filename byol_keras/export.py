@@ -44,16 +44,16 @@ import shutil
 import uuid
 
 import keras
-from keras import ops
 
-from byol_keras.preprocessing import center_crop_resize
+from byol_keras.preprocessing import center_crop_resize, resolve_crop_fraction
 from byol_keras.preprocessing import normalize
 from byol_keras.decoding import DEFAULT_MAX_PIXELS
+from byol_keras.decoding import check_channels
 from byol_keras.decoding import check_max_pixels
 from byol_keras.decoding import decode_image
 from byol_keras.durable import as_write_error, atomic_write_json, fsync_dir, writing
 from byol_keras.losses import l2_normalize  # the served `*_normalized` outputs are the loss's normalisation
-from byol_keras.validation import check_number, check_positive_int
+from byol_keras.validation import check_positive_int
 
 SERVING_DEFAULT = "serving_default"
 EMBED_PIXELS = "embed_pixels"
@@ -75,29 +75,30 @@ DESCRIPTION_FILENAME = "export.json"
 SERVING_CHUNK = 32
 
 
-def decode_images(image_bytes, max_pixels=DEFAULT_MAX_PIXELS):
-    """Decode a batch of encoded images to a ragged list of RGB uint8 images, as the served graph does.
+def decode_images(image_bytes, max_pixels=DEFAULT_MAX_PIXELS, channels=3):
+    """Decode a batch of encoded images to a ragged list of RGB (or grayscale) uint8 images, as the served graph does.
 
     Helper for the reference path in tests and clients: the served graph's decoder
     (`byol_keras.decoding.decode_image` without Python: 3 channels, grayscale replicated, alpha dropped, a GIF's
-    first frame, the accurate IDCT, the same refusals).
+    first frame, the accurate IDCT, the same refusals; with `channels=1`, the luma).
 
     Args:
         image_bytes: tf.string tensor `(batch,)` or a list of `bytes`.
         max_pixels: int, the pixel limit. Defaults to `DEFAULT_MAX_PIXELS`.
+        channels: 3 (RGB) or 1 (grayscale). Defaults to 3.
 
     Returns:
-        list of uint8 tensors `(height_i, width_i, 3)`.
+        list of uint8 tensors `(height_i, width_i, channels)`.
     """
     import tensorflow as tf
 
     return [
-        decode_image(encoded, max_pixels, python=False, name=f"image_bytes[{i}]")
+        decode_image(encoded, max_pixels, python=False, name=f"image_bytes[{i}]", channels=channels)
         for i, encoded in enumerate(tf.unstack(tf.convert_to_tensor(image_bytes, tf.string)))
     ]
 
 
-def preprocess_image_bytes(image_bytes, image_size, crop_fraction=0.875, max_pixels=DEFAULT_MAX_PIXELS, first_index=0,
+def preprocess_image_bytes(image_bytes, image_size, crop_fraction=None, max_pixels=DEFAULT_MAX_PIXELS, first_index=0,
                            channels=3):
     """Decode, resize, centre-crop and normalise a batch of encoded images of possibly different sizes.
 
@@ -109,13 +110,14 @@ def preprocess_image_bytes(image_bytes, image_size, crop_fraction=0.875, max_pix
     Args:
         image_bytes: tf.string tensor `(batch,)` of JPEG, PNG, BMP or GIF files.
         image_size: int, side of the square crop the encoder sees.
-        crop_fraction: float in (0, 1], crop side over resized shorter side. Defaults to 0.875.
+        crop_fraction: float in (0, 1], crop side over resized shorter side, or None. Defaults to None:
+            `default_crop_fraction(image_size)`.
         max_pixels: int, images declaring more pixels are refused before decoding. Defaults to
             `DEFAULT_MAX_PIXELS`.
         first_index: int or int32 scalar, the request index of `image_bytes[0]`, for error messages
             (`image_bytes[i]`). Defaults to 0.
-        channels: 3 (RGB) or 1 (grayscale: each decoded image's ITU-R 601 luma, `tf.image.rgb_to_grayscale`,
-            which gives a grayscale file its own pixels back). Defaults to 3.
+        channels: 3 (RGB) or 1 (grayscale: each decoded image's ITU-R 601 luma, `byol_keras.decoding.to_channels`,
+            which gives a grayscale file its own pixels back: what training decodes). Defaults to 3.
 
     Returns:
         float32 tensor `(batch, image_size, image_size, channels)`, normalised (`normalize`). Raises
@@ -126,9 +128,7 @@ def preprocess_image_bytes(image_bytes, image_size, crop_fraction=0.875, max_pix
     def one_image(encoded_index):
         encoded, index = encoded_index
         name = tf.strings.join(["image_bytes[", tf.strings.as_string(index), "]"])
-        image = decode_image(encoded, max_pixels, python=False, name=name)
-        if channels == 1:
-            image = tf.image.rgb_to_grayscale(image)
+        image = decode_image(encoded, max_pixels, python=False, name=name, channels=channels)
         image = center_crop_resize(image, image_size, crop_fraction)
         # The crop offsets are computed at run time, so the static shape is unknown; pin it (and check
         # it) so the stacked batch has the shape the encoder was built for.
@@ -164,13 +164,13 @@ def _in_chunks(images, fn, dim):
     return tf.ensure_shape(outputs.concat(), (None, dim))
 
 
-def preprocess_pixels(images, image_size, crop_fraction=0.875, channels=3):
+def preprocess_pixels(images, image_size, crop_fraction=None, channels=3):
     """Resize, centre-crop and normalise a batch of equally sized uint8 images.
 
     Args:
         images: uint8 tensor `(batch, height, width, channels)`, values in [0, 255].
         image_size: int, side of the square crop the encoder sees.
-        crop_fraction: float in (0, 1]. Defaults to 0.875.
+        crop_fraction: float in (0, 1] or None. Defaults to None: `default_crop_fraction(image_size)`.
         channels: int, the images' channels (the encoder's). Defaults to 3.
 
     Returns:
@@ -210,16 +210,17 @@ def _unpack(model_or_encoder, include_projector):
     return encoder, projector
 
 
-def _check_input_size(encoder, image_size):
+def _check_input_size(encoder, image_size, channels=None):
     """A functional encoder with a fixed input size must be exported at that size; returns its channels.
 
-    RGB (3) or grayscale (1): the byte signatures decode files to one of the two. A subclassed encoder, with
-    no recorded input, is taken as RGB (the trace will tell).
+    RGB (3) or grayscale (1): the byte signatures decode files to one of the two. `channels` (a run's, or None)
+    must be the encoder's own when its input records them. A subclassed encoder, with no recorded input, is
+    taken as `channels`, else RGB (the trace will tell).
     """
     try:
         input_shape = tuple(encoder.inputs[0].shape)
     except (AttributeError, IndexError, TypeError, ValueError):
-        return 3  # Subclassed encoder: no recorded input, the trace will tell.
+        return channels or 3  # Subclassed encoder: no recorded input, the trace will tell.
     if len(input_shape) != 4 or input_shape[-1] not in (1, 3, None):
         raise ValueError(
             "The encoder must take images (batch, height, width, 3) or grayscale images (batch, height, width, 1): "
@@ -232,7 +233,11 @@ def _check_input_size(encoder, image_size):
                 f"`image_size` must match the encoder's fixed input size {input_shape[1:3]}. "
                 f"Received: image_size={image_size}"
             )
-    return input_shape[-1] or 3
+    if channels is not None and input_shape[-1] not in (None, channels):
+        raise ValueError(
+            f"`channels` must match the encoder's input channels ({input_shape[-1]}). Received: channels={channels}"
+        )
+    return input_shape[-1] or channels or 3
 
 
 def _as_float32(x, what):
@@ -255,11 +260,12 @@ def export_encoder(
     model_or_encoder,
     export_dir,
     image_size,
-    crop_fraction=0.875,
+    crop_fraction=None,
     include_projector=True,
     keras_path=None,
     verbose=False,
     max_pixels=DEFAULT_MAX_PIXELS,
+    channels=None,
 ):
     """Write a TF Serving SavedModel that maps encoded images to encoder embeddings.
 
@@ -282,8 +288,9 @@ def export_encoder(
         export_dir: str or path-like, the SavedModel folder to create (e.g.
             `saved_models/NAME/1`). Must not exist or be empty.
         image_size: int, the side the encoder sees (32 for CIFAR-10, 224 for ImageNet).
-        crop_fraction: float in (0, 1], centre-crop side over resized shorter side. Defaults to 0.875
-            (the paper's 224/256).
+        crop_fraction: float in (0, 1], centre-crop side over resized shorter side (a run's is its config's
+            "crop_fraction"), or None. Defaults to None: `default_crop_fraction(image_size)` (the paper's 224/256
+            from 96 px up).
         include_projector: bool, add the `project` signature (BYOL's projection space) when
             `model_or_encoder` has a projector; ignored for a plain encoder. Defaults to True.
         keras_path: str or path-like, where to save the encoder as `.keras`. Defaults to
@@ -292,9 +299,12 @@ def export_encoder(
         max_pixels: int, the byte signatures refuse an image whose header declares more pixels (a GIF: all
             its frames), before decoding it. Defaults to `DEFAULT_MAX_PIXELS` (89,478,485, Pillow's
             decompression-bomb threshold: 268 MB decoded, about 2.0 GiB at the preprocessing's peak).
+        channels: 3, 1 or None: what the signatures decode files to and the pixels they take (RGB or grayscale).
+            None: the encoder's input channels (3 when it records none); a run passes its config's, which must
+            be the encoder's. Defaults to None.
 
     Returns:
-        dict, the export description: `export_dir`, `keras_path`, `image_size`, `crop_fraction`,
+        dict, the export description: `export_dir`, `keras_path`, `image_size`, `channels`, `crop_fraction`,
         `max_pixels`, `embedding_dim`, `projection_dim` (None without projector), `signatures`,
         `compute_dtype`, `tensorflow_version`, `keras_version`.
     """
@@ -302,7 +312,7 @@ def export_encoder(
 
     encoder, projector = _unpack(model_or_encoder, include_projector)
     image_size = check_positive_int("image_size", image_size)
-    crop_fraction = check_number("crop_fraction", crop_fraction, 0, 1, low_open=True)
+    crop_fraction = resolve_crop_fraction(crop_fraction, image_size)
     max_pixels = check_max_pixels(max_pixels)
     export_dir = os.fspath(export_dir)
     if os.path.exists(export_dir) and os.listdir(export_dir):
@@ -310,7 +320,7 @@ def export_encoder(
             f"`export_dir` already exists and is not empty; refusing to overwrite it. "
             f"Received: export_dir={export_dir!r}"
         )
-    channels = _check_input_size(encoder, image_size)
+    channels = _check_input_size(encoder, image_size, None if channels is None else check_channels(channels))
     keras_path = os.fspath(keras_path) if keras_path is not None else os.path.join(
         export_dir, ASSETS_EXTRA, KERAS_FILENAME
     )
@@ -438,7 +448,8 @@ def export_version(model_or_encoder, model_base_path, image_size, version=None, 
         model_base_path: str or path-like, e.g. `saved_models/NAME`; created if missing.
         image_size: int, see `export_encoder`.
         version: int >= 1 or None, the version folder. Defaults to `next_version(model_base_path)`.
-        **kwargs: passed to `export_encoder` (`crop_fraction`, `include_projector`, `verbose`, `max_pixels`).
+        **kwargs: passed to `export_encoder` (`crop_fraction`, `include_projector`, `verbose`, `max_pixels`,
+            `channels`).
 
     Returns:
         dict, the export description of `export_encoder` plus `version`, with `export_dir` and

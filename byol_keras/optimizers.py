@@ -20,6 +20,7 @@ instead, which differs in two places, both available here: the trust ratio's den
 import keras
 from keras import ops
 
+from byol_keras.schedules import WarmupCosine, scale_learning_rate
 from byol_keras.validation import check_bool, is_number
 
 # Parts of a variable's path that exclude it from weight decay and the trust ratio whatever its rank: a
@@ -363,3 +364,41 @@ class LARS(keras.optimizers.Optimizer):
             }
         )
         return config
+
+
+def build_optimizer(config, steps_per_epoch, total_steps, model=None):
+    """LARS or SGD with the warm-up + cosine schedule at the scaled learning rate.
+
+    - `lars`: biases and BatchNorm parameters (rank ≤ 1) are excluded from weight decay and trust-ratio
+      adaptation, as in the paper. Under LARS a weight moves by about lr·η = 1e-3·lr of its norm per
+      step, which the paper's 300k steps absorb but a short run does not.
+    - `sgd-l2`: SGD with momentum and *coupled* L2 decay on every variable, `torch.optim.SGD` exactly
+      (the CIFAR baselines: lightly, solo-learn).
+    - `sgd`: `keras.optimizers.SGD`, whose weight decay is decoupled (`w -= lr·wd·w`).
+
+    Deviation from the paper, for all three: the online linear probe (a monitor, not part of BYOL) gets
+    no weight decay and no trust ratio.
+    """
+    if config["optimizer"] not in ("lars", "sgd-l2", "sgd"):  # the names of `presets.OPTIMIZERS`
+        raise ValueError(
+            f"Unknown optimizer. Expected one of ('lars', 'sgd-l2', 'sgd'). Received: optimizer={config['optimizer']!r}"
+        )
+    learning_rate = scale_learning_rate(config["base_learning_rate"], config["batch_size"])
+    warmup_steps = min(config["warmup_epochs"] * steps_per_epoch, total_steps - 1)
+    schedule = WarmupCosine(learning_rate, warmup_steps, total_steps)
+    probe = [] if model is None or getattr(model, "probe", None) is None else model.probe.trainable_variables
+    if config["optimizer"] == "lars":
+        exclude = None
+        if probe:
+            exclude = [v.path for v in model.trainable_variables if excluded_by_default(v)]
+            exclude += [v.path for v in probe]
+        return LARS(schedule, momentum=config["momentum"], weight_decay=config["weight_decay"],
+                    trust_coefficient=config["trust_coefficient"], exclude_from_adaptation=exclude,
+                    clip_lr=config["clip_lr"], trust_ratio=config["trust_ratio"])
+    if config["optimizer"] == "sgd-l2":
+        return LARS(schedule, momentum=config["momentum"], weight_decay=config["weight_decay"],
+                    trust_coefficient=None, exclude_from_adaptation=[v.path for v in probe])
+    optimizer = keras.optimizers.SGD(schedule, momentum=config["momentum"], weight_decay=config["weight_decay"])
+    if probe:
+        optimizer.exclude_from_weight_decay(var_list=probe)
+    return optimizer

@@ -9,6 +9,8 @@
 
 from keras import ops
 
+from byol_keras.validation import check_number
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -49,7 +51,39 @@ def normalize(images):
     return (images - mean) / std
 
 
-def center_crop_resize(images, image_size, crop_fraction=0.875):
+def default_crop_fraction(image_size):
+    """The test transform's centre-crop fraction for an image size: 0.875 from 96 px up, else 1.0.
+
+    The one rule for the crop fraction: every function that takes `crop_fraction=None` applies it, and a
+    pretraining run records its result in `config.json`, which export and evaluation read back.
+    The paper's 224 / 256 crop at ImageNet resolution; at CIFAR's 32 px the usual practice (solo-learn,
+    lightly) is no crop at all, since an eighth of a tiny image is too much to lose.
+
+    Args:
+        image_size: int.
+
+    Returns:
+        float.
+    """
+    return 0.875 if image_size >= 96 else 1.0
+
+
+def resolve_crop_fraction(crop_fraction, image_size):
+    """`crop_fraction` checked, or `default_crop_fraction(image_size)` for None.
+
+    Args:
+        crop_fraction: float in (0, 1], or None.
+        image_size: int, the side of the evaluation images.
+
+    Returns:
+        float in (0, 1].
+    """
+    if crop_fraction is None:
+        return default_crop_fraction(image_size)
+    return check_number("crop_fraction", crop_fraction, 0, 1, low_open=True)
+
+
+def center_crop_resize(images, image_size, crop_fraction=None):
     """Evaluation preprocessing: resize the shorter side to `image_size / crop_fraction`, crop the centre.
 
     The paper's test transform: "resize to 256 pixels along the shorter side, then centre crop 224"
@@ -59,17 +93,14 @@ def center_crop_resize(images, image_size, crop_fraction=0.875):
     Args:
         images: uint8 or float tensor `(batch, h, w, 3)` or `(h, w, 3)`, values in [0, 255].
         image_size: int, side of the square output.
-        crop_fraction: float in (0, 1]. Defaults to 0.875.
+        crop_fraction: float in (0, 1] or None. Defaults to None: `default_crop_fraction(image_size)`.
 
     Returns:
         float32 tensor `(batch, image_size, image_size, 3)` (or without batch axis), values in [0, 255].
     """
     import tensorflow as tf
 
-    if not 0.0 < crop_fraction <= 1.0:
-        raise ValueError(
-            f"`crop_fraction` must be in (0, 1]. Received: crop_fraction={crop_fraction}"
-        )
+    crop_fraction = resolve_crop_fraction(crop_fraction, image_size)
     images = tf.cast(images, tf.float32)
     shape = tf.shape(images)
     height, width = shape[-3], shape[-2]

@@ -1,12 +1,15 @@
 """Named pretraining configurations, as data.
 
-A preset is a plain dict of the arguments `byol_keras/cli/pretrain.py` needs; `get_preset(name, **overrides)`
+A preset is a plain dict of the arguments a run (`byol_keras/experiment.py`) needs; `get_preset(name, **overrides)`
 returns a copy with fields replaced, which is also how tests shrink one. The paper's values are the
 named constants below, read from the official code (deepmind-research `byol/configs/byol.py`) and the
 paper (Grill et al., 2020, arXiv 2006.07733).
 """
 
 import copy
+
+# The optimizers a configuration can name (`optimizers.build_optimizer` builds each).
+OPTIMIZERS = ("lars", "sgd-l2", "sgd")
 
 # Official BYOL presets by number of pretraining epochs (configs/byol.py).
 PAPER_LR_PRESETS = {40: 0.45, 100: 0.45, 300: 0.3, 1000: 0.2}
@@ -15,7 +18,7 @@ PAPER_EMA_PRESETS = {40: 0.97, 100: 0.99, 300: 0.99, 1000: 0.996}
 PAPER_BATCH_SIZE = 4096
 PAPER_WARMUP_EPOCHS = 10
 
-# Every field a preset has, with its meaning. `byol_keras.cli.pretrain` reads exactly these.
+# Every field a preset has, with its meaning. `byol_keras.experiment` reads exactly these.
 FIELDS = {
     "source": "where the values come from",
     "data": "TFDS name, image folder or 'digits'",
@@ -23,6 +26,7 @@ FIELDS = {
     "test_split": "split used as kNN queries (None: no kNN monitor)",
     "data_dir": "TFDS data directory (None: TFDS default)",
     "image_size": "side of the augmented views",
+    "channels": "image channels: 3 (RGB; grayscale files replicated) or 1 (each image's luma, kept as one channel)",
     "blur": "Gaussian blur in the views (off at 32 px)",
     "encoder": "dict: name ('resnet18' | 'resnet50' | 'convnet' | 'keras_hub') and its arguments",
     "projection_dim": "projector/predictor output",
@@ -101,6 +105,7 @@ _BASE = {
     "test_split": "test",
     "data_dir": None,
     "image_size": 32,
+    "channels": 3,
     "blur": False,
     "encoder": {"name": "resnet18", "width": 64, "cifar_stem": True},
     "projection_dim": 256,

@@ -39,10 +39,13 @@ Bad input is reported, never silently dropped and never fatal for the whole run:
   end-of-image marker, rather than returning a partly grey image), at the cost of decoding the folder twice
   (1-3 ms a 400x300 JPEG on 2 cores). Either way the sizes are known, so the pipeline's path
   (`byol_keras.data.choose_path`) does not depend on `verify`.
-- Readable images are converted to RGB uint8: grayscale is replicated to three channels, palette
-  images are expanded, 16-bit PNGs keep their high byte, the alpha channel of RGBA images is dropped
+- Readable images are converted to RGB uint8 (`channels=3`, the default): grayscale is replicated to three
+  channels, palette images are expanded, 16-bit PNGs keep their high byte, the alpha channel of RGBA images is dropped
   (not composited) and animated GIFs give their first frame. TensorFlow decodes palette (<= 8-bit)
   BMPs to wrong colours without any error, so those few files are decoded with Pillow instead.
+  With `channels=1` (X-rays, scans, microscopy kept as one channel) every image is then its luma
+  (`byol_keras.decoding.to_channels`): a grayscale file its own pixels, an RGB file in the folder its ITU-R 601
+  luma, as the export's signatures convert what they receive.
 - An image smaller than the requested size is upscaled (bicubic), not dropped; a warning counts them,
   once per source and size, when the sizes are known (folders, fixed-size TFDS sets, digits).
 - An empty folder, a folder with no decodable image, an unknown TFDS name and a TFDS set that is not
@@ -63,7 +66,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from byol_keras.decoding import DEFAULT_MAX_PIXELS, check_max_pixels, decode_image, file_image_header
+from byol_keras.decoding import DEFAULT_MAX_PIXELS, check_channels, check_max_pixels, decode_image, file_image_header
 from byol_keras.decoding import image_header
 from byol_keras.validation import check_positive_int
 
@@ -83,7 +86,7 @@ class Source:
     """An opened image source: records in a fixed order plus what is known about them.
 
     Build it with `load_source`. `dataset` gives the decoded `(image, label)` pairs: image a uint8
-    `(height, width, 3)` tensor (sizes may differ between images), label an int32 scalar, `-1` when
+    `(height, width, channels)` tensor (sizes may differ between images), label an int32 scalar, `-1` when
     the example has no label.
 
     Attributes:
@@ -96,6 +99,7 @@ class Source:
         image_sizes: int numpy array `(num_examples, 2)` of `(height, width)` when known, else None.
         skipped: tuple of `(path, reason)` for the files that were found but could not be decoded.
         max_pixels: int, the largest image (in pixels) that is decoded; larger ones are skipped.
+        channels: int, the decoded images' channels: 3 (RGB) or 1 (grayscale).
     """
 
     name: str
@@ -106,6 +110,7 @@ class Source:
     image_sizes: object = dataclasses.field(default=None, repr=False)
     skipped: tuple = ()
     max_pixels: int = DEFAULT_MAX_PIXELS
+    channels: int = 3
     # The records (file paths or images, with labels) and the function turning one record into an
     # `(image, label)` pair. Kept apart so that cheap records can be shuffled before decoding.
     records: tf.data.Dataset = dataclasses.field(default=None, repr=False)
@@ -125,11 +130,12 @@ class Source:
 
     @property
     def dataset(self):
-        """`tf.data.Dataset` of `(uint8 image (h, w, 3), int32 label)` in the source's fixed order."""
+        """`tf.data.Dataset` of `(uint8 image (h, w, channels), int32 label)` in the source's fixed order."""
         return _decoded(self, self.records)
 
 
-def load_source(source, split="train", data_dir=None, image_size=None, verify=False, max_pixels=DEFAULT_MAX_PIXELS):
+def load_source(source, split="train", data_dir=None, image_size=None, verify=False, max_pixels=DEFAULT_MAX_PIXELS,
+                channels=3):
     """Open a TFDS dataset, an image folder or the `digits` demo set.
 
     Args:
@@ -152,6 +158,8 @@ def load_source(source, split="train", data_dir=None, image_size=None, verify=Fa
             (89,478,485, Pillow's decompression-bomb threshold). The TFDS sets of `TFDS_NAMES` hold no image
             near it; a TFDS image refused under a lower limit fails the epoch's length check, as a TFDS set's
             count is taken as exact.
+        channels: 3 (RGB) or 1 (grayscale kept as one channel: each image's luma, see the module docstring).
+            Defaults to 3.
 
     Returns:
         A `Source`.
@@ -168,16 +176,17 @@ def load_source(source, split="train", data_dir=None, image_size=None, verify=Fa
     if image_size is not None:
         check_positive_int("image_size", image_size)
     check_max_pixels(max_pixels)
+    channels = check_channels(channels)
     if not isinstance(split, str):
         raise TypeError(f"`split` must be a str. Received: split={split!r}")
     source = os.fspath(source)
     if source == "digits":
-        result = _load_digits(split, image_size or 32)
+        result = _load_digits(split, image_size or 32, channels)
     elif source.split("/")[0] in TFDS_NAMES:
-        result = _load_tfds(source, split, data_dir, max_pixels)
+        result = _load_tfds(source, split, data_dir, max_pixels, channels)
     else:
         with_split = os.path.join(source, split)
-        result = _load_folder(with_split if os.path.isdir(with_split) else source, verify, max_pixels)
+        result = _load_folder(with_split if os.path.isdir(with_split) else source, verify, max_pixels, channels)
     if image_size is not None:
         warn_small_images(result, image_size)
     return result
@@ -208,7 +217,7 @@ def warn_small_images(source, image_size):
     return small
 
 
-def _load_digits(split, image_size):
+def _load_digits(split, image_size, channels=3):
     from sklearn.datasets import load_digits
 
     if split not in ("train", "test", "all"):
@@ -223,8 +232,8 @@ def _load_digits(split, image_size):
         order = order[DIGITS_TEST_SIZE:]
     # Pixel values are ink intensities 0..16; scale to 0..255 (bright ink on black, like MNIST).
     gray = np.round(digits.images[order] * (255.0 / 16.0)).astype(np.uint8)
-    rgb = np.repeat(gray[..., None], 3, axis=-1)
-    images = tf.image.resize(rgb, (image_size, image_size), method="nearest").numpy()
+    pixels = np.repeat(gray[..., None], 3, axis=-1) if channels == 3 else gray[..., None]
+    images = tf.image.resize(pixels, (image_size, image_size), method="nearest").numpy()
     labels = digits.target[order].astype(np.int32)
     records = tf.data.Dataset.from_tensor_slices((images, labels))
     return Source(
@@ -236,10 +245,11 @@ def _load_digits(split, image_size):
         image_sizes=np.full((len(labels), 2), image_size),
         records=records,
         decode=lambda image, label: (image, label),
+        channels=channels,
     )
 
 
-def _load_tfds(name, split, data_dir, max_pixels):
+def _load_tfds(name, split, data_dir, max_pixels, channels=3):
     import tensorflow_datasets as tfds
 
     try:
@@ -292,7 +302,7 @@ def _load_tfds(name, split, data_dir, max_pixels):
         return example["image"], label
 
     def decode(contents, label):
-        return decode_image(contents, max_pixels, name=f"an image of {name}:{split}"), label
+        return decode_image(contents, max_pixels, name=f"an image of {name}:{split}", channels=channels), label
 
     return Source(
         name=f"{name}:{split}",
@@ -303,10 +313,11 @@ def _load_tfds(name, split, data_dir, max_pixels):
         records=dataset.map(to_record, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True),
         decode=decode,
         max_pixels=max_pixels,
+        channels=channels,
     )
 
 
-def _load_folder(root, verify, max_pixels):
+def _load_folder(root, verify, max_pixels, channels=3):
     if not os.path.isdir(root):
         raise ValueError(
             f"`source` must be 'digits', a TFDS name ({', '.join(TFDS_NAMES)}) or an existing "
@@ -361,9 +372,11 @@ def _load_folder(root, verify, max_pixels):
         image_sizes=image_sizes,
         skipped=skipped,
         records=records,
-        decode=lambda path, label: (decode_image(tf.io.read_file(path), max_pixels, name=path), label),
+        decode=lambda path, label: (
+            decode_image(tf.io.read_file(path), max_pixels, name=path, channels=channels), label),
         file_backed=True,
-                max_pixels=max_pixels,
+        max_pixels=max_pixels,
+        channels=channels,
     )
 
 

@@ -14,7 +14,7 @@ input pipeline is `byol_keras.eval_data.classification_dataset`.
 import keras
 import numpy as np
 
-from byol_keras.eval_data import classification_dataset, default_crop_fraction
+from byol_keras.eval_data import classification_dataset
 from byol_keras.validation import check_positive_float, check_positive_int
 
 
@@ -133,6 +133,23 @@ def linear_probe(
     return {"top1": float(results["top1"]), "top5": float(results["top5"])}
 
 
+def input_channels(encoder):
+    """The channels of the images `encoder` takes: its recorded input's last axis, else 3 (RGB).
+
+    A run's encoder of grayscale images takes 1; a subclassed encoder records no input and is taken as RGB.
+
+    Args:
+        encoder: `keras.Model`.
+
+    Returns:
+        int.
+    """
+    try:
+        return int(encoder.inputs[0].shape[-1] or 3)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return 3
+
+
 def classifier_on_encoder(encoder, num_classes, freeze, image_size=None, name=None):
     """An encoder followed by one `Dense(num_classes)` layer producing logits.
 
@@ -141,7 +158,8 @@ def classifier_on_encoder(encoder, num_classes, freeze, image_size=None, name=No
     inference mode"). With `freeze=False` (fine-tuning) it trains, BatchNorm included.
 
     Args:
-        encoder: `keras.Model` mapping images `(batch, h, w, 3)` to pooled features `(batch, dim)`.
+        encoder: `keras.Model` mapping images `(batch, h, w, channels)` to pooled features `(batch, dim)`; the
+            classifier takes the encoder's channels (`input_channels`: 3, or 1 for grayscale).
         num_classes: int.
         freeze: bool.
         image_size: int or None, side of the input images; None leaves height and width unknown.
@@ -156,7 +174,7 @@ def classifier_on_encoder(encoder, num_classes, freeze, image_size=None, name=No
         # `trainable = False` also puts Keras BatchNormalization in inference mode; `training=False`
         # below makes that explicit and independent of the flag.
         encoder.trainable = False
-    inputs = keras.Input((image_size, image_size, 3))
+    inputs = keras.Input((image_size, image_size, input_channels(encoder)))
     features = encoder(inputs, training=False) if freeze else encoder(inputs)
     logits = keras.layers.Dense(num_classes, name="classifier")(features)
     if name is None:
@@ -283,15 +301,13 @@ def transfer(
         learning_rate: float, peak SGD learning rate. Defaults to 0.1.
         weight_decay: float. Defaults to 0.0 (the paper's linear protocol has none).
         crop_fraction: float or None, the test centre-crop fraction; a run's is its config's
-            "crop_fraction". Defaults to None: `default_crop_fraction(image_size)`.
+            "crop_fraction". Defaults to None: `preprocessing.default_crop_fraction(image_size)`.
         seed: int, the training shuffle and crops. Defaults to 0.
         verbose: int, 1 shows progress bars. Defaults to 1.
 
     Returns:
         Dict `{"top1": float, "top5": float}` on the test set.
     """
-    if crop_fraction is None:
-        crop_fraction = default_crop_fraction(image_size)
     train = classification_dataset(train_data, image_size, batch_size, training=True, seed=seed)
     test = classification_dataset(test_data, image_size, batch_size, training=False, crop_fraction=crop_fraction)
     model = classifier_on_encoder(encoder, num_classes, freeze=freeze, image_size=image_size)

@@ -144,6 +144,7 @@ def test_the_pipeline_benchmark_builds_the_data_byol_pretrain_builds(tmp_path, m
     and stream: the calls to `load_source` and `pretrain_dataset` match, every argument and default."""
     from benchmarks import pipeline
     from byol_keras import data
+    from byol_keras import experiment
     from byol_keras.cli import pretrain
     from helpers import class_folder, fake_strategy
 
@@ -161,8 +162,8 @@ def test_the_pipeline_benchmark_builds_the_data_byol_pretrain_builds(tmp_path, m
     monkeypatch.setattr(data, "pretrain_dataset", spy("pretrain_dataset", data.pretrain_dataset))
 
     flags = ["--preset", preset, "--data", folder, "--image-size", str(size), "--batch-size", "4"]
-    config, source = pretrain.resolve(pretrain.resolve_config(pretrain.parse_args(flags)), fake_strategy())
-    pretrain.make_data(config, source)
+    config, source = experiment.resolve(pretrain.resolve_config(pretrain.parse_args(flags)), fake_strategy())
+    experiment.make_data(config, source)
     command_line = calls[:2]
     calls.clear()
     _, bench_source, augment, _, changes = pipeline.build(

@@ -204,6 +204,31 @@ def test_jpegs_decode_as_pillow_decodes_them_whole_and_windowed():
     assert fast_differs  # TensorFlow's default decoder is not Pillow's: the skew this module removes
 
 
+def test_one_channel_is_the_luma_a_grayscale_file_its_own_pixels_whole_and_windowed():
+    """`channels=1`: an 'L' PNG or JPEG gives its own pixels back (one channel, not three equal ones), an RGB file
+    its luma (`tf.image.rgb_to_grayscale` of its RGB pixels, as the export converts); JPEG windows the same inside
+    their window. `channels=3` replicates a grayscale file."""
+    gray = _photo(23, 31)[..., 0]
+    png, jpeg, colour = _encode(gray, "PNG"), _encode(gray, "JPEG", quality=90), _encode(_photo(23, 31), "PNG")
+    with Image.open(io.BytesIO(jpeg)) as pillow:
+        jpeg_pixels = np.asarray(pillow)
+    assert pillow.mode == "L"
+    for encoded, expected in ((png, gray), (jpeg, jpeg_pixels)):
+        one = decoding.decode_image(encoded, channels=1).numpy()
+        assert one.shape == (23, 31, 1)
+        np.testing.assert_array_equal(one[..., 0], expected)
+        np.testing.assert_array_equal(decoding.decode_image(encoded).numpy(), np.repeat(expected[..., None], 3, -1))
+    window = decoding.decode_jpeg_window(jpeg, [4, 6, 12, 20], channels=1).numpy()
+    assert window.shape == (12, 20, 1)
+    np.testing.assert_array_equal(window[2:-2, 2:-2, 0], jpeg_pixels[6:14, 8:24])
+    luma = tf.image.rgb_to_grayscale(_photo(23, 31)).numpy()
+    np.testing.assert_array_equal(decoding.decode_image(colour, channels=1).numpy(), luma)
+    assert not np.array_equal(luma[..., 0], _photo(23, 31)[..., 0])  # the luma, not a channel
+    for bad in (2, 4, True, "1"):
+        with pytest.raises(ValueError, match=rf"`channels` must be 3 \(RGB\) or 1.*Received: channels={bad!r}"):
+            decoding.decode_image(png, channels=bad)
+
+
 def test_module_docstring_example_runs():
     import doctest
 

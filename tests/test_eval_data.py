@@ -7,7 +7,8 @@ from PIL import Image
 
 from byol_keras import eval_data
 from byol_keras.preprocessing import center_crop_resize, normalize
-from byol_keras.eval_data import classification_dataset, default_crop_fraction, load_arrays
+from byol_keras.eval_data import classification_dataset, load_arrays
+from byol_keras.preprocessing import default_crop_fraction
 from byol_keras.sources import load_source
 from helpers import class_folder, colour_images, official_crop_sizes
 
@@ -98,3 +99,27 @@ def test_linear_evaluation_crop_is_the_official_one():
 def test_default_crop_fraction_is_the_papers_from_96_px_and_none_below():
     assert default_crop_fraction(224) == default_crop_fraction(96) == 0.875
     assert default_crop_fraction(95) == default_crop_fraction(32) == 1.0
+
+
+def test_the_crop_fraction_has_one_rule_every_function_applies():
+    """No function decides the crop fraction itself: each takes `crop_fraction=None` and applies
+    `default_crop_fraction` of its image size (a 0.875 written into five signatures used to disagree with it
+    below 96 px)."""
+    import inspect
+
+    from byol_keras import export, preprocessing, transfer
+    from byol_keras.cli import finetune, linear_eval
+
+    functions = [load_arrays, classification_dataset, preprocessing.center_crop_resize, export.preprocess_image_bytes,
+                 export.preprocess_pixels, export.export_encoder, transfer.transfer, finetune.run_finetune,
+                 linear_eval.run_linear_eval]
+    for function in functions:
+        assert inspect.signature(function).parameters["crop_fraction"].default is None, function.__name__
+    # None is the rule's value at both sides of 96 px, and it is checked like any value.
+    image = tf.constant(np.random.default_rng(0).integers(0, 256, (1, 40, 60, 3)), tf.float32)
+    for size in (32, 128):
+        expected = preprocessing.center_crop_resize(image, size, default_crop_fraction(size))
+        np.testing.assert_array_equal(preprocessing.center_crop_resize(image, size), expected)
+    assert preprocessing.resolve_crop_fraction(None, 32) == 1.0 and preprocessing.resolve_crop_fraction(None, 224) == 0.875
+    with pytest.raises(ValueError, match="Received: crop_fraction=1.5"):
+        preprocessing.resolve_crop_fraction(1.5, 32)

@@ -63,7 +63,7 @@ def test_linear_eval_cli_on_a_saved_encoder(tmp_path, monkeypatch):
     as_source = lambda data: types.SimpleNamespace(  # noqa: E731
         dataset=tf.data.Dataset.from_tensor_slices(data), num_classes=2, labels=data[1]
     )
-    monkeypatch.setattr(cli, "load_eval_data", lambda *args: (as_source(train), as_source(test)))
+    monkeypatch.setattr(cli, "load_eval_data", lambda *args, **kwargs: (as_source(train), as_source(test)))
     out = tmp_path / "results.json"
     results = linear_eval.main(
         ["--encoder", encoder_path, "--image-size", "12", "--data", "digits", "--epochs", "1",

@@ -113,11 +113,11 @@ def _random_image(seed, height, width, channels=3):
     return array[..., 0] if channels == 1 else array
 
 
-def _reference(encoder, pixels, projector=None):
+def _reference(encoder, pixels, projector=None, crop_fraction=None):
     """The in-memory answer: each decoded image through the evaluation transform and the encoder."""
     rows = []
     for image in pixels:
-        x = normalize(center_crop_resize(np.asarray(image)[None], IMAGE_SIZE))
+        x = normalize(center_crop_resize(np.asarray(image)[None], IMAGE_SIZE, crop_fraction))
         out = encoder(x, training=False)
         if projector is not None:
             out = projector(out, training=False)
@@ -522,7 +522,8 @@ def test_keras_copy_and_description(byol_model, export_dir):
     assert description["embedding_dim"] == EMBEDDING_DIM
     assert description["projection_dim"] == PROJECTION_DIM
     assert description["signatures"] == ["serving_default", "embed_pixels", "project"]
-    assert description["image_size"] == IMAGE_SIZE and description["crop_fraction"] == 0.875
+    # The library's one rule for the crop fraction (no crop below 96 px), as every other function applies it.
+    assert description["image_size"] == IMAGE_SIZE and description["crop_fraction"] == 1.0
     assert description["max_pixels"] == DEFAULT_MAX_PIXELS == 89_478_485
     reloaded = keras.saving.load_model(export_dir / "assets.extra" / "encoder.keras")
     x = np.random.default_rng(3).normal(size=(2, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
@@ -789,7 +790,7 @@ def test_training_export_cli_end_to_end(tmp_path, capsys, monkeypatch):
     served = tf.saved_model.load(str(out / "6"))
     pixels = _random_image(30, 25, 19)
     got = served.signatures["serving_default"](image_bytes=tf.constant([_encode(pixels, "PNG")]))["embedding"]
-    np.testing.assert_allclose(got, _reference(encoder, [pixels]), atol=TOL)
+    np.testing.assert_allclose(got, _reference(encoder, [pixels], crop_fraction=0.875), atol=TOL)  # the run's
     assert json.loads((out / "6" / "assets.extra" / "export.json").read_text())["version"] == 6
 
     (tmp_path / "empty_run").mkdir()

@@ -34,7 +34,10 @@ def _env():
 
 @pytest.mark.slow
 def test_tiny_run_prints_every_figure(tmp_path):
+    # The smallest network and views the flags give (one 4-wide convolution, 16 px): the sizes are not what this
+    # checks, and each configuration's cost is mostly building and tracing its model (two of them per replica).
     command = TINY + ["--cpu-devices", "2", "--precisions", "float32", "--jit", "0", "--budget-s", "300",
+                      "--encoder", '{"name": "convnet", "widths": [4]}', "--size", "16",
                       "--photos-dir", str(tmp_path / "photos")]
     process = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert process.returncode == 0, process.stderr[-3000:]
@@ -46,6 +49,7 @@ def test_tiny_run_prints_every_figure(tmp_path):
 
     (byol,) = kinds["byol_step"]
     assert byol["config"]["batch_per_device"] == 16 and byol["config"]["out_of_memory_at"] == []
+    assert byol["config"]["size"] == 16 and lines[0]["sizes"]["encoder"] == {"name": "convnet", "widths": [4]}
     assert byol["config"]["precision"] == "float32" and byol["config"]["jit_compile"] is False
     assert byol["median"] > 0 and byol["peak_memory_mb"] > 0 and byol["memory_source"]
 

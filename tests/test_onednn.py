@@ -47,11 +47,9 @@ def test_use_onednn_sets_the_variable_unless_someone_chose():
     assert onednn.use_onednn(env, tensorflow_imported=True) == "too late" and env == {}
 
 
-# Prints this process's record after importing byol_keras (first, or after TensorFlow: argv[1]).
+# Prints this process's record after importing byol_keras first. (The record of a process that imported TensorFlow
+# first is `_COMPILE_TWICE`'s.)
 _STATE = """
-import sys
-if sys.argv[1] == "tensorflow-first":
-    import tensorflow
 import byol_keras
 from byol_keras.onednn import onednn_state
 import json; print(json.dumps(onednn_state()))
@@ -72,7 +70,7 @@ import json; print(json.dumps(allocator_state()))
 # A library user's script that imported TensorFlow first, on a CPU where TensorFlow's default is off: emulated
 # by starting TensorFlow with the variable at 0 and then removing it, which is the state such a user has. No
 # operation runs before byol_keras is imported, so this process is also `_ALLOCATOR`'s "tensorflow-first" case
-# (one TensorFlow start-up for both): its last line is the allocator's record.
+# and `_STATE`'s (one TensorFlow start-up for all three): its last two lines are the oneDNN and allocator records.
 _COMPILE_TWICE = """
 import os
 import tensorflow as tf
@@ -85,8 +83,8 @@ for _ in range(2):
                  prediction_hidden_dim=8, total_steps=2)
     model.compile(optimizer="sgd")
 print("compiled", model.jit_compile)
-from byol_keras.onednn import allocator_state
-import json; print(json.dumps(allocator_state()))
+from byol_keras.onednn import allocator_state, onednn_state
+import json; print(json.dumps(onednn_state())); print(json.dumps(allocator_state()))
 """
 
 # The crash: oneDNN's jit_1x1 backward-weights kernel and a strided 1×1 convolution with few input channels.
@@ -121,22 +119,21 @@ def programs():
 
     - `("step", name, setting)`: benchmarks/step.py in a configuration that crashed, with the user's
       `TF_ENABLE_ONEDNN_OPTS=setting`; its JSON line also records the user's choice;
-    - `("state", order)`: the oneDNN record of a process that imports byol_keras first, or TensorFlow
-      first, with the variable unset;
+    - `"state"`: the oneDNN record of a process that imports byol_keras first, with the variable unset;
     - `"compile twice"`: a library user whose TensorFlow started with oneDNN off, compiling BYOL twice;
     - `("allocator", order, value)`: the CPU allocator's record with oneDNN off and `TF_CPU_ALLOCATOR_USE_BFC=value`
-      (`("allocator", "tensorflow-first", None)` is the "compile twice" process).
+      (`("allocator", "tensorflow-first", None)` is the "compile twice" process, whose oneDNN record is also
+      that of a process that imported TensorFlow first).
     """
     commands = {("step", name, setting): (["-c", _STEP_THEN_POOLS] + _STEP + flags,
                                           {**env, **_UNSET, onednn.VARIABLE: setting})
                 for name, (flags, env) in _CRASHED.items() for setting in ("0", "1")}
-    for order in ("byol_keras-first", "tensorflow-first"):
-        commands["state", order] = (["-c", _STATE.replace("sys.argv[1]", repr(order))], _UNSET)
+    commands["state"] = (["-c", _STATE], _UNSET)
     commands["compile twice"] = (["-c", _COMPILE_TWICE], {**_UNSET, onednn.VARIABLE: "0"})
     for order, value in (("tensorflow-first", "false"), ("operation-first", None)):
         commands["allocator", order, value] = (["-c", _ALLOCATOR.replace("sys.argv[1]", repr(order))],
                                                {**_UNSET, onednn.VARIABLE: "0", onednn.ALLOCATOR_VARIABLE: value})
-    # At most four at once: on two cores as fast as all nine at once, with less memory (~0.9 GB a process).
+    # At most four at once: on two cores as fast as all eight at once, with less memory (~0.9 GB a process).
     pending, running, results = list(commands.items()), {}, {}
     while pending or running:
         while pending and len(running) < 4:
@@ -159,10 +156,10 @@ def _step_record(programs, name, setting):
 @pytest.mark.slow
 def test_importing_byol_keras_first_turns_onednn_on_and_the_users_choice_wins(programs):
     states = {}
-    for order in ("byol_keras-first", "tensorflow-first"):
-        rc, stdout, stderr = programs["state", order]
+    for order, key, line in (("byol_keras-first", "state", -1), ("tensorflow-first", "compile twice", -2)):
+        rc, stdout, stderr = programs[key]
         assert rc == 0, (order, stderr[-2000:])
-        states[order] = json.loads(stdout.strip().splitlines()[-1])
+        states[order] = json.loads(stdout.strip().splitlines()[line])
     assert states["byol_keras-first"] == {"enabled": True, onednn.VARIABLE: "1", "set_by": "byol_keras"}
     # The user's 0 or 1 wins (the step benchmark imports byol_keras first): all four runs record it.
     for name in _CRASHED:
@@ -170,9 +167,8 @@ def test_importing_byol_keras_first_turns_onednn_on_and_the_users_choice_wins(pr
             record, _ = _step_record(programs, name, setting)
             assert record["onednn"] == {"enabled": setting == "1", onednn.VARIABLE: setting, "set_by": "user"}, (
                 name, setting)
-    # Too late to set: TensorFlow's own default decided (on for this machine's AVX-512/AMX, off for AVX2).
-    assert states["tensorflow-first"][onednn.VARIABLE] is None
-    assert states["tensorflow-first"]["set_by"] == "tensorflow default"
+    # Too late to set: TensorFlow's own default decided (in the "compile twice" process, off, as on an AVX2 CPU).
+    assert states["tensorflow-first"] == {"enabled": False, onednn.VARIABLE: None, "set_by": "tensorflow default"}
 
 
 @pytest.mark.slow

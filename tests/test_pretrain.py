@@ -59,7 +59,7 @@ def test_optimizer_choices_decay_as_documented():
     from byol_keras.byol import BYOL
     from byol_keras.encoders import resnet18
     from byol_keras.optimizers import LARS
-    from byol_keras.cli.pretrain import build_optimizer
+    from byol_keras.optimizers import build_optimizer
 
     model = BYOL(resnet18(width=4, input_shape=(8, 8, 3)), projection_dim=8, projection_hidden_dim=16,
                  prediction_hidden_dim=16, num_classes=3)
@@ -182,7 +182,8 @@ def test_quality_benchmark_recipes_build():
     # Every recipe of benchmarks/quality.py resolves to a configuration whose views, encoder and
     # optimizer build, so a typo in a recipe fails here rather than ten minutes into a benchmark.
     from byol_keras.views import BYOLAugment
-    from byol_keras.cli.pretrain import build_encoder, build_optimizer
+    from byol_keras.encoders import build_encoder
+    from byol_keras.optimizers import build_optimizer
 
     from benchmarks import quality
     assert {"lightly-tv", "short", "solo-learn"} <= set(quality.RECIPES)
@@ -263,7 +264,7 @@ def test_a_resume_runs_on_the_runs_own_configuration_with_the_changes_it_may_mak
     """Both halves of "config.json is the truth" on one run folder (docs/design.md, "Resuming a run"): a resume that
     extends the run (and changes its display) works and is recorded; one that changes what the training computes is
     refused, naming the flag and both values, before anything is built."""
-    from byol_keras.cli.pretrain import run
+    from byol_keras.experiment import run
 
     run_dir = tmp_path / "run"
     assert run(_tiny_run_config(run_dir, verbose=0))["steps"] == 2
@@ -304,7 +305,7 @@ def test_a_resume_runs_on_the_runs_own_configuration_with_the_changes_it_may_mak
 
 
 def test_a_resume_checks_the_data_the_batchnorm_and_the_end_against_the_run():
-    from byol_keras.cli.pretrain import _check_resume
+    from byol_keras.experiment import _check_resume
 
     stored = {"run_dir": "/runs/r", "data": "digits", "num_examples": 1437, "sync_bn": False, "replicas": 1,
               "epochs": 2, "steps_per_epoch": 2, "total_steps": 4, "verbose": 0}
@@ -386,7 +387,8 @@ def test_tensorboard_serves_the_projector_of_a_run(demo_run, tmp_path):
 @pytest.mark.slow
 def test_the_command_pretrains_and_exports_a_keras_hub_backbone_from_a_local_preset(tmp_path, step_without_xla):
     keras_hub = pytest.importorskip("keras_hub")
-    from byol_keras.cli.pretrain import main, run
+    from byol_keras.cli.pretrain import main
+    from byol_keras.experiment import run
     from byol_keras.run_folder import load_encoder
 
     backbone = keras_hub.models.ResNetBackbone(

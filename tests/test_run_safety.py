@@ -156,46 +156,46 @@ def _damage(path, how):
 @pytest.mark.slow
 def test_damaged_backups_and_records_are_named_and_the_older_backup_resumes(tmp_path, caplog, capsys,
                                                                             step_without_xla):
-    from byol_keras.cli.pretrain import RunRecordError, run
+    from byol_keras.experiment import RunRecordError, run
 
     run_dir = tmp_path / "run"
     backups = run_dir / "backup"
-    assert run(_tiny(run_dir, "--epochs", "2"))["steps"] == 4
-    # The newest two complete backups are kept, each with the run's record.
-    assert sorted(os.listdir(backups)) == ["step-000000003", "step-000000004"]
+    keep = ("--keep-backups", "3")  # three backups: the two newest damaged in different ways, the third resumes
+    assert parse_args(["--preset", "demo"]).keep_backups == 2, "the command keeps two by default"
+    assert run(_tiny(run_dir, "--epochs", "2", *keep))["steps"] == 4
+    # The newest three complete backups are kept (the first pruned), each with the run's record.
+    assert sorted(os.listdir(backups)) == ["step-000000002", "step-000000003", "step-000000004"]
     assert json.loads((backups / "step-000000004" / "config.json").read_text()) == json.loads(
         (run_dir / "config.json").read_text())
 
-    # The newest backup's state half-written: named in a warning, the older one resumes; the damaged one is set aside.
+    # The newest backup's state half-written and the next one's weights truncated: each named in a warning, the
+    # third resumes; the damaged ones are set aside.
     _damage(backups / "step-000000004" / "state.json", "json")
+    _damage(backups / "step-000000003" / "model.weights.h5", "truncate")
     with caplog.at_level("WARNING", logger="byol_keras.fault_tolerance"):
-        summary = run(_tiny(run_dir, "--epochs", "3"))
-    assert summary["resumed_from_step"] == 3 and summary["steps"] == 6
+        summary = run(_tiny(run_dir, "--epochs", "3", *keep))
+    assert summary["resumed_from_step"] == 2 and summary["steps"] == 6
     assert f"{backups / 'step-000000004' / 'state.json'} is not valid JSON" in caplog.text
-    assert "damaged-step-000000004" in os.listdir(backups)
-
-    # The newest backup's weights truncated: the same.
-    _damage(backups / "step-000000006" / "model.weights.h5", "truncate")
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="byol_keras.fault_tolerance"):
-        assert run(_tiny(run_dir, "--epochs", "4"))["resumed_from_step"] == 5
-    assert f"{backups / 'step-000000006' / 'model.weights.h5'} has " in caplog.text and "(truncated?)" in caplog.text
+    assert f"{backups / 'step-000000003' / 'model.weights.h5'} has " in caplog.text and "(truncated?)" in caplog.text
+    assert {"damaged-step-000000003", "damaged-step-000000004"} <= set(os.listdir(backups))
 
     # Every backup damaged: refused, naming each, and nothing deleted or started over.
-    _damage(backups / "step-000000008" / "model.weights.h5", "truncate")
-    os.remove(backups / "step-000000007" / "state.json")
+    _damage(backups / "step-000000006" / "model.weights.h5", "truncate")
+    os.remove(backups / "step-000000005" / "state.json")
+    _damage(backups / "step-000000004" / "state.json", "json")
     before = sorted(os.listdir(backups))
     with pytest.raises(BackupError) as error:
-        run(_tiny(run_dir, "--epochs", "5"))
-    assert str(backups / "step-000000008" / "model.weights.h5") in str(error.value)
-    assert f"{backups / 'step-000000007' / 'state.json'} is missing" in str(error.value)
+        run(_tiny(run_dir, "--epochs", "4", *keep))
+    assert str(backups / "step-000000006" / "model.weights.h5") in str(error.value)
+    assert f"{backups / 'step-000000005' / 'state.json'} is missing" in str(error.value)
+    assert f"{backups / 'step-000000004' / 'state.json'} is not valid JSON" in str(error.value)
     assert sorted(os.listdir(backups)) == before
 
     # Starting over is deliberate, and says what it discards.
     capsys.readouterr()
     assert run(_tiny(run_dir, "--epochs", "1"), restart=True)["resumed_from_step"] is None
     said = capsys.readouterr().out
-    assert f"--restart: discarding the earlier run in {run_dir}: the backups of global steps 7, 8; config.json" in said
+    assert f"--restart: discarding the earlier run in {run_dir}: the backups of global steps 4, 5, 6; config.json" in said
 
     # The run's record damaged: a resume stops, naming it and the backup's copy; the flags do not replace it.
     record = json.loads((run_dir / "config.json").read_text())
@@ -221,7 +221,7 @@ def test_latest_backup_state_names_what_does_not_read(tmp_path):
 
 @pytest.mark.slow
 def test_a_non_finite_loss_keeps_the_last_good_files_and_names_them(tmp_path, step_without_xla):
-    from byol_keras.cli.pretrain import NonFiniteLossError, run
+    from byol_keras.experiment import NonFiniteLossError, run
 
     run_dir = tmp_path / "run"
     with pytest.raises(NonFiniteLossError) as error:
@@ -283,7 +283,7 @@ def small_disk(tmp_path):
 @pytest.mark.slow
 def test_a_full_disk_while_backing_up_is_one_error_line_and_the_next_run_resumes(tmp_path, capsys, monkeypatch,
                                                                                  small_disk, step_without_xla):
-    from byol_keras.cli.pretrain import run
+    from byol_keras.experiment import run
 
     run_dir = (small_disk or tmp_path) / "run"
     assert run(_tiny(run_dir, "--epochs", "1"))["steps"] == 2
@@ -347,7 +347,7 @@ def test_two_exports_never_share_a_version(tmp_path, monkeypatch):
 def test_a_labelled_folder_without_a_test_split_holds_queries_out_of_the_knn_bank(tmp_path, capsys):
     import tensorflow as tf
 
-    from byol_keras.cli.pretrain import HELD_OUT, make_data, resolve
+    from byol_keras.experiment import HELD_OUT, make_data, resolve
 
     for label in range(2):
         for i in range(10):

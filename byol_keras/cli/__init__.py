@@ -185,9 +185,11 @@ def load_evaluation_inputs(args):
 
     The image size and the crop fraction are the flags', else the run's `config.json` (read, not recomputed);
     a crop fraction of None (a standalone encoder, or a run evaluated at another size) is
-    `eval_data.default_crop_fraction` of the size.
+    `preprocessing.default_crop_fraction` of the size. The data is read with the encoder's channels (RGB, or one
+    channel for an encoder of grayscale images: `byol-pretrain --channels 1`).
     """
     from byol_keras.run_folder import load_encoder
+    from byol_keras.transfer import input_channels
 
     encoder, config = load_encoder(args.run_dir, args.encoder)
     image_size = args.image_size or config.get("image_size")
@@ -196,11 +198,12 @@ def load_evaluation_inputs(args):
     crop_fraction = args.crop_fraction
     if crop_fraction is None and image_size == config.get("image_size"):
         crop_fraction = config.get("crop_fraction")
-    train, test = load_eval_data(args.data, args.data_dir, image_size, args.train_split, args.test_split)
+    train, test = load_eval_data(args.data, args.data_dir, image_size, args.train_split, args.test_split,
+                                 channels=input_channels(encoder))
     return encoder, image_size, crop_fraction, train, test
 
 
-def load_eval_data(data, data_dir=None, image_size=None, train_split=None, test_split=None):
+def load_eval_data(data, data_dir=None, image_size=None, train_split=None, test_split=None, channels=3):
     """Open the labelled train and test splits of a data source with `byol_keras.sources.load_source`.
 
     An image folder with `train/` and `test/` (or `val/`, `validation/`) sub-folders gives one split
@@ -214,6 +217,7 @@ def load_eval_data(data, data_dir=None, image_size=None, train_split=None, test_
         train_split: str or None, overrides the training split (a TFDS split or sub-folder name).
             Defaults to None.
         test_split: str or None, overrides the test split. Defaults to None.
+        channels: 3 (RGB) or 1 (grayscale, each image's luma). Defaults to 3.
 
     Returns:
         Tuple `(train_source, test_source)` of `byol_keras.sources.Source`.
@@ -232,14 +236,14 @@ def load_eval_data(data, data_dir=None, image_size=None, train_split=None, test_
                 f"one class folder each. Received: data={data!r}"
             )
         return (
-            load_source(train_dir, image_size=image_size),
-            load_source(test_dir, image_size=image_size),
+            load_source(train_dir, image_size=image_size, channels=channels),
+            load_source(test_dir, image_size=image_size, channels=channels),
         )
     if test_split is None:
         test_split = "validation" if data.split("/")[0] in _VALIDATION_SPLIT else "test"
     return (
-        load_source(data, train_split or "train", data_dir, image_size=image_size),
-        load_source(data, test_split, data_dir, image_size=image_size),
+        load_source(data, train_split or "train", data_dir, image_size=image_size, channels=channels),
+        load_source(data, test_split, data_dir, image_size=image_size, channels=channels),
     )
 
 

@@ -4,10 +4,11 @@ Usage:
     byol-export runs/cifar10_byol --out saved_models/cifar10_byol
     byol-export runs/cifar10_byol --out saved_models/cifar10_byol --version 3
 
-Reads `RUN_DIR/config.json` (needs "image_size") and `RUN_DIR/model.keras` (the saved BYOL model, or
-any Keras encoder), and writes `OUT/VERSION/` in the layout TF Serving expects. `--out` defaults to
-`saved_models/<name of RUN_DIR>`; `--version` defaults to one more than the highest existing version.
-An existing version is never overwritten. Serve it with:
+Reads `RUN_DIR/config.json` (needs "image_size"; "channels", 3 or 1, says whether the signatures take RGB or
+grayscale images) and `RUN_DIR/model.keras` (the saved BYOL model, or any Keras encoder), and writes
+`OUT/VERSION/` in the layout TF Serving expects. `--out` defaults to `saved_models/<name of RUN_DIR>`;
+`--version` defaults to one more than the highest existing version. An existing version is never overwritten.
+Serve it with:
 
     tensorflow_model_server --rest_api_port=8501 --model_name=cifar10_byol \
         --model_base_path=$PWD/saved_models/cifar10_byol
@@ -31,7 +32,7 @@ def export_run(run_dir, out=None, version=None, crop_fraction=None, include_proj
         version: int or None, the version folder. Defaults to the next free version.
         crop_fraction: float in (0, 1], evaluation centre-crop fraction. Defaults to the run's
             `config.json` "crop_fraction" (what its kNN monitor used), else the default for its image size
-            (`byol_keras.eval_data.default_crop_fraction`).
+            (`byol_keras.preprocessing.default_crop_fraction`, for a run recorded before the field).
         include_projector: bool, add the `project` signature when the model has a projector.
             Defaults to True.
         max_pixels: int or None, the serving signatures refuse larger images before decoding them.
@@ -41,7 +42,6 @@ def export_run(run_dir, out=None, version=None, crop_fraction=None, include_proj
     Returns:
         dict, the export description (see `byol_keras.export.export_version`).
     """
-    from byol_keras.eval_data import default_crop_fraction
     from byol_keras.export import export_version
 
     run_dir = os.fspath(run_dir)
@@ -55,7 +55,7 @@ def export_run(run_dir, out=None, version=None, crop_fraction=None, include_proj
     print(f"Loaded {type(model).__name__} from {os.path.join(run_dir, MODEL_FILENAME)} "
           f"(image_size={config['image_size']})", flush=True)
     if crop_fraction is None:
-        crop_fraction = config.get("crop_fraction") or default_crop_fraction(int(config["image_size"]))
+        crop_fraction = config.get("crop_fraction")  # None: the library's rule, in export_encoder
     if max_pixels is None:
         from byol_keras.decoding import DEFAULT_MAX_PIXELS
 
@@ -68,6 +68,8 @@ def export_run(run_dir, out=None, version=None, crop_fraction=None, include_proj
         crop_fraction=crop_fraction,
         include_projector=include_projector,
         max_pixels=max_pixels,
+        # The run's: RGB or grayscale bytes and pixels in (absent from the record: the encoder's input says).
+        channels=config.get("channels"),
     )
 
 
@@ -109,7 +111,8 @@ def _export(args):
     print(f"Wrote SavedModel version {description['version']} to {description['export_dir']}")
     print(f"  signatures: {', '.join(description['signatures'])}")
     print(f"  embedding_dim={description['embedding_dim']}, projection_dim={description['projection_dim']}, "
-          f"image_size={description['image_size']}, crop_fraction={description['crop_fraction']}, "
+          f"image_size={description['image_size']}, channels={description['channels']}, "
+          f"crop_fraction={description['crop_fraction']}, "
           f"max_pixels={description['max_pixels']}")
     print(f"  Keras encoder copy: {description['keras_path']}")
     print(f"Inspect: saved_model_cli show --dir {description['export_dir']} --all", flush=True)

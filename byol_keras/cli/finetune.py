@@ -87,7 +87,7 @@ def run_finetune(
         learning_rate: float, peak SGD learning rate. Defaults to 0.01.
         weight_decay: float. Defaults to 0.0.
         crop_fraction: float or None, the test centre-crop fraction. Defaults to None:
-            `default_crop_fraction(image_size)`.
+            `preprocessing.default_crop_fraction(image_size)`.
         train_labels: int array or None, the labels of a `train_data` dataset, when known without
             decoding (`Source.labels`). Defaults to None.
         verbose: int, 1 shows progress bars. Defaults to 1.
