@@ -24,7 +24,8 @@ import tensorflow as tf  # noqa: E402
 def run(args):
     from byol_keras.preprocessing import normalize
     from byol_keras.views import BYOLAugment
-    from byol_keras.data import load_source, pretrain_dataset
+    from byol_keras.data import pretrain_dataset
+    from byol_keras.sources import load_source
 
     report.set_threads(args.threads)
     if not os.path.isdir(os.path.join(args.data, "train")):

@@ -31,7 +31,8 @@ def views_figure(data, out, seed=0):
 
     from byol_keras.preprocessing import IMAGENET_MEAN, IMAGENET_STD
     from byol_keras.views import BYOLAugment
-    from byol_keras.data import load_arrays, load_source
+    from byol_keras.eval_data import load_arrays
+    from byol_keras.sources import load_source
 
     source = load_source(data, split="test")
     images, labels = load_arrays(source, 32, limit_per_class=1)

@@ -30,7 +30,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from benchmarks.photos import make_photos
-    from byol_keras.data import load_source, run_source
+    from byol_keras.data import run_source
+    from byol_keras.sources import load_source
 
     report.set_threads(args.threads)
     folder = args.folder or make_photos(os.path.join(tempfile.gettempdir(), f"byol_keras_startup_{args.files}"),

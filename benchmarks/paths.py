@@ -35,7 +35,8 @@ PATHS = (("native", "native", True), ("per_image_cached", "per_image", True), ("
 def run_case(case, args):
     from benchmarks.photos import make_photos
     from byol_keras.views import BYOLAugment
-    from byol_keras.data import choose_path, load_source, pretrain_dataset
+    from byol_keras.data import choose_path, pretrain_dataset
+    from byol_keras.sources import load_source
 
     size, view = case.split(":")
     width, height = (int(x) for x in size.split("x"))

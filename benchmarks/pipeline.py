@@ -157,7 +157,7 @@ def stages(args):
 
     from byol_keras import preprocessing
     from byol_keras.views import BYOLAugment, colour
-    from byol_keras import data
+    from byol_keras import data, decoding
 
     report.set_threads(args.threads)
     folder = image_folder(args)
@@ -176,7 +176,7 @@ def stages(args):
         return data._view_windows(shape[0], shape[1], key, views)
 
     def decode_windows(c, key):
-        return [tf.io.decode_and_crop_jpeg(c, w, channels=3, dct_method=data.JPEG_DCT_METHOD) for w in windows(c, key)]
+        return [tf.io.decode_and_crop_jpeg(c, w, channels=3, dct_method=decoding.JPEG_DCT_METHOD) for w in windows(c, key)]
 
     crops = [decode_windows(tf.constant(c), keys[i]) for i, c in enumerate(contents)]
     resize = tf.function(lambda crop: data._resize_crop(crop, views[0]), reduce_retracing=True)
@@ -184,7 +184,7 @@ def stages(args):
         "empty_call": _median_ms(per_image(lambda c, key: c), args.runs, len(contents)),
         "header_and_windows": _median_ms(per_image(windows), args.runs, len(contents)),
         "decode_whole_image": _median_ms(
-            per_image(lambda c, key: tf.io.decode_jpeg(c, channels=3, dct_method=data.JPEG_DCT_METHOD)),
+            per_image(lambda c, key: tf.io.decode_jpeg(c, channels=3, dct_method=decoding.JPEG_DCT_METHOD)),
             args.runs, len(contents)),
         "decode_two_windows": _median_ms(per_image(decode_windows), args.runs, len(contents)),
         "resize_two_crops": _median_ms(lambda: [resize(c) for pair in crops for c in pair], args.runs, len(contents)),

@@ -1,8 +1,9 @@
 """`tf.data` input for BYOL: the pretraining pipeline, on the sources of `byol_keras.sources`.
 
 `pretrain_dataset` yields `(view1, view2, labels)` batches for `BYOL.fit`, every batch a function of the seed
-and its position in the stream (a resumed run continues it). The rest of the input lives in one module per
-concept, and is importable from here as well (`from byol_keras.data import load_source` keeps working):
+and its position in the stream (a resumed run continues it); `run_source` and `run_views` build a run's source and
+stream from its configuration (`byol-pretrain` and the benchmarks call them alike). The rest of the input lives in
+one module per concept:
 
 - `byol_keras.sources`: `load_source` and `Source` (TFDS names, image folders, the `digits` demo set; bad
   files skipped and reported), `warn_small_images`, `TFDS_NAMES`, `IMAGE_EXTENSIONS`.
@@ -13,6 +14,7 @@ concept, and is importable from here as well (`from byol_keras.data import load_
 
 Example:
 
+>>> from byol_keras.sources import load_source
 >>> source = load_source("digits", split="train", image_size=32)
 >>> views = lambda x: (x, x[:, :, ::-1])  # a real run uses the augmentations in byol_keras.views
 >>> ds = pretrain_dataset(source, views, batch_size=64, image_size=32, seed=0)
@@ -25,19 +27,13 @@ import numpy as np
 import tensorflow as tf
 
 from byol_keras.preprocessing import center_crop_resize
-from byol_keras.decoding import DEFAULT_MAX_PIXELS  # noqa: F401  (re-exported)
-from byol_keras.decoding import JPEG_DCT_METHOD  # noqa: F401  (the decoders' IDCT; benchmarks read it here)
-from byol_keras.decoding import check_max_pixels  # noqa: F401  (re-exported)
-from byol_keras.decoding import checked
+from byol_keras.decoding import DEFAULT_MAX_PIXELS, checked
 from byol_keras.decoding import decode_image
 from byol_keras.decoding import decode_jpeg_window
-# Sources, subsets and evaluation arrays, re-exported: `byol_keras.data` was their home until 2026-12-05.
-from byol_keras.eval_data import load_arrays  # noqa: F401
-from byol_keras.sources import DIGITS_SEED, DIGITS_TEST_SIZE, IMAGE_EXTENSIONS, TFDS_NAMES  # noqa: F401
-from byol_keras.sources import Source, load_source  # noqa: F401
-from byol_keras.sources import _check_source, _decoded, warn_small_images
+from byol_keras.sources import check_source, decoded_dataset, warn_small_images
 from byol_keras import sources
-from byol_keras.subsets import keep_elements, subset_per_class  # noqa: F401
+from byol_keras.sources import load_source
+from byol_keras.subsets import subset_per_class
 from byol_keras.validation import check_positive_int
 
 # `cache="auto"` keeps decoded images in memory when they take at most this many bytes.
@@ -140,7 +136,7 @@ def pretrain_dataset(
     """
     from byol_keras.views import BYOLAugment
 
-    _check_source(source)
+    check_source(source)
     augment = views if isinstance(views, BYOLAugment) else None
     if views is not None and not callable(views):
         raise TypeError(f"`views` must be a BYOLAugment, a callable or None. Received: views={views!r}")
@@ -217,7 +213,7 @@ def pretrain_dataset(
     if decode_late:
         items = source.records
     else:
-        items = _decoded(source, source.records, resize)
+        items = decoded_dataset(source, source.records, resize)
         if cache:
             items = items.cache()
     buffer = source.num_examples if (decode_late or cache) else min(shuffle_buffer, source.num_examples)
@@ -235,7 +231,7 @@ def pretrain_dataset(
         positions = tf.data.Dataset.range(skip, batches_per_epoch * batch_size)
         keys = positions.map(lambda position: tf.random.experimental.stateless_fold_in(epoch_key, position))
         if decode_late:
-            # Each record's place in the stream, for naming the files that fail to decode (`_reporting_gaps`).
+            # Each record's place in the stream, for naming the files that fail to decode (`reporting_gaps`).
             keys = tf.data.Dataset.zip((keys, positions.map(lambda position: tf.stack([epoch, position]))))
         return tf.data.Dataset.zip((ordered, keys))
 
@@ -269,13 +265,13 @@ def pretrain_dataset(
             ordered = items
             if shuffle:
                 ordered = _shuffled(ordered, buffer, tf.random.experimental.stateless_fold_in(base_key, tf.constant(epoch, tf.int64)))
-            return sources._record_name(source, next(iter(ordered.skip(position).take(1))), position)
+            return sources.record_name(source, next(iter(ordered.skip(position).take(1))), position)
 
         stream = stream.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         # Files that fail after the scan: skipped (a TF log line gives the error), warned about and counted
         # (`Source.met_failures`, the run's summary).
         stream = stream.ignore_errors(log_warning=True)
-        stream = sources._reporting_gaps(stream, batches_per_epoch * batch_size, (first_epoch, first_batch * batch_size),
+        stream = sources.reporting_gaps(stream, batches_per_epoch * batch_size, (first_epoch, first_batch * batch_size),
                                          source.met_failures, resolve)
     elif per_image:
         @_plain_graph

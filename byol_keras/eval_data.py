@@ -16,8 +16,8 @@ import tensorflow as tf
 
 from byol_keras.preprocessing import center_crop_resize, normalize, resolve_crop_fraction
 from byol_keras.views.geometry import official_crop_window
-from byol_keras.sources import _check_source, _decoded, warn_small_images
-from byol_keras.subsets import _first_per_class, keep_elements
+from byol_keras.sources import check_source, decoded_dataset, warn_small_images
+from byol_keras.subsets import first_per_class, keep_elements
 from byol_keras.validation import check_positive_int
 
 # Random-resized-crop ranges of the paper's linear-evaluation training transform (the official code's
@@ -47,7 +47,7 @@ def load_arrays(source, image_size, limit_per_class=None, crop_fraction=None):
         `(images, labels)`: uint8 numpy `(n, image_size, image_size, channels)` (the source's channels) and int32
         numpy `(n,)`.
     """
-    _check_source(source)
+    check_source(source)
     check_positive_int("image_size", image_size)
     crop_fraction = resolve_crop_fraction(crop_fraction, image_size)
     if limit_per_class is not None:
@@ -61,7 +61,7 @@ def load_arrays(source, image_size, limit_per_class=None, crop_fraction=None):
 
     records = source.records
     if limit_per_class is not None and source.labels is not None:
-        records = keep_elements(records, _first_per_class(source.labels, limit_per_class))
+        records = keep_elements(records, first_per_class(source.labels, limit_per_class))
 
     def transform(image):
         image = center_crop_resize(image, image_size, crop_fraction)
@@ -70,7 +70,7 @@ def load_arrays(source, image_size, limit_per_class=None, crop_fraction=None):
     images, labels = [], []
     counts = np.zeros(max(source.num_classes, 1), dtype=np.int64)
     subset = limit_per_class is not None and source.labels is not None
-    for batch_images, batch_labels in _decoded(source, records, transform, not subset).batch(256):
+    for batch_images, batch_labels in decoded_dataset(source, records, transform, not subset).batch(256):
         batch_images, batch_labels = batch_images.numpy(), batch_labels.numpy()
         if limit_per_class is not None:
             # Streaming selection (TFDS): keep labelled examples while their class is not full.

@@ -131,7 +131,7 @@ class Source:
     @property
     def dataset(self):
         """`tf.data.Dataset` of `(uint8 image (h, w, channels), int32 label)` in the source's fixed order."""
-        return _decoded(self, self.records)
+        return decoded_dataset(self, self.records)
 
 
 def load_source(source, split="train", data_dir=None, image_size=None, verify=False, max_pixels=DEFAULT_MAX_PIXELS,
@@ -592,7 +592,7 @@ class DecodeFailures:
         return len(self._met)
 
 
-def _reporting_gaps(dataset, length, first, failures, resolve):
+def reporting_gaps(dataset, length, first, failures, resolve):
     """`dataset` without its elements' last component, after reporting the records that `ignore_errors` dropped.
 
     `dataset` holds the decoded elements that survived, each ending with its place in the stream, an int64
@@ -643,7 +643,7 @@ def _reporting_gaps(dataset, length, first, failures, resolve):
 # Records to images: the first step of every pipeline
 
 
-def _decoded(source, records, transform=None, all_records=True):
+def decoded_dataset(source, records, transform=None, all_records=True):
     """Map records to `(image, label)` in order, in parallel, dropping records that fail to decode.
 
     `all_records`: `records` holds every record of `source` (possibly shuffled), not a subset.
@@ -657,13 +657,13 @@ def _decoded(source, records, transform=None, all_records=True):
 
     def resolve(epoch, position):
         record = next(iter(records.skip(position).take(1)))
-        return _record_name(source, record, position)
+        return record_name(source, record, position)
 
     dataset = records.enumerate().map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     # Files that fail after the scan: skipped, with a TF log line each, instead of stopping a long run; and
     # warned about and counted (`Source.met_failures`).
     dataset = dataset.ignore_errors(log_warning=True)
-    dataset = _reporting_gaps(dataset, int(records.cardinality()), (0, 0), source.met_failures, resolve)
+    dataset = reporting_gaps(dataset, int(records.cardinality()), (0, 0), source.met_failures, resolve)
     if source.exact_count and all_records:
         # ignore_errors makes the length unknown; Keras would then discover the epoch length
         # by running out of data, with an "input ran out of data" warning in the first epoch. A record skipped
@@ -674,7 +674,7 @@ def _decoded(source, records, transform=None, all_records=True):
     return dataset
 
 
-def _record_name(source, record, position):
+def record_name(source, record, position):
     """A record's name for reports: its file path, or its position in the source."""
     first = record[0].numpy() if isinstance(record, (tuple, list)) else None
     if source.file_backed and isinstance(first, bytes):
@@ -682,9 +682,10 @@ def _record_name(source, record, position):
     return f"{source.name} record {position}"
 
 
-def _check_source(source):
+def check_source(source):
+    """`TypeError` naming the argument unless `source` is a `Source` (what every pipeline of a source checks first)."""
     if not isinstance(source, Source):
         raise TypeError(
-            "`source` must be a Source from byol_keras.data.load_source. "
+            "`source` must be a Source from byol_keras.sources.load_source. "
             f"Received: source={source!r} of type {type(source).__name__}"
         )

@@ -71,7 +71,7 @@ def subset_per_class(source, limit):
             f"`limit_per_class` needs a source whose labels are known up front (a class folder or digits); "
             f"{source.name} has none. Received: limit_per_class={limit}"
         )
-    return select(source, _first_per_class(source.labels, limit))
+    return select(source, first_per_class(source.labels, limit))
 
 
 def select(source, keep):
@@ -169,7 +169,7 @@ def held_out_queries(labels, per_class=None, seed=0, fraction=0.1):
     return queries
 
 
-def _first_per_class(labels, limit):
+def first_per_class(labels, limit):
     """Boolean mask `(n,)` keeping the first `limit` indices of each label >= 0, in order."""
     keep = np.zeros(len(labels), dtype=bool)
     counts = {}

@@ -143,7 +143,7 @@ def test_the_pipeline_benchmark_builds_the_data_byol_pretrain_builds(tmp_path, m
     """For the same flags, `benchmarks.pipeline` and `byol-pretrain` open the same source and build the same views
     and stream: the calls to `load_source` and `pretrain_dataset` match, every argument and default."""
     from benchmarks import pipeline
-    from byol_keras import data
+    from byol_keras import data, sources
     from byol_keras import experiment
     from byol_keras.cli import pretrain
     from helpers import class_folder, fake_strategy
@@ -158,7 +158,7 @@ def test_the_pipeline_benchmark_builds_the_data_byol_pretrain_builds(tmp_path, m
             return real(*args, **kwargs)
         return call
 
-    monkeypatch.setattr(data, "load_source", spy("load_source", data.load_source))
+    monkeypatch.setattr(data, "load_source", spy("load_source", sources.load_source))
     monkeypatch.setattr(data, "pretrain_dataset", spy("pretrain_dataset", data.pretrain_dataset))
 
     flags = ["--preset", preset, "--data", folder, "--image-size", str(size), "--batch-size", "4"]

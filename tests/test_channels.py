@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_keras import data
+from byol_keras import data, sources
 from byol_keras.views import BYOLAugment
 from byol_keras.eval_data import load_arrays
 from helpers import pattern, save_image
@@ -47,10 +47,10 @@ RGB_GOLDEN = {"per_image": "92aa17f61392add5", "native": "b55cb985ed50a72d", "ar
 
 
 def test_the_rgb_default_reads_the_same_pixels_as_before(tmp_path):
-    source = data.load_source(_rgb_folder(str(tmp_path / "rgb")))
+    source = sources.load_source(_rgb_folder(str(tmp_path / "rgb")))
     augment = BYOLAugment(16, seed=3, blur=False, jit_compile=False)
     crops = next(iter(data.pretrain_dataset(source, augment, 4, seed=5, repeat=True, views_on="device")))
-    digits = data.load_source("digits", split="test", image_size=12)
+    digits = sources.load_source("digits", split="test", image_size=12)
     native = next(iter(data.pretrain_dataset(digits, augment, 8, seed=5, repeat=True, views_on="device")))
     arrays = load_arrays(source, 16, crop_fraction=0.875)
     got = {"per_image": _digest(*(np.asarray(t) for t in crops)), "native": _digest(*(np.asarray(t) for t in native)),
@@ -106,7 +106,7 @@ def test_one_channel_crops_are_the_first_channel_of_the_rgb_crops_on_both_paths(
     gives (three equal channels): the same windows, JPEG windows and whole PNGs alike, one channel."""
     sizes = ((22, 30), (28, 20)) if path == "per_image" else ((18, 24),)
     root = _gray_folder(tmp_path / "scans", splits=(("train", 4),), sizes=sizes)
-    rgb, gray = data.load_source(root), data.load_source(root, channels=1)
+    rgb, gray = sources.load_source(root), sources.load_source(root, channels=1)
     assert gray.channels == 1 and rgb.channels == 3 and data.choose_path(gray, 16) == path
     got, reference = _first(gray, _augment(1), views_on="device"), _first(rgb, _augment(3), views_on="device")
     for one, three in zip(got[:-1], reference[:-1]):  # (crops1, crops2) or the native-size images
@@ -146,7 +146,7 @@ def test_one_channel_runs_drop_the_rgb_stages_of_a_preset_and_a_resume_keeps_the
     assert config["channels"] == 1
     assert {k: config["augment"][k] for k in ("saturation", "hue", "grayscale_prob", "brightness")} == {
         "saturation": 0.0, "hue": 0.0, "grayscale_prob": 0.0, "brightness": 0.4}
-    augment, _ = data.run_views(config, data.load_source("digits", image_size=32, channels=1))
+    augment, _ = data.run_views(config, sources.load_source("digits", image_size=32, channels=1))
     assert augment.view1.channels == augment.view2.channels == 1
     rgb = resolve_config(parse_args(["--preset", "cifar10-resnet18"]))
     assert rgb["channels"] == 3 and rgb["augment"]["saturation"] == 0.2  # the default: the preset's own views

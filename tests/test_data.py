@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_keras import data
+from byol_keras import data, sources
 from byol_keras.views import BYOLAugment
 from byol_keras.preprocessing import center_crop_resize
 from byol_keras.preprocessing import normalize
@@ -28,7 +28,7 @@ def _first_epoch(ds):
 @pytest.mark.parametrize("cache", [True, False])
 def test_pretrain_dataset_structure_and_views(tmp_path, cache):
     _class_folder(str(tmp_path / "c"), per_class=(3, 2, 4), size=20)
-    source = data.load_source(str(tmp_path / "c"))
+    source = sources.load_source(str(tmp_path / "c"))
     calls = []
 
     def views(images):
@@ -53,7 +53,7 @@ def test_pretrain_dataset_structure_and_views(tmp_path, cache):
 
 @pytest.mark.parametrize("cache", [True, False])
 def test_pretrain_dataset_is_deterministic_with_a_seed(cache):
-    source = data.load_source("digits", split="test", image_size=8)
+    source = sources.load_source("digits", split="test", image_size=8)
 
     def epochs(seed, n=2):
         ds = data.pretrain_dataset(source, flip_views, batch_size=90, image_size=8, seed=seed, cache=cache)
@@ -69,7 +69,7 @@ def test_pretrain_dataset_is_deterministic_with_a_seed(cache):
 
 
 def test_pretrain_dataset_identical_images_with_and_without_cache():
-    source = data.load_source("digits", split="test", image_size=16)
+    source = sources.load_source("digits", split="test", image_size=16)
     runs = []
     for cache in (True, False):
         ds = data.pretrain_dataset(source, flip_views, 120, 16, shuffle=False, cache=cache)
@@ -84,7 +84,7 @@ def test_pretrain_dataset_trains_a_small_keras_model():
     """End to end with Keras fit: a two-view cosine loss on a tiny encoder runs and is finite."""
     import keras
 
-    source = data.load_source("digits", split="test", image_size=8)
+    source = sources.load_source("digits", split="test", image_size=8)
     ds = data.pretrain_dataset(source, lambda x: (normalize(x), normalize(x[:, ::-1])), 60, 8, seed=0)
     ds = ds.map(lambda v1, v2, y: ((v1, v2), tf.zeros_like(y, tf.float32)))
     in1, in2 = keras.Input((8, 8, 3)), keras.Input((8, 8, 3))
@@ -110,7 +110,7 @@ def test_pretrain_dataset_trains_a_small_keras_model():
     ],
 )
 def test_pretrain_dataset_validation(kwargs, error, message):
-    source = data.load_source("digits", split="test", image_size=8)
+    source = sources.load_source("digits", split="test", image_size=8)
     args = dict(source=source, views=flip_views, batch_size=8, image_size=8) | kwargs
     with pytest.raises(error, match=message):
         data.pretrain_dataset(**args)
@@ -120,7 +120,7 @@ def test_folder_file_shuffle_is_deterministic_with_a_seed(tmp_path):
     """The uncached folder path shuffles file names before decoding; same seed, same batches."""
     for i in range(12):
         _save(str(tmp_path / "f" / f"{i:02d}.png"), _pattern(8, 8, offset=20 * i))
-    source = data.load_source(str(tmp_path / "f"))
+    source = sources.load_source(str(tmp_path / "f"))
 
     def epoch(seed):
         ds = data.pretrain_dataset(source, flip_views, 4, 8, seed=seed, cache=False)
@@ -182,17 +182,17 @@ def test_a_stream_started_at_batch_k_is_the_uninterrupted_stream_from_batch_k(tm
     branch of the pipeline (what each epoch orders: file names or decoded images; how they become batches)."""
     views = not path.startswith("squares")
     if path.startswith("per image"):
-        source = data.load_source(_photo_folder(str(tmp_path / "photos")))
+        source = sources.load_source(_photo_folder(str(tmp_path / "photos")))
         kwargs = dict(batch_size=4, views_on="device" if "device" in path else "data")  # 2 batches an epoch
         start, count = 3, 4
         assert not data.native_size(source, 16)
     elif "files" in path:
         _class_folder(str(tmp_path / "c"), per_class=(4, 3, 5), size=20)
-        source = data.load_source(str(tmp_path / "c"))
+        source = sources.load_source(str(tmp_path / "c"))
         kwargs = dict(batch_size=5, cache=False)  # 2 batches an epoch
         start, count = 3, 3
     else:
-        source = data.load_source("digits", split="test", image_size=20)  # 360 images: 5 batches of 64
+        source = sources.load_source("digits", split="test", image_size=20)  # 360 images: 5 batches of 64
         kwargs = dict(batch_size=64, cache=path.endswith("cached"), shuffle_buffer=50)
         start, count = 7, 5
         assert data.native_size(source, 16)
@@ -206,7 +206,7 @@ def test_a_stream_started_at_batch_k_is_the_uninterrupted_stream_from_batch_k(tm
 
 
 def test_every_epoch_of_the_stream_covers_its_images_once_in_its_own_order():
-    source = data.load_source("digits", split="test", image_size=8)
+    source = sources.load_source("digits", split="test", image_size=8)
     dataset = data.pretrain_dataset(source, None, batch_size=90, image_size=8, seed=7, repeat=True)
     labels = [np.asarray(y) for _, y in dataset.take(12)]
     epochs = [np.concatenate(labels[i:i + 4]) for i in range(0, 12, 4)]  # 360 = 4 x 90: nothing dropped
@@ -229,7 +229,7 @@ def test_views_from_keras_and_keras_cv_layers_run_in_the_pipeline_and_on_the_dev
     from byol_keras.views import LayerViews
     from byol_keras.encoders import convnet
 
-    source = data.load_source("digits", split="train", image_size=16)
+    source = sources.load_source("digits", split="train", image_size=16)
     core = [keras.layers.RandomFlip("horizontal", seed=0), keras.layers.RandomColorJitter(
         value_range=(0, 255), brightness_factor=0.4, contrast_factor=0.4, seed=1), keras.layers.RandomGrayscale(0.2, seed=2),
         keras.layers.Solarization(addition_factor=0.0, threshold_factor=(0.5, 0.5), value_range=(0, 255), seed=3)]
@@ -257,7 +257,7 @@ def test_the_default_path_is_the_faster_one_and_verify_does_not_change_it(tmp_pa
     unknown, always took the per-image path."""
     for i in range(2):
         _save(str(tmp_path / "a" / f"{i}.jpg"), _pattern(*size, offset=i))
-    verified, unverified = data.load_source(str(tmp_path), verify=True), data.load_source(str(tmp_path))
+    verified, unverified = sources.load_source(str(tmp_path), verify=True), sources.load_source(str(tmp_path))
     np.testing.assert_array_equal(unverified.image_sizes, verified.image_sizes)
     assert data.choose_path(verified, view) == data.choose_path(unverified, view) == path
     assert data.native_size(verified, view) == (path == "native")

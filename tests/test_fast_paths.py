@@ -11,7 +11,8 @@ import tensorflow as tf
 from byol_keras.preprocessing import normalize
 from byol_keras.views import BYOLAugment, BYOLView, view_configs
 from byol_keras.byol import BYOL
-from byol_keras.data import load_source, pretrain_dataset
+from byol_keras.data import pretrain_dataset
+from byol_keras.sources import load_source
 from helpers import ALL_OFF  # every stage off, the crop an exact identity map
 
 N_RATE = 1200

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from byol_keras import data
+from byol_keras import data, decoding, sources
 from byol_keras.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from byol_keras.views import BYOLAugment
 from helpers import official_window_reference, torchvision_window_reference
@@ -56,7 +56,7 @@ def _band_rate(crop_style, height, width, band, n=40_000):
 @pytest.mark.parametrize("view_size, path", [(24, "per image"), (48, "native size")])
 def test_the_edges_of_a_4_3_photo_reach_the_views_at_the_rate_the_crop_law_predicts(tmp_path, crop_style, view_size, path):
     height, width, band = 60, 80, 10
-    source = data.load_source(_folder(str(tmp_path / "photos"), [_edge_band_photo(height, width, band)] * 64))
+    source = sources.load_source(_folder(str(tmp_path / "photos"), [_edge_band_photo(height, width, band)] * 64))
     augment = BYOLAugment(view_size, seed=1, crop_style=crop_style, **CROP_ONLY)
     # Both paths on the same photos (by default 60x80 images take the native-size path at either view side).
     forced = "native" if path == "native size" else "per_image"
@@ -79,7 +79,7 @@ def test_per_image_crops_are_the_reference_windows_of_the_original_image_resized
     antialiasing, as the official code) and rounded to uint8."""
     rng = np.random.default_rng(3)
     photos = [rng.integers(0, 256, (45, 70, 3), dtype=np.uint8) for _ in range(6)]
-    source = data.load_source(_folder(str(tmp_path / "p"), photos))
+    source = sources.load_source(_folder(str(tmp_path / "p"), photos))
     seed = 11
     for crop_style in ("torchvision", "official"):
         augment = BYOLAugment(20, seed=0, crop_style=crop_style, **CROP_ONLY)
@@ -112,13 +112,13 @@ def _jpeg_photo(path, height=300, width=400):
 
 def test_jpeg_window_decoding_equals_decoding_the_whole_image_then_cropping(tmp_path):
     contents = open(_jpeg_photo(str(tmp_path / "photo.jpg")), "rb").read()
-    whole = tf.io.decode_jpeg(contents, channels=3, dct_method=data.JPEG_DCT_METHOD).numpy().astype(int)
+    whole = tf.io.decode_jpeg(contents, channels=3, dct_method=decoding.JPEG_DCT_METHOD).numpy().astype(int)
     rng = np.random.default_rng(0)
     differences, inner = [], []
     for _ in range(60):
         h, w = rng.integers(1, 301), rng.integers(1, 401)
         y, x = rng.integers(0, 301 - h), rng.integers(0, 401 - w)
-        window = tf.io.decode_and_crop_jpeg(contents, [y, x, h, w], channels=3, dct_method=data.JPEG_DCT_METHOD)
+        window = tf.io.decode_and_crop_jpeg(contents, [y, x, h, w], channels=3, dct_method=decoding.JPEG_DCT_METHOD)
         difference = np.abs(window.numpy().astype(int) - whole[y:y + h, x:x + w])
         differences.append(difference.ravel())
         inner.append(difference[2:-2, 2:-2].ravel())
@@ -135,7 +135,7 @@ def test_photo_pipeline_is_seeded_and_fits_with_views_on_the_device(tmp_path):
     os.makedirs(root)
     for i in range(8):
         _jpeg_photo(os.path.join(root, f"{i}.jpg"), height=90 + 10 * i, width=120)  # sizes differ: per image
-    source = data.load_source(root)
+    source = sources.load_source(root)
     assert not data.native_size(source, 32)
 
     def first_batch(seed):
@@ -159,7 +159,7 @@ def test_photo_pipeline_is_seeded_and_fits_with_views_on_the_device(tmp_path):
 
 
 def test_pretrain_dataset_arguments_for_the_views(tmp_path):
-    source = data.load_source("digits", split="test", image_size=8)
+    source = sources.load_source("digits", split="test", image_size=8)
     augment = BYOLAugment(8, blur=False)
     with pytest.raises(ValueError, match=r"`image_size` must be None or the BYOLAugment's own image_size \(8\).*image_size=16"):
         data.pretrain_dataset(source, augment, 8, image_size=16)
@@ -178,7 +178,7 @@ def test_views_finished_in_chunks_keep_each_image_with_its_label(tmp_path):
     colours = {"blue": (0, 0, 255), "green": (0, 255, 0), "red": (255, 0, 0)}
     for name, colour in colours.items():
         _folder(str(tmp_path / name), [np.full((30, 40, 3), colour, np.uint8)] * 20)
-    source = data.load_source(str(tmp_path))
+    source = sources.load_source(str(tmp_path))
     assert data._view_chunk(48) == 24
     augment = BYOLAugment(16, seed=0, **CROP_ONLY)
     view1, view2, labels = next(iter(data.pretrain_dataset(source, augment, batch_size=48, seed=3)))
