@@ -140,18 +140,6 @@ def test_module_docstring_example_runs():
     assert result.attempted > 0 and result.failed == 0
 
 
-def test_data_still_exports_what_moved_to_sources_subsets_and_eval_data():
-    from byol_keras import eval_data, sources, subsets
-
-    moved = {sources: ("Source", "load_source", "warn_small_images", "TFDS_NAMES", "IMAGE_EXTENSIONS", "DIGITS_SEED",
-                       "DIGITS_TEST_SIZE"),
-             subsets: ("keep_elements", "subset_per_class"),
-             eval_data: ("load_arrays",)}
-    for module, names in moved.items():
-        for name in names:
-            assert getattr(data, name) is getattr(module, name), name
-
-
 # ------------------------------------------------------------------------------------------------
 # Resuming the data: every batch a function of the seed and its position
 
