@@ -296,6 +296,15 @@ def keras_hub_encoder(backbone, pooling="auto", input_shape=None, load_weights=T
             f"Received: backbone={backbone!r} of type {type(backbone).__name__}"
         )
     _check_rebuilds(backbone)
+    channels = backbone.input_shape[-1]
+    if input_shape is not None and channels is not None and input_shape[-1] != channels:
+        # The backbone's first layer has weights for its own channel count (a preset's: 3); Keras would stop at
+        # the first call with a shape error deep inside it.
+        raise ValueError(
+            f"The KerasHub backbone takes images of {channels} channel(s), not {input_shape[-1]}: build it for "
+            f"{input_shape[-1]} (e.g. `image_shape=(None, None, {input_shape[-1]})` in its constructor; a preset's "
+            f"weights are for {channels}) or give it {channels}-channel images. Received: input_shape={tuple(input_shape)}"
+        )
     inputs = keras.Input(tuple(input_shape) if input_shape is not None else tuple(backbone.input_shape[1:]),
                          name="images")
     x = backbone(inputs)

@@ -106,6 +106,18 @@ def test_a_keras_hub_resnet_trains_and_round_trips_through_a_keras_file(tmp_path
     np.testing.assert_allclose(loaded.encoder(x), model.encoder(x), rtol=1e-5, atol=1e-5)
 
 
+def test_a_keras_hub_backbone_of_other_channels_than_the_input_is_refused_naming_both():
+    """A grayscale run (`--channels 1`) on a 3-channel KerasHub backbone: one error naming the counts and the fix,
+    not Keras' shape error at the first call; a backbone built for one channel works."""
+    pytest.importorskip("keras_hub")
+    with pytest.raises(ValueError, match=r"takes images of 3 channel\(s\), not 1.*image_shape=\(None, None, 1\)"
+                                         r".*Received: input_shape=\(16, 16, 1\)"):
+        encoders.keras_hub_encoder(tiny_hub_resnet(), input_shape=(16, 16, 1))
+    encoder = encoders.keras_hub_encoder(tiny_hub_resnet(channels=1), input_shape=(16, 16, 1))
+    features = encoder(np.zeros((2, 16, 16, 1), "float32"))
+    assert tuple(features.shape) == (2, 64)
+
+
 def test_a_keras_hub_encoder_from_a_local_preset_directory_starts_from_its_weights(tmp_path):
     pytest.importorskip("keras_hub")
     backbone = tiny_hub_resnet()
