@@ -154,7 +154,7 @@ def is_out_of_memory(error):
 
 
 def pretrain_config(sizes, replicas=1):
-    """The `imagenet-resnet50` preset as `cli.pretrain.resolve_config` + `resolve` would leave it, at `sizes`."""
+    """The `imagenet-resnet50` preset as `cli.pretrain.resolve_config` + `experiment.resolve` would leave it, at `sizes`."""
     from byol_keras.presets import get_preset
 
     overrides = {"image_size": sizes["size"], "encoder": sizes["encoder"]}

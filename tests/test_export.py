@@ -234,7 +234,7 @@ def test_preprocess_constant_images_golden():
     np.testing.assert_allclose(out[1], np.broadcast_to([-0.7992979, -0.6876751, -0.4623965], out[1].shape), atol=1e-4)
     # Alpha is ignored, not composited against black.
     np.testing.assert_allclose(out[2], out[0], atol=1e-6)
-    # And the constants are the ones augment.py uses.
+    # And the constants are the ones preprocessing.py uses.
     np.testing.assert_allclose((np.array([200, 100, 50]) / 255 - IMAGENET_MEAN) / IMAGENET_STD, out[0, 0, 0], atol=1e-4)
 
 
