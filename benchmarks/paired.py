@@ -89,21 +89,20 @@ def figures(args):
             [OURS_PYTHON, "-m", "benchmarks.pipeline", "--data", args.data, "--size", "96",
              "--runs", str(args.our_runs), "--batches", "5"],
         ),
-        "pipeline224": (
-            [args.peer_python, os.path.join(args.peer_dir, "peer_augment.py"), args.photos_dir, "--size", "224",
-             "--workers", "2", "--batches", "10"],
-            [OURS_PYTHON, "-m", "benchmarks.pipeline", "--photos", "--photos-dir", args.photos_dir, "--size", "224",
-             "--photos-per-class", str(args.photos_per_class),
-             "--runs", str(args.our_runs), "--batches", "4"],
-        ),
-        "pipeline224-mixed": (
-            [args.peer_python, os.path.join(args.peer_dir, "peer_augment.py"), args.mixed_dir, "--size", "224",
-             "--workers", "2", "--batches", "10"],
-            [OURS_PYTHON, "-m", "benchmarks.pipeline", "--mixed", "--photos-dir", args.mixed_dir, "--size", "224",
-             "--photos-per-class", str(args.photos_per_class),
-             "--runs", str(args.our_runs), "--batches", "4"],
-        ),
+        "pipeline224": photo_commands(args, "--photos", args.photos_dir),
+        "pipeline224-mixed": photo_commands(args, "--mixed", args.mixed_dir),
     }
+
+
+
+def photo_commands(args, kind, folder):
+    """The peer's and our commands for a 224-px figure on a folder of photos (`kind`: `--photos` or `--mixed`)."""
+    return (
+        [args.peer_python, os.path.join(args.peer_dir, "peer_augment.py"), folder, "--size", "224",
+         "--workers", "2", "--batches", "10"],
+        [OURS_PYTHON, "-m", "benchmarks.pipeline", kind, "--photos-dir", folder, "--size", "224",
+         "--photos-per-class", str(args.photos_per_class), "--runs", str(args.our_runs), "--batches", "4"],
+    )
 
 
 def isa_environment(isa):

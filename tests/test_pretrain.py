@@ -83,6 +83,10 @@ def test_optimizer_choices_decay_as_documented():
     assert all(sgd._use_weight_decay(v) for v in model.encoder.trainable_variables)
     with pytest.raises(ValueError, match="optimizer='adam'"):
         build_optimizer(dict(config, optimizer="adam"), 10, 100, model)
+    # The flag's vocabulary (presets.OPTIMIZERS, read without TensorFlow) is exactly what build_optimizer builds.
+    from byol_keras.presets import OPTIMIZERS
+
+    assert sorted(OPTIMIZERS) == sorted(["lars", "sgd-l2", "sgd"])
 
 
 @pytest.fixture
